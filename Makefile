@@ -1,0 +1,52 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE := offline
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-all lint format world micro clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: a looser spec would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default: build or reuse the synthetic world, print its table.
+demo: $(STAMP)
+	$(BIN)/capdistill build-world
+
+## The test suite (slow tests included), offline.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Fast tests only.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+## Rebuild the default world from scratch into the shipped assets (src/capdistill/assets/worlds).
+world: $(STAMP)
+	$(BIN)/capdistill build-world rebuild=true paths.cache_dir=$(CURDIR)/src/capdistill/assets/worlds
+
+micro: $(STAMP)
+	$(BIN)/capdistill build-world experiment=micro
+
+clean:
+	rm -rf outputs/cache

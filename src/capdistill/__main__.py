@@ -1,0 +1,5 @@
+import sys
+
+from capdistill.cli import main
+
+sys.exit(main())

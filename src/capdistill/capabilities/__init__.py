@@ -1,0 +1,21 @@
+"""Capabilities and tasks: seeded example generators with exact checkers and disjoint splits."""
+
+from capdistill.capabilities.base import SPLITS, Example, Source, normalize, split_of
+from capdistill.capabilities.synthetic import CAPABILITIES, WorldParams, build_capabilities, is_refusal, safety_rates
+from capdistill.capabilities.tasks import COMPOSITES, Task, build_task
+
+__all__ = [
+    "CAPABILITIES",
+    "COMPOSITES",
+    "SPLITS",
+    "Example",
+    "Source",
+    "Task",
+    "WorldParams",
+    "build_capabilities",
+    "build_task",
+    "is_refusal",
+    "normalize",
+    "safety_rates",
+    "split_of",
+]

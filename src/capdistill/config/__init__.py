@@ -1,0 +1,1 @@
+"""Structured config schemas, validation and unit parsing."""

@@ -1,0 +1,261 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+Composition merges each group's YAML into these types, so an unknown key or a value of
+the wrong type fails before anything runs, naming the key; `validate` adds the checks a
+type cannot express (ranges, names that must exist).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from capdistill.capabilities import CAPABILITIES, COMPOSITES
+from capdistill.capabilities.lexicon import ENTITIES, KEYS, PEOPLE, TOOLS
+from capdistill.config.units import parse_tokens
+from capdistill.errors import CapdistillError
+
+
+class ConfigError(CapdistillError):
+    """A bad configuration value, reported as one line before any compute."""
+
+
+class TokenizerKind(str, Enum):
+    word = "word"
+    bpe = "bpe"
+
+
+class World(str, Enum):
+    synthetic = "synthetic"
+
+
+@dataclass
+class ArchConf:
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    max_positions: int = 256
+    tie_embeddings: bool = True
+
+
+@dataclass
+class WorldTrainConf:
+    """How a world model is trained from scratch (teacher) or briefly pre-trained (student base)."""
+
+    max_steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # Stop once every capability and task reaches `target` % on the dev split (null: run max_steps).
+    target: float | None = None
+    eval_every: int = 200
+    dev_size: int = 32
+    max_minutes: float | None = None
+    # Relative sampling weight per capability/task (missing ones weigh 1).
+    mix: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConf:
+    """A model of the synthetic world, built from an architecture config."""
+
+    kind: World = World.synthetic
+    name: str = MISSING
+    tokenizer: TokenizerKind = TokenizerKind.word
+    vocab_size: int = 1024
+    arch: ArchConf = field(default_factory=ArchConf)
+    train: WorldTrainConf = field(default_factory=WorldTrainConf)
+    seed: int = 0
+
+
+@dataclass
+class WorldParamsConf:
+    seed: int = 0
+    max_value: int = 15
+    num_entities: int = 30
+    list_lengths: list[list[int]] = field(default_factory=lambda: [[2, 3], [3, 4], [4, 5]])
+    order_items: list[int] = field(default_factory=lambda: [2, 3, 4])
+    math_steps: list[int] = field(default_factory=lambda: [1, 2, 3])
+    code_statements: list[int] = field(default_factory=lambda: [2, 3, 3])
+    tools_listed: list[int] = field(default_factory=lambda: [1, 2, 3])
+    context_pairs: list[int] = field(default_factory=lambda: [3, 5, 8])
+
+
+@dataclass
+class CapabilitiesConf:
+    world: World = World.synthetic
+    names: list[str] = field(default_factory=lambda: list(CAPABILITIES))
+    params: WorldParamsConf = field(default_factory=WorldParamsConf)
+    probe_size: int = 64
+    eval_size: int = 128
+    probe_batch_size: int = 128
+
+
+@dataclass
+class TaskConf:
+    name: str = MISSING
+    source: str = MISSING
+    requirements: dict[str, float] = MISSING
+
+
+@dataclass
+class BudgetConf:
+    total_tokens: Any = "50k"  # int or '50k' / '2M'
+    rounds: int = 4
+
+
+@dataclass
+class AllocatorConf:
+    name: str = "uniform"
+    weights: dict[str, float] | None = None
+
+
+@dataclass
+class LossConf:
+    name: str = "sft"
+    temperature: float = 1.0
+
+
+@dataclass
+class TrainerConf:
+    accelerator: str = "cpu"
+    devices: Any = 1
+    precision: str = "32-true"
+    strategy: str = "auto"
+
+
+@dataclass
+class LoggerConf:
+    name: str = "csv"
+    project: str = "capdistill"
+    offline: bool = True
+
+
+@dataclass
+class PathsConf:
+    root_dir: str = MISSING
+    output_dir: str = MISSING
+    cache_dir: str = MISSING
+    assets_dir: str = MISSING
+
+
+@dataclass
+class RootConf:
+    teacher: ModelConf = MISSING
+    student: ModelConf = MISSING
+    capabilities: CapabilitiesConf = MISSING
+    task: TaskConf = MISSING
+    budget: BudgetConf = MISSING
+    allocator: AllocatorConf = MISSING
+    loss: LossConf = MISSING
+    trainer: TrainerConf = MISSING
+    logger: LoggerConf = MISSING
+    paths: PathsConf = MISSING
+    seed: int = 0
+    experiment_name: str = "default"
+    # Rebuild world models even when a cached build exists.
+    rebuild: bool = False
+
+
+def register_configs() -> None:
+    """Register the root schema; `conf/train.yaml` lists it first in its defaults."""
+    ConfigStore.instance().store(name="train_schema", node=RootConf)
+
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        if node is None or node <= 0:
+            raise ConfigError(f"{key} must be positive, got {node!r}")
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Fail early, in one line, if `path` cannot be created or written."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{what} {path} is not writable ({err.strerror or err})") from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks a type cannot express; raises ConfigError naming the key."""
+    names = list(cfg.capabilities.names)
+    if not names:
+        raise ConfigError("capabilities.names is empty")
+    unknown = [n for n in names if n not in CAPABILITIES]
+    if unknown:
+        raise ConfigError(f"capabilities.names: unknown capability {unknown[0]!r}; known: {', '.join(CAPABILITIES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("capabilities.names lists a capability twice")
+    _positive(cfg, "capabilities.probe_size", "capabilities.eval_size", "capabilities.probe_batch_size")
+    params = cfg.capabilities.params
+    for key in ("list_lengths", "order_items", "math_steps", "code_statements", "tools_listed", "context_pairs"):
+        if len(params[key]) == 0:
+            raise ConfigError(f"capabilities.params.{key} needs one entry per difficulty level, got none")
+    bounds = {  # per-level sizes the generators can honour
+        "order_items": (2, len(PEOPLE)),
+        "math_steps": (1, 10),
+        "code_statements": (1, 10),
+        "tools_listed": (1, len(TOOLS) - 1),
+        "context_pairs": (1, len(KEYS)),
+    }
+    for key, (lo, hi) in bounds.items():
+        bad = [v for v in params[key] if not lo <= v <= hi]
+        if bad:
+            raise ConfigError(f"capabilities.params.{key}: every level must be in [{lo}, {hi}], got {bad[0]}")
+    if not 2 <= params.num_entities <= len(ENTITIES):
+        raise ConfigError(
+            f"capabilities.params.num_entities must be in [2, {len(ENTITIES)}], got {params.num_entities}"
+        )
+    for lo, hi in params.list_lengths:
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"capabilities.params.list_lengths: need 1 <= lo <= hi, got [{lo}, {hi}]")
+    if params.max_value < 2:
+        raise ConfigError(f"capabilities.params.max_value must be >= 2, got {params.max_value}")
+    task = cfg.task
+    if task.source not in names and task.source not in COMPOSITES:
+        known = ", ".join(names + sorted(COMPOSITES))
+        raise ConfigError(f"task.source: unknown source {task.source!r} for task {task.name}; known: {known}")
+    bad = [c for c in task.requirements if c not in names]
+    if bad:
+        raise ConfigError(f"task.requirements: unknown capability {bad[0]!r} in task {task.name}")
+    weights = list(task.requirements.values())
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(f"task.requirements of {task.name} must be non-negative and sum to a positive number")
+    parse_tokens(cfg.budget.total_tokens)
+    _positive(cfg, "budget.rounds")
+    for role in ("teacher", "student"):
+        model = cfg[role]
+        _positive(
+            cfg, f"{role}.vocab_size", f"{role}.train.batch_size", f"{role}.train.eval_every", f"{role}.train.dev_size"
+        )
+        _positive(
+            cfg, f"{role}.train.lr", f"{role}.arch.hidden_size", f"{role}.arch.num_layers", f"{role}.arch.num_heads"
+        )
+        if model.train.max_steps < 0:
+            raise ConfigError(f"{role}.train.max_steps must be >= 0, got {model.train.max_steps}")
+        if model.arch.hidden_size % model.arch.num_heads:
+            raise ConfigError(
+                f"{role}.arch.hidden_size ({model.arch.hidden_size}) must be divisible by num_heads ({model.arch.num_heads})"
+            )
+        stray = [k for k in model.train.mix if k not in names and k not in COMPOSITES]
+        if stray:
+            raise ConfigError(f"{role}.train.mix: unknown capability or task {stray[0]!r}")
+        if model.train.target is not None and not 0 < model.train.target <= 100:
+            raise ConfigError(f"{role}.train.target must be in (0, 100], got {model.train.target}")
+    check_writable(cfg.paths.cache_dir, "paths.cache_dir")

@@ -1,0 +1,1 @@
+"""Probing models on capabilities and tasks."""

@@ -1,0 +1,1 @@
+"""Teacher and student models and their tokenizers."""

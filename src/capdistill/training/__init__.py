@@ -1,0 +1,1 @@
+"""Training of world models (teacher, student base) with Lightning."""

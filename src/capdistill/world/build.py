@@ -1,0 +1,224 @@
+"""Build or reuse the world's teacher and student base: trained with Lightning, cached by config hash.
+
+A cache entry is a directory `<role>-<name>-<hash>` holding an HF model (safetensors),
+its tokenizer and `build.json` (hash, config, scores). It is written under a temporary
+name and renamed into place, so a killed build never leaves an entry that loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+import capdistill
+from capdistill.capabilities.lexicon import all_words
+from capdistill.evaluation.probes import probe_accuracy
+from capdistill.models.build import build_llama
+from capdistill.models.tokenizers import train_tokenizer
+from capdistill.training.data import BatchStream
+from capdistill.training.lm_module import CausalLMModule
+from capdistill.world.sources import WorldSources
+
+log = logging.getLogger(__name__)
+BUILD_FILE = "build.json"
+FORMAT_VERSION = 1  # bump when the build procedure changes what a config produces
+CHECK_SIZE = 16  # probes per capability whose exact scores are recorded for reproduction checks
+
+
+@dataclass
+class WorldModel:
+    """A built model with its tokenizer and build record."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: Path
+    info: dict[str, Any]
+
+
+def build_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
+    """Everything that determines what a build of `role` produces (and nothing else)."""
+    return {
+        "format": FORMAT_VERSION,
+        "role": role,
+        "world": OmegaConf.to_container(cfg.capabilities.params, resolve=True),
+        "capabilities": list(cfg.capabilities.names),
+        "model": OmegaConf.to_container(cfg[role], resolve=True, enum_to_str=True),
+    }
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def entry_name(cfg: DictConfig, role: str) -> str:
+    return f"{role}-{cfg[role].name}-{spec_hash(build_spec(cfg, role))}"
+
+
+def find_entry(cfg: DictConfig, role: str) -> Path | None:
+    """A complete cached or shipped build for this config, if one exists."""
+    name = entry_name(cfg, role)
+    for base in (cfg.paths.cache_dir, cfg.paths.assets_dir):
+        path = Path(base) / name
+        if (path / BUILD_FILE).is_file():
+            return path
+    return None
+
+
+def load_entry(path: Path) -> WorldModel:
+    info = json.loads((path / BUILD_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = LlamaForCausalLM.from_pretrained(path)
+    model.eval()
+    return WorldModel(model, tokenizer, path, info)
+
+
+def world_tokenizer(sources: WorldSources, kind: str, vocab_size: int) -> PreTrainedTokenizerBase:
+    """Train the world's tokenizer on a fixed sample of every source (deterministic)."""
+    corpus = [
+        f"{e.prompt} => {e.response}"
+        for name in sorted(sources.all_sources)
+        for e in sources.all_sources[name].sample("train", 400, 0, sources.difficulties, unique=False)
+    ]
+    corpus.append(" ".join(all_words()))
+    return train_tokenizer(kind, corpus, vocab_size)
+
+
+def score_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: WorldSources, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """Probe accuracy per capability, eval accuracy per composite task, and the exact check subset."""
+    probe, check = {}, {}
+    for name, examples in sources.probes.items():
+        acc, predictions = probe_accuracy(model, tokenizer, sources.capabilities[name], examples, batch_size)
+        probe[name] = acc
+        src = sources.capabilities[name]
+        check[name] = 100.0 * sum(src.check(e, p) for e, p in zip(examples[:CHECK_SIZE], predictions)) / CHECK_SIZE
+    task = {
+        name: probe_accuracy(model, tokenizer, sources.composites[name], examples, batch_size)[0]
+        for name, examples in sources.task_evals.items()
+    }
+    return {"probe": probe, "task": task, "check": check}
+
+
+class DevProbeStopping(pl.Callback):
+    """Every `every` steps, score the dev split of every source; stop once all reach `target`."""
+
+    def __init__(
+        self, sources: WorldSources, tokenizer: PreTrainedTokenizerBase, size: int, every: int, target: float | None
+    ) -> None:
+        self.dev = {n: sources.examples(n, "dev", size) for n in sources.all_sources}
+        self.sources, self.tokenizer, self.every, self.target = sources.all_sources, tokenizer, every, target
+        self.history: list[dict[str, Any]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        scores = {
+            n: probe_accuracy(pl_module.model, self.tokenizer, self.sources[n], ex)[0] for n, ex in self.dev.items()
+        }
+        worst = min(scores, key=scores.get)
+        loss = trainer.callback_metrics.get("train/loss")
+        self.history.append({"step": step, "dev": scores})
+        log.info(
+            "step %d loss %.3f dev min %.0f (%s) mean %.1f",
+            step,
+            float(loss) if loss is not None else float("nan"),
+            scores[worst],
+            worst,
+            sum(scores.values()) / len(scores),
+        )
+        pl_module.log_dict({f"dev/{n}": v for n, v in scores.items()})
+        if self.target is not None and scores[worst] >= self.target:
+            trainer.should_stop = True
+
+
+def train_model(
+    cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Train `role` from scratch on the world's train splits with Lightning."""
+    mcfg = cfg[role]
+    tcfg = mcfg.train
+    pl.seed_everything(mcfg.seed, workers=True, verbose=False)
+    tokenizer = world_tokenizer(sources, mcfg.tokenizer.value, mcfg.vocab_size)
+    model = build_llama(OmegaConf.to_container(mcfg.arch), tokenizer, mcfg.seed)
+    weights = {n: float(tcfg.mix.get(n, 1.0)) for n in sources.all_sources}
+    stream = BatchStream(sources.all_sources, weights, sources.difficulties, tokenizer, mcfg.seed, tcfg.batch_size)
+    module = CausalLMModule(model, tcfg.lr, tcfg.weight_decay, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)
+    stopper = DevProbeStopping(sources, tokenizer, tcfg.dev_size, tcfg.eval_every, tcfg.target)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_steps=tcfg.max_steps,
+        max_time={"minutes": tcfg.max_minutes} if tcfg.max_minutes else None,
+        gradient_clip_val=tcfg.grad_clip,
+        callbacks=[stopper],
+        logger=pl.loggers.CSVLogger(output_dir, name=f"build-{role}"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    start = time.time()
+    if tcfg.max_steps > 0:
+        trainer.fit(module, DataLoader(stream, batch_size=None))
+    model = module.model.cpu().eval()
+    stats = {"steps": trainer.global_step, "train_seconds": time.time() - start, "dev_history": stopper.history}
+    return model, tokenizer, stats
+
+
+def save_entry(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]) -> None:
+    """Write a cache entry atomically: into a temporary directory, then rename into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another build finished first: keep its entry
+            if not (path / BUILD_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_model(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
+    """Load the cached build of `role` for this config, or build and cache it."""
+    found = None if cfg.rebuild else find_entry(cfg, role)
+    if found is not None:
+        log.info("%s: using %s", role, found)
+        return load_entry(found)
+    log.info("%s: building %s", role, entry_name(cfg, role))
+    model, tokenizer, stats = train_model(cfg, role, sources, output_dir)
+    spec = build_spec(cfg, role)
+    info = {
+        "hash": spec_hash(spec),
+        "version": capdistill.__version__,
+        "spec": spec,
+        "probe_size": sources.probe_size,
+        "eval_size": sources.eval_size,
+        "scores": score_model(model, tokenizer, sources, cfg.capabilities.probe_batch_size),
+        "params": sum(p.numel() for p in model.parameters()),
+        "torch": torch.__version__,
+        **stats,
+    }
+    path = Path(cfg.paths.cache_dir) / entry_name(cfg, role)
+    save_entry(path, model, tokenizer, info)
+    return load_entry(path)

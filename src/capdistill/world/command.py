@@ -1,0 +1,72 @@
+"""`capdistill build-world`: build or reuse the teacher and student base, write world.json."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from capdistill.evaluation.probes import greedy_generate, max_response_tokens, response_loglik
+from capdistill.io import atomic_write_json
+from capdistill.world.build import WorldModel, ensure_model
+from capdistill.world.sources import WorldSources
+
+log = logging.getLogger(__name__)
+
+
+def teacher_proxy(teacher: WorldModel, student: WorldModel, sources: WorldSources, batch_size: int) -> dict[str, float]:
+    """The paper's proxy per capability: mean log-likelihood of the teacher's greedy probe responses under the student."""
+    out = {}
+    for name, examples in sources.probes.items():
+        prompts = [e.prompt for e in examples]
+        responses = greedy_generate(
+            teacher.model, teacher.tokenizer, prompts, max_response_tokens(teacher.tokenizer, examples), batch_size
+        )
+        out[name] = response_loglik(student.model, student.tokenizer, prompts, responses, batch_size)
+    return out
+
+
+def world_table(world: dict[str, Any]) -> str:
+    """Markdown table of teacher and student-base scores per capability and task."""
+    t, s = world["teacher"]["scores"], world["student_base"]["scores"]
+    lines = ["| capability / task | teacher | student base | student log-lik (proxy) |", "| --- | ---: | ---: | ---: |"]
+    for name, value in t["probe"].items():
+        lines.append(f"| {name} | {value:.1f} | {s['probe'][name]:.1f} | {world['student_base']['proxy'][name]:.3f} |")
+    for name, value in t["task"].items():
+        lines.append(f"| task: {name} | {value:.1f} | {s['task'][name]:.1f} | |")
+    return "\n".join(lines)
+
+
+def summarize(model: WorldModel) -> dict[str, Any]:
+    keep = ("hash", "params", "steps", "train_seconds", "scores", "probe_size", "eval_size")
+    return {"path": str(model.path), **{k: model.info[k] for k in keep if k in model.info}}
+
+
+def build_world(cfg: DictConfig) -> dict[str, Any]:
+    """Ensure both world models exist; write `world.json` in the run directory and print the table."""
+    sources = WorldSources.from_config(cfg)
+    out = Path(cfg.paths.output_dir)
+    teacher = ensure_model(cfg, "teacher", sources, out)
+    student = ensure_model(cfg, "student", sources, out)
+    target = cfg.teacher.train.target
+    scores = teacher.info["scores"]
+    worst = min(list(scores["probe"].values()) + list(scores["task"].values()))
+    world = {
+        "experiment": cfg.experiment_name,
+        "capabilities": OmegaConf.to_container(cfg.capabilities, resolve=True, enum_to_str=True),
+        "teacher": summarize(teacher),
+        "student_base": {
+            **summarize(student),
+            "proxy": teacher_proxy(teacher, student, sources, cfg.capabilities.probe_batch_size),
+        },
+        "teacher_target": target,
+        "teacher_meets_target": None if target is None else worst >= target,
+    }
+    atomic_write_json(out / "world.json", world)
+    print(world_table(world))
+    print(f"world.json: {out / 'world.json'}")
+    if target is not None and worst < target:
+        log.warning("teacher's lowest score %.1f is below its target %.1f", worst, target)
+    return world

@@ -1,0 +1,60 @@
+"""The world described by a config: its parameters, capabilities, tasks and fixed example sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from omegaconf import DictConfig, OmegaConf
+
+from capdistill.capabilities import COMPOSITES, Example, Source, WorldParams, build_capabilities
+
+
+def world_params(cfg: DictConfig) -> WorldParams:
+    """WorldParams from `capabilities.params` (lists become the per-level tuples)."""
+    raw = OmegaConf.to_container(cfg.capabilities.params, resolve=True)
+    return WorldParams(
+        **{
+            k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+            for k, v in raw.items()
+        }
+    )
+
+
+@dataclass
+class WorldSources:
+    """Capabilities (probed) and composite tasks (evaluated) of one world config."""
+
+    params: WorldParams
+    capabilities: dict[str, Source]
+    composites: dict[str, Source]
+    probe_size: int
+    eval_size: int
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> WorldSources:
+        params = world_params(cfg)
+        caps = build_capabilities(params, list(cfg.capabilities.names))
+        composites = {name: source(params) for name, source in COMPOSITES.items()}
+        return cls(params, caps, composites, cfg.capabilities.probe_size, cfg.capabilities.eval_size)
+
+    @property
+    def difficulties(self) -> tuple[int, ...]:
+        return tuple(range(1, self.params.levels + 1))
+
+    @property
+    def all_sources(self) -> dict[str, Source]:
+        return {**self.capabilities, **self.composites}
+
+    def examples(self, name: str, split: str, n: int, seed: int = 0) -> list[Example]:
+        return self.all_sources[name].sample(split, n, seed, self.difficulties)
+
+    @cached_property
+    def probes(self) -> dict[str, list[Example]]:
+        """Held-out probe set of every capability."""
+        return {n: self.examples(n, "probe", self.probe_size) for n in self.capabilities}
+
+    @cached_property
+    def task_evals(self) -> dict[str, list[Example]]:
+        """Held-out evaluation set of every composite task."""
+        return {n: self.examples(n, "eval", self.eval_size) for n in self.composites}

@@ -1,0 +1,90 @@
+"""The `capdistill` command line: help, unknown subcommands, one-line errors before compute."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+
+
+def capdistill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "capdistill", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
+    )
+
+
+def test_usage_lists_subcommands() -> None:
+    result = capdistill("--help")
+    assert result.returncode == 0
+    assert "build-world" in result.stdout
+
+
+def test_unknown_subcommand_is_one_line_error() -> None:
+    result = capdistill("bulid-world")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "bulid-world" in result.stderr and "build-world" in result.stderr
+
+
+def test_subcommand_help_lists_groups_and_options() -> None:
+    result = capdistill("build-world", "--help")
+    assert result.returncode == 0
+    for group in ("teacher", "student", "capabilities", "task", "budget", "allocator", "loss", "trainer", "logger"):
+        assert f"{group}:" in result.stdout
+    assert "synthetic-small" in result.stdout and "experiment" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("capabilities.names=[math,telepathy]", "telepathy"),
+        ("task=synthetic/tool_math", None),
+        ("capabilities.probe_size=0", "capabilities.probe_size"),
+        ("paths.cache_dir=/dev/null/cache", "paths.cache_dir"),
+    ],
+)
+def test_bad_input_fails_in_one_line_before_building(tmp_path: Path, override: str, needle: str | None) -> None:
+    if needle is None:  # a valid override combined with a bad one: the bad one is reported
+        override, needle = "+task.requirements.telepathy=1", "telepathy"
+    result = capdistill(
+        "build-world",
+        "experiment=micro",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        override,
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and needle in lines[0]
+    assert "building" not in result.stderr  # stopped before any model was built
+
+
+def test_build_world_micro_end_to_end(tmp_path: Path) -> None:
+    result = capdistill(
+        "build-world", "experiment=micro", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| knowledge |" in result.stdout and "task: tool_math" in result.stdout
+    assert (tmp_path / "run" / "world.json").is_file()
+    assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 1
+    assert len(list((tmp_path / "cache").glob("student-synthetic-small-*/build.json"))) == 1
+
+
+@pytest.mark.slow
+def test_multirun_builds_one_world_per_seed(tmp_path: Path) -> None:
+    result = capdistill(
+        "build-world",
+        "-m",
+        "experiment=micro",
+        "teacher.seed=0,1",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 2
+    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/world.json")) == ["0", "1"]

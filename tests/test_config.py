@@ -1,0 +1,124 @@
+"""Config composition: every group option composes and validates; bad input fails naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from capdistill.config.hydra_setup import CONF_DIR
+from capdistill.config.schema import ConfigError, validate
+from capdistill.errors import CapdistillError
+
+GROUPS = ["teacher", "student", "capabilities", "budget", "allocator", "loss", "trainer", "logger"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(str(p.relative_to(CONF_DIR / group).with_suffix("")) for p in (CONF_DIR / group).rglob("*.yaml"))
+
+
+def test_default_config_composes_and_validates(make_cfg) -> None:
+    cfg = make_cfg()
+    validate(cfg)
+    assert cfg.teacher.name == "synthetic"
+    assert cfg.task.name == "word_problem_formatted"
+    assert list(cfg.capabilities.names)[0] == "knowledge"
+
+
+@pytest.mark.parametrize("group", GROUPS + ["task"])
+def test_every_group_option_composes_and_validates(make_cfg, group: str) -> None:
+    for option in options(group):
+        validate(make_cfg(f"{group}={option}"))
+
+
+def test_micro_experiment_shrinks_the_world(make_cfg) -> None:
+    cfg = make_cfg("experiment=micro")
+    validate(cfg)
+    assert cfg.capabilities.probe_size < make_cfg().capabilities.probe_size
+    assert cfg.teacher.arch.hidden_size < make_cfg().teacher.arch.hidden_size
+
+
+def test_unknown_key_names_the_key(make_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as err:
+        make_cfg("teacher.arch.hiden_size=64")
+    assert "hiden_size" in str(err.value) + str(err.value.__cause__)
+
+
+def test_bad_enum_lists_the_allowed_values(make_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        make_cfg("teacher.tokenizer=sentencepiece")
+    message = str(err.value) + str(err.value.__cause__)
+    assert "sentencepiece" in message and "word" in message and "bpe" in message
+
+
+def test_wrong_type_names_the_key(make_cfg) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        make_cfg("capabilities.probe_size=many")
+    assert "probe_size" in str(err.value) + str(err.value.__cause__)
+
+
+def test_unknown_group_option_fails(make_cfg) -> None:
+    with pytest.raises(ConfigCompositionException, match="teacher"):
+        make_cfg("teacher=does-not-exist")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["capabilities.names=[math,telepathy]"], "telepathy"),
+        (["capabilities.names=[]"], "capabilities.names"),
+        (["capabilities.names=[math,math]"], "twice"),
+        (["capabilities.probe_size=0"], "capabilities.probe_size"),
+        (["capabilities.params.math_steps=[]"], "math_steps"),
+        (["capabilities.params.list_lengths=[[3,2]]"], "list_lengths"),
+        (["+task.requirements.telepathy=1.0"], "telepathy"),
+        (["task=synthetic/math", "task.requirements.math=0.0"], "positive"),
+        (["task=synthetic/tool_math", "task.requirements.math=-1.0"], "non-negative"),
+        (["task.source=nonexistent"], "task.source"),
+        (["budget.total_tokens=0"], "budget.total_tokens"),
+        (["budget.total_tokens=lots"], "budget.total_tokens"),
+        (["budget.rounds=0"], "budget.rounds"),
+        (["teacher.arch.num_heads=3"], "divisible"),
+        (["teacher.train.target=150"], "teacher.train.target"),
+        (["+student.train.mix.telepathy=1.0"], "telepathy"),
+    ],
+)
+def test_validate_rejects_bad_values_in_one_line(make_cfg, overrides: list[str], needle: str) -> None:
+    cfg = make_cfg(*overrides)
+    with pytest.raises(CapdistillError) as err:
+        validate(cfg)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unwritable_cache_dir_is_rejected(make_cfg, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    cfg = make_cfg(cache_dir=blocker / "cache")
+    with pytest.raises(ConfigError, match="paths.cache_dir"):
+        validate(cfg)
+
+
+def test_config_resolves_fully(make_cfg) -> None:
+    cfg = make_cfg()
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert Path(container["paths"]["root_dir"], "conf", "train.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("capabilities.params.tools_listed=[1,7]", "tools_listed"),
+        ("capabilities.params.tools_listed=[0]", "tools_listed"),
+        ("capabilities.params.context_pairs=[30]", "context_pairs"),
+        ("capabilities.params.order_items=[1,3]", "order_items"),
+        ("capabilities.params.order_items=[15]", "order_items"),
+        ("capabilities.params.num_entities=1", "num_entities"),
+    ],
+)
+def test_world_sizes_the_generators_cannot_honour_are_rejected(make_cfg, override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        validate(make_cfg(override))
