@@ -61,7 +61,7 @@ def test_bad_input_fails_in_one_line_before_building(tmp_path: Path, override: s
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and needle in lines[0]
-    assert "building" not in result.stderr  # stopped before any model was built
+    assert "building" not in result.stdout + result.stderr  # stopped before any model was built
 
 
 def test_build_world_micro_end_to_end(tmp_path: Path) -> None:
@@ -70,6 +70,7 @@ def test_build_world_micro_end_to_end(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| knowledge |" in result.stdout and "task: tool_math" in result.stdout
+    assert "teacher: building" in result.stdout + result.stderr
     assert (tmp_path / "run" / "world.json").is_file()
     assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 1
     assert len(list((tmp_path / "cache").glob("student-synthetic-small-*/build.json"))) == 1
@@ -88,3 +89,18 @@ def test_multirun_builds_one_world_per_seed(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 2
     assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/world.json")) == ["0", "1"]
+
+
+def test_exhausted_prompt_pool_fails_before_building(tmp_path: Path) -> None:
+    result = capdistill(
+        "build-world",
+        "experiment=micro",
+        "capabilities.params.num_entities=2",  # a knowledge base too small for the probe set
+        "capabilities.probe_size=50",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 2
+    assert "knowledge" in result.stderr and "probe" in result.stderr
+    assert "building" not in result.stdout + result.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

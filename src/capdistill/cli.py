@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import warnings
 from collections.abc import Callable
 
 import hydra
@@ -24,6 +26,16 @@ subcommands: {", ".join(SUBCOMMANDS)}
 `capdistill SUBCOMMAND --help` lists the config groups, their options and the config."""
 
 
+def quiet_libraries() -> None:
+    """Keep library chatter (progress bars, tips, upstream deprecations) out of a run's output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*treespec.*")  # inside Lightning, not ours
+
+
 def run_subcommand(name: str, overrides: list[str]) -> None:
     """Compose the root config with `overrides` through Hydra and run subcommand `name`."""
     module, attr = SUBCOMMANDS[name]
@@ -38,6 +50,7 @@ def run_subcommand(name: str, overrides: list[str]) -> None:
             sys.exit(2)
 
     setup()
+    quiet_libraries()
     sys.argv = [f"capdistill {name}", f"hydra.job.name={name.replace('-', '_')}", *overrides]
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(job)()
 

@@ -37,14 +37,14 @@ class WorldParams:
     """Generation parameters; each tuple has one entry per difficulty level."""
 
     seed: int = 0
-    max_value: int = 15
+    max_value: int = 12
     num_entities: int = 30
-    list_lengths: tuple[tuple[int, int], ...] = ((2, 3), (3, 4), (4, 5))
+    list_lengths: tuple[tuple[int, int], ...] = ((2, 2), (2, 3), (3, 4))
     order_items: tuple[int, ...] = (2, 3, 4)
     math_steps: tuple[int, ...] = (1, 2, 3)
-    code_statements: tuple[int, ...] = (2, 3, 3)
+    code_statements: tuple[int, ...] = (1, 2, 3)
     tools_listed: tuple[int, ...] = (1, 2, 3)
-    context_pairs: tuple[int, ...] = (3, 5, 8)
+    context_pairs: tuple[int, ...] = (2, 4, 6)
 
     @property
     def levels(self) -> int:

@@ -82,14 +82,14 @@ class ModelConf:
 @dataclass
 class WorldParamsConf:
     seed: int = 0
-    max_value: int = 15
+    max_value: int = 12
     num_entities: int = 30
-    list_lengths: list[list[int]] = field(default_factory=lambda: [[2, 3], [3, 4], [4, 5]])
+    list_lengths: list[list[int]] = field(default_factory=lambda: [[2, 2], [2, 3], [3, 4]])
     order_items: list[int] = field(default_factory=lambda: [2, 3, 4])
     math_steps: list[int] = field(default_factory=lambda: [1, 2, 3])
-    code_statements: list[int] = field(default_factory=lambda: [2, 3, 3])
+    code_statements: list[int] = field(default_factory=lambda: [1, 2, 3])
     tools_listed: list[int] = field(default_factory=lambda: [1, 2, 3])
-    context_pairs: list[int] = field(default_factory=lambda: [3, 5, 8])
+    context_pairs: list[int] = field(default_factory=lambda: [2, 4, 6])
 
 
 @dataclass

@@ -120,7 +120,7 @@ class DevProbeStopping(pl.Callback):
     def __init__(
         self, sources: WorldSources, tokenizer: PreTrainedTokenizerBase, size: int, every: int, target: float | None
     ) -> None:
-        self.dev = {n: sources.examples(n, "dev", size) for n in sources.all_sources}
+        self.dev = sources.dev_sets(size)
         self.sources, self.tokenizer, self.every, self.target = sources.all_sources, tokenizer, every, target
         self.history: list[dict[str, Any]] = []
 

@@ -47,6 +47,7 @@ def summarize(model: WorldModel) -> dict[str, Any]:
 def build_world(cfg: DictConfig) -> dict[str, Any]:
     """Ensure both world models exist; write `world.json` in the run directory and print the table."""
     sources = WorldSources.from_config(cfg)
+    sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
     out = Path(cfg.paths.output_dir)
     teacher = ensure_model(cfg, "teacher", sources, out)
     student = ensure_model(cfg, "student", sources, out)

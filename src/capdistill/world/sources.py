@@ -49,6 +49,14 @@ class WorldSources:
     def examples(self, name: str, split: str, n: int, seed: int = 0) -> list[Example]:
         return self.all_sources[name].sample(split, n, seed, self.difficulties)
 
+    def dev_sets(self, size: int) -> dict[str, list[Example]]:
+        """Dev split of every capability and task (used to decide when training may stop)."""
+        return {n: self.examples(n, "dev", size) for n in self.all_sources}
+
+    def check_pools(self, dev_size: int) -> None:
+        """Draw every fixed example set now, so an exhausted prompt pool fails before any model is built."""
+        self.probes, self.task_evals, self.dev_sets(dev_size)  # noqa: B018
+
     @cached_property
     def probes(self) -> dict[str, list[Example]]:
         """Held-out probe set of every capability."""
