@@ -51,7 +51,8 @@ def run_subcommand(name: str, overrides: list[str]) -> None:
 
     setup()
     quiet_libraries()
-    sys.argv = [f"capdistill {name}", f"hydra.job.name={name.replace('-', '_')}", *overrides]
+    # the job name goes last: Hydra's argparse cannot split overrides around a flag such as -m
+    sys.argv = [f"capdistill {name}", *overrides, f"hydra.job.name={name.replace('-', '_')}"]
     hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(job)()
 
 
