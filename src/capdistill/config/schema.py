@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from capdistill.capabilities import CAPABILITIES, COMPOSITES
 from capdistill.capabilities.lexicon import ENTITIES, KEYS, PEOPLE, TOOLS
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
+from capdistill.losses import build_loss
 
 
 class ConfigError(CapdistillError):
@@ -123,8 +124,23 @@ class AllocatorConf:
 
 @dataclass
 class LossConf:
+    """A KD objective (capdistill.losses.build_loss); fields a loss does not take stay null."""
+
     name: str = "sft"
     temperature: float = 1.0
+    ce_weight: float | None = None
+    vocab_size: int | None = None
+    chunk_size: int | None = None
+    beta: float | None = None
+    k: int | None = None
+    num_samples: int | None = None
+    top_k: int | None = None
+    std_normalize: bool | None = None
+    token_weight: float | None = None
+    kl_weight: float | None = None
+    seq_weight: float | None = None
+    sinkhorn_epsilon: float | None = None
+    sinkhorn_iters: int | None = None
 
 
 @dataclass
@@ -237,6 +253,7 @@ def validate(cfg: DictConfig) -> None:
     weights = list(task.requirements.values())
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ConfigError(f"task.requirements of {task.name} must be non-negative and sum to a positive number")
+    build_loss(**OmegaConf.to_container(cfg.loss))  # validates the loss's options without compute
     parse_tokens(cfg.budget.total_tokens)
     _positive(cfg, "budget.rounds")
     for role in ("teacher", "student"):

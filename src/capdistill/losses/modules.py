@@ -1,0 +1,347 @@
+"""``nn.Module`` wrappers of the losses, one per ``loss`` config option, and :func:`build_loss`.
+
+Every wrapper has the same call signature, so a distillation engine can call any of them::
+
+    loss = module(student_logits, teacher_logits, mask, *, target_ids=None, teacher_mask=None, num_items=None)
+
+* ``student_logits`` ``[B, T, V]``: position-aligned (row ``t`` predicts token ``t + 1``).
+* ``teacher_logits``: ``[B, T, V']`` for same-tokenizer losses (``V' != V`` only with
+  ``vocab_size``); ``[B, Tt, Vt]`` on the teacher's own tokenization for cross-tokenizer
+  losses (``cross_tokenizer = True``); a :class:`~capdistill.losses.sparse.SparseTeacher`
+  for ``topk``/``sampled`` (``sparse_teacher = True``); ignored (may be None) by ``sft``
+  (``needs_teacher = False``).
+* ``mask``: bool ``[B, T]`` of the student positions that count (response tokens).
+* ``target_ids``: integer ``[B, T]``, the student's next tokens; needed by ``sft`` and by any
+  loss with ``ce_weight > 0`` (``needs_target_ids``), which adds ``ce_weight * sft(...)``.
+* ``teacher_mask``: bool ``[B, Tt]``, the teacher positions that count (cross-tokenizer only).
+* ``num_items``: optional denominator (global count of counted positions under gradient
+  accumulation / data parallelism) used by every term instead of the local count.
+
+Returns a scalar fp32 loss (fp64 for fp64 inputs). Hyper-parameters are validated when the
+module is built, so a bad config fails before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from capdistill.errors import CapdistillError
+from capdistill.losses.common import check_chunk_size, check_int, check_real, check_temperature
+from capdistill.losses.cross_tokenizer import multilevel_ot, uld
+from capdistill.losses.divergences import forward_kl, generalized_jsd, reverse_kl, total_variation
+from capdistill.losses.sft import sft
+from capdistill.losses.sparse import SparseTeacher, sampled_kl, topk_kl
+
+
+class DistillLoss(nn.Module):
+    """Base class: a KD term plus an optional ``ce_weight * sft`` term on the student's own targets."""
+
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+    cross_tokenizer: ClassVar[bool] = False
+    sparse_teacher: ClassVar[bool] = False
+
+    def __init__(self, *, temperature: float = 1.0, ce_weight: float = 0.0, chunk_size: int | None = None) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.ce_weight = check_real("ce_weight", ce_weight, low=0.0)
+        self.chunk_size = check_chunk_size(chunk_size)
+
+    @property
+    def needs_target_ids(self) -> bool:
+        return self.ce_weight > 0
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The keyword arguments (config fields other than ``name``) this loss accepts."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if klass in (nn.Module, object) or "__init__" not in vars(klass):
+                continue
+            params = inspect.signature(klass.__init__).parameters.values()
+            names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                break  # this __init__ passes nothing else on to its parents
+        return sorted(names)
+
+    def kd(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Any,
+        mask: Tensor,
+        teacher_mask: Tensor | None,
+        num_items: Tensor | float | None,
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Any,
+        mask: Tensor,
+        *,
+        target_ids: Tensor | None = None,
+        teacher_mask: Tensor | None = None,
+        num_items: Tensor | float | None = None,
+    ) -> Tensor:
+        if self.needs_teacher and teacher_logits is None:
+            raise CapdistillError(f"loss {self.name!r} needs teacher_logits, got None")
+        if self.cross_tokenizer and teacher_mask is None:
+            raise CapdistillError(f"loss {self.name!r} is cross-tokenizer and needs teacher_mask, got None")
+        if isinstance(teacher_logits, SparseTeacher) and not self.sparse_teacher:
+            raise CapdistillError(f"loss {self.name!r} needs dense teacher_logits, got a SparseTeacher")
+        loss = self.kd(student_logits, teacher_logits, mask, teacher_mask, num_items)
+        if self.ce_weight > 0:
+            if target_ids is None:
+                raise CapdistillError(f"loss {self.name!r} with ce_weight={self.ce_weight} needs target_ids, got None")
+            ce = sft(student_logits, target_ids, mask, num_items=num_items, chunk_size=self.chunk_size)
+            loss = loss + self.ce_weight * ce.to(loss.dtype)
+        return loss
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options())
+
+
+class SFTLoss(DistillLoss):
+    """``sft``: cross-entropy on teacher-written tokens (sequence-level KD); ignores ``teacher_logits``."""
+
+    name = "sft"
+    needs_teacher = False
+
+    def __init__(self, *, temperature: float = 1.0, chunk_size: int | None = None) -> None:
+        super().__init__(temperature=temperature, chunk_size=chunk_size)
+
+    @property
+    def needs_target_ids(self) -> bool:
+        return True
+
+    def forward(
+        self, student_logits, teacher_logits=None, mask=None, *, target_ids=None, teacher_mask=None, num_items=None
+    ):
+        if target_ids is None:
+            raise CapdistillError("loss 'sft' needs target_ids, got None")
+        if mask is None:
+            raise CapdistillError("loss 'sft' needs mask, got None")
+        return sft(
+            student_logits,
+            target_ids,
+            mask,
+            temperature=self.temperature,
+            num_items=num_items,
+            chunk_size=self.chunk_size,
+        )
+
+
+class _SameVocabLoss(DistillLoss):
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        ce_weight: float = 0.0,
+        chunk_size: int | None = None,
+        vocab_size: int | None = None,
+    ) -> None:
+        super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
+        self.vocab_size = None if vocab_size is None else check_int("vocab_size", vocab_size, low=1)
+
+    def _common(self) -> dict[str, Any]:
+        return {"vocab_size": self.vocab_size, "chunk_size": self.chunk_size}
+
+
+class ForwardKLLoss(_SameVocabLoss):
+    """``fkl``: ``KL(p_T || p_S)``."""
+
+    name = "fkl"
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return forward_kl(student_logits, teacher_logits, mask, self.temperature, num_items=num_items, **self._common())
+
+
+class ReverseKLLoss(_SameVocabLoss):
+    """``rkl``: ``KL(p_S || p_T)``."""
+
+    name = "rkl"
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return reverse_kl(student_logits, teacher_logits, mask, self.temperature, num_items=num_items, **self._common())
+
+
+class JSDLoss(_SameVocabLoss):
+    """``jsd``: generalised JSD with ``beta`` (0: forward KL, 1: reverse KL)."""
+
+    name = "jsd"
+
+    def __init__(self, *, beta: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.beta = check_real("beta", beta, low=0.0, high=1.0)
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return generalized_jsd(
+            student_logits, teacher_logits, mask, self.beta, self.temperature, num_items=num_items, **self._common()
+        )
+
+
+class TVDLoss(_SameVocabLoss):
+    """``tvd``: total variation distance."""
+
+    name = "tvd"
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return total_variation(
+            student_logits, teacher_logits, mask, self.temperature, num_items=num_items, **self._common()
+        )
+
+
+class TopKLoss(_SameVocabLoss):
+    """``topk``: KL to the teacher's renormalised top-``k`` (biased baseline); dense or sparse teacher."""
+
+    name = "topk"
+    sparse_teacher = True
+
+    def __init__(self, *, k: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.k = check_int("k", k, low=1)
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return topk_kl(
+            student_logits, teacher_logits, mask, self.k, self.temperature, num_items=num_items, **self._common()
+        )
+
+
+class SampledKLLoss(_SameVocabLoss):
+    """``sampled``: Sparse Logit Sampling, ``num_samples`` teacher draws per position (unbiased gradient).
+
+    ``self.generator`` (default None: the global RNG) may be set to a ``torch.Generator`` on the
+    logits' device for reproducible draws.
+    """
+
+    name = "sampled"
+    sparse_teacher = True
+
+    def __init__(self, *, num_samples: int = 64, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.generator: torch.Generator | None = None
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return sampled_kl(
+            student_logits,
+            teacher_logits,
+            mask,
+            self.num_samples,
+            self.generator,
+            self.temperature,
+            num_items=num_items,
+            **self._common(),
+        )
+
+
+class ULDLoss(DistillLoss):
+    """``uld``: Universal Logit Distillation (cross-tokenizer) plus ``ce_weight`` x the student's CE."""
+
+    name = "uld"
+    cross_tokenizer = True
+
+    def __init__(self, *, temperature: float = 1.0, ce_weight: float = 1.0, chunk_size: int | None = None) -> None:
+        super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return uld(
+            student_logits,
+            mask,
+            teacher_logits,
+            teacher_mask,
+            self.temperature,
+            num_items=num_items,
+            chunk_size=self.chunk_size,
+        )
+
+
+class MultiLevelOTLoss(DistillLoss):
+    """``mlot``: MultiLevelOT (cross-tokenizer, token + sequence level) plus ``ce_weight`` x the student's CE."""
+
+    name = "mlot"
+    cross_tokenizer = True
+
+    def __init__(
+        self,
+        *,
+        temperature: float = 1.0,
+        ce_weight: float = 1.0,
+        chunk_size: int | None = None,
+        top_k: int = 50,
+        std_normalize: bool = True,
+        token_weight: float = 1.0,
+        kl_weight: float = 0.1,
+        seq_weight: float = 0.1,
+        sinkhorn_epsilon: float = 0.1,
+        sinkhorn_iters: int = 50,
+    ) -> None:
+        super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
+        self.top_k = check_int("top_k", top_k, low=1)
+        if not isinstance(std_normalize, bool):
+            raise CapdistillError(f"std_normalize must be a bool, got {std_normalize!r}")
+        self.std_normalize = std_normalize
+        self.token_weight = check_real("token_weight", token_weight, low=0.0)
+        self.kl_weight = check_real("kl_weight", kl_weight, low=0.0)
+        self.seq_weight = check_real("seq_weight", seq_weight, low=0.0)
+        self.sinkhorn_epsilon = check_real("sinkhorn_epsilon", sinkhorn_epsilon, low=0.0, low_open=True)
+        self.sinkhorn_iters = check_int("sinkhorn_iters", sinkhorn_iters, low=1)
+
+    def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
+        return multilevel_ot(
+            student_logits,
+            mask,
+            teacher_logits,
+            teacher_mask,
+            self.top_k,
+            temperature=self.temperature,
+            std_normalize=self.std_normalize,
+            token_weight=self.token_weight,
+            kl_weight=self.kl_weight,
+            seq_weight=self.seq_weight,
+            sinkhorn_epsilon=self.sinkhorn_epsilon,
+            sinkhorn_iters=self.sinkhorn_iters,
+            num_items=num_items,
+            chunk_size=self.chunk_size,
+        )
+
+
+LOSSES: dict[str, type[DistillLoss]] = {
+    cls.name: cls
+    for cls in (
+        SFTLoss,
+        ForwardKLLoss,
+        ReverseKLLoss,
+        JSDLoss,
+        TVDLoss,
+        TopKLoss,
+        SampledKLLoss,
+        ULDLoss,
+        MultiLevelOTLoss,
+    )
+}
+
+
+def build_loss(name: str, **kwargs: Any) -> DistillLoss:
+    """The loss module for config option ``name`` (``cfg.loss.name``) with its options.
+
+    Keyword arguments whose value is None are dropped (the module's default applies), so a
+    config schema can carry every loss's fields with None defaults. A non-None option the
+    chosen loss does not take is an error naming it.
+    """
+    if name not in LOSSES:
+        raise CapdistillError(f"loss name must be one of {sorted(LOSSES)}, got {name!r}")
+    cls = LOSSES[name]
+    params = {k: v for k, v in kwargs.items() if v is not None}
+    allowed = cls.options()
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        raise CapdistillError(
+            f"loss {name!r} does not take {unknown[0]}={params[unknown[0]]!r}; its options are {allowed}"
+        )
+    return cls(**params)

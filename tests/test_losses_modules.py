@@ -1,0 +1,152 @@
+"""Loss modules, the build_loss factory, and the conf/loss/*.yaml options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from capdistill.errors import CapdistillError
+from capdistill.losses import (
+    LOSSES,
+    DistillLoss,
+    SparseTeacher,
+    build_loss,
+    forward_kl,
+    generalized_jsd,
+    multilevel_ot,
+    sft,
+    topk_kl,
+    uld,
+)
+
+CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def batch(seed=0, v=11, vt=None):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(2, 6, v, generator=g)
+    t = torch.randn(2, 6, v if vt is None else vt, generator=g)
+    mask = torch.rand(2, 6, generator=g) > 0.3
+    mask[0, 0] = True
+    y = torch.randint(0, v, (2, 6), generator=g)
+    return s, t, mask, y
+
+
+def test_every_config_option_has_a_yaml_that_builds():
+    files = sorted(p.stem for p in CONF_LOSS.glob("*.yaml"))
+    assert files == sorted(LOSSES) == sorted(["sft", "fkl", "rkl", "jsd", "tvd", "uld", "mlot", "topk", "sampled"])
+    for name in files:
+        cfg = OmegaConf.to_container(OmegaConf.load(CONF_LOSS / f"{name}.yaml"))
+        assert cfg["name"] == name
+        assert set(cfg) - {"name"} <= set(LOSSES[name].options()), name
+        module = build_loss(**cfg)
+        assert isinstance(module, DistillLoss) and module.name == name
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_uniform_call_signature(name):
+    module = build_loss(
+        name, **({"k": 4} if name == "topk" else {}), **({"num_samples": 3} if name == "sampled" else {})
+    )
+    s, t, mask, y = batch(v=11, vt=13 if module.cross_tokenizer else None)
+    s.requires_grad_()
+    teacher_mask = torch.ones(2, 6, dtype=torch.bool) if module.cross_tokenizer else None
+    out = module(s, t if module.needs_teacher else None, mask, target_ids=y, teacher_mask=teacher_mask)
+    out.backward()
+    assert out.dim() == 0 and torch.isfinite(out) and out.item() >= 0
+    assert torch.isfinite(s.grad).all()
+    assert module.needs_target_ids == (name in ("sft", "uld", "mlot"))
+
+
+def test_modules_compute_the_functional_losses():
+    s, t, mask, y = batch(seed=1)
+    assert build_loss("fkl", temperature=2.0)(s, t, mask).item() == pytest.approx(
+        forward_kl(s, t, mask, 2.0).item(), rel=1e-6
+    )
+    assert build_loss("jsd", beta=0.3)(s, t, mask).item() == pytest.approx(
+        generalized_jsd(s, t, mask, 0.3).item(), rel=1e-6
+    )
+    assert build_loss("sft")(s, None, mask, target_ids=y).item() == pytest.approx(sft(s, y, mask).item(), rel=1e-6)
+    tm = torch.ones(2, 6, dtype=torch.bool)
+    assert build_loss("uld", ce_weight=0.0)(s, t, mask, teacher_mask=tm).item() == pytest.approx(
+        uld(s, mask, t, tm).item(), rel=1e-6
+    )
+    both = build_loss("uld", ce_weight=0.5)(s, t, mask, teacher_mask=tm, target_ids=y)
+    assert both.item() == pytest.approx(uld(s, mask, t, tm).item() + 0.5 * sft(s, y, mask).item(), rel=1e-6)
+    mlot = build_loss("mlot", ce_weight=0.0, top_k=5, temperature=2.0)(s, t, mask, teacher_mask=tm)
+    assert mlot.item() == pytest.approx(multilevel_ot(s, mask, t, tm, 5, temperature=2.0).item(), rel=1e-6)
+
+
+def test_ce_weight_and_num_items():
+    s, t, mask, y = batch(seed=2)
+    module = build_loss("fkl", ce_weight=2.0)
+    got = module(s, t, mask, target_ids=y, num_items=20)
+    want = forward_kl(s, t, mask, num_items=20) + 2.0 * sft(s, y, mask, num_items=20)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(CapdistillError, match=r"ce_weight=2.0.*target_ids"):
+        module(s, t, mask)
+
+
+def test_sparse_teachers_through_the_modules():
+    s, t, mask, _ = batch(seed=3)
+    sparse = SparseTeacher.from_topk(t, 6)
+    assert build_loss("topk", k=4)(s, sparse, mask).item() == pytest.approx(topk_kl(s, t, mask, 4).item(), rel=1e-5)
+    draws = SparseTeacher.from_samples(t, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(build_loss("sampled", num_samples=5)(s, draws, mask))
+    with pytest.raises(CapdistillError, match="dense teacher_logits"):
+        build_loss("fkl")(s, sparse, mask)
+
+
+def test_sampled_module_generator_makes_draws_reproducible():
+    s, t, mask, _ = batch(seed=4)
+    module = build_loss("sampled", num_samples=2)
+    results = []
+    for _ in range(2):
+        module.generator = torch.Generator().manual_seed(5)
+        results.append(module(s, t, mask).item())
+    assert results[0] == results[1]
+
+
+def test_build_loss_errors_name_the_problem():
+    with pytest.raises(CapdistillError, match=r"loss name must be one of .*'fkl'.*got 'kll'"):
+        build_loss("kll")
+    with pytest.raises(CapdistillError, match=r"'fkl' does not take beta=0.3.*options"):
+        build_loss("fkl", beta=0.3)
+    with pytest.raises(CapdistillError, match=r"'sft' does not take ce_weight=1.0"):
+        build_loss("sft", ce_weight=1.0)
+    with pytest.raises(CapdistillError, match=r"beta.*2"):
+        build_loss("jsd", beta=2)
+    with pytest.raises(CapdistillError, match=r"temperature.*0"):
+        build_loss("tvd", temperature=0)
+    with pytest.raises(CapdistillError, match=r"k.*0"):
+        build_loss("topk", k=0)
+    with pytest.raises(CapdistillError, match=r"num_samples.*-1"):
+        build_loss("sampled", num_samples=-1)
+    with pytest.raises(CapdistillError, match=r"top_k.*0"):
+        build_loss("mlot", top_k=0)
+    # None means "the loss's default": a config schema may carry every loss's fields
+    assert build_loss("fkl", beta=None, k=None, top_k=None).temperature == 1.0
+
+
+def test_forward_errors_name_the_missing_input():
+    s, t, mask, y = batch(seed=6)
+    with pytest.raises(CapdistillError, match="teacher_mask"):
+        build_loss("uld")(s, t, mask, target_ids=y)
+    with pytest.raises(CapdistillError, match="teacher_logits"):
+        build_loss("rkl")(s, None, mask)
+    with pytest.raises(CapdistillError, match="target_ids"):
+        build_loss("sft")(s, None, mask)
+    with pytest.raises(CapdistillError, match=r"vocab.*11 vs 12.*vocab_size"):
+        build_loss("fkl")(s, torch.randn(2, 6, 12), mask)
+    assert torch.isfinite(build_loss("fkl", vocab_size=11)(s, torch.randn(2, 6, 12), mask))
