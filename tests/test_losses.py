@@ -15,15 +15,9 @@ from hypothesis import strategies as st
 
 from capdistill.errors import CapdistillError
 from capdistill.losses import forward_kl, generalized_jsd, reverse_kl, sft, total_variation
+from kd_reference import py_softmax
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (badly so on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DIVERGENCES = {
@@ -35,13 +29,6 @@ DIVERGENCES = {
 
 
 # --------------------------------------------------------------------------- brute force (fp64, loops)
-
-
-def py_softmax(row: list[float], temperature: float = 1.0) -> list[float]:
-    finite = [x / temperature for x in row if x != -math.inf]
-    top = max(finite)
-    z = sum(math.exp(x - top) for x in finite)
-    return [0.0 if x == -math.inf else math.exp(x / temperature - top) / z for x in row]
 
 
 def py_kl(p: list[float], q: list[float]) -> float:

@@ -22,15 +22,9 @@ from capdistill.losses import (
     uld,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def batch(seed=0, v=11, vt=None):

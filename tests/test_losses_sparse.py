@@ -9,21 +9,9 @@ import torch
 
 from capdistill.errors import CapdistillError
 from capdistill.losses import SparseTeacher, forward_kl, sampled_kl, topk_kl
+from kd_reference import py_softmax
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def py_softmax(row, temperature=1.0):
-    finite = [x / temperature for x in row if x != -math.inf]
-    top = max(finite)
-    z = sum(math.exp(x - top) for x in finite)
-    return [0.0 if x == -math.inf else math.exp(x / temperature - top) / z for x in row]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def py_kl_sparse(q: dict[int, float], ps: list[float]) -> float:
