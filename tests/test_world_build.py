@@ -101,3 +101,15 @@ def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> N
         assert score == 100.0 * sum(source.check(e, p) for e, p in zip(examples, predictions)) / len(examples)
         assert accuracy(source, examples, [e.response for e in examples]) == 100.0
         assert accuracy(source, examples, ["" for _ in examples]) == 0.0
+
+
+def test_rebuild_replaces_the_cached_entry(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("experiment=micro", "teacher.train.max_steps=2", cache_dir=tmp_path / "cache")
+    sources = WorldSources.from_config(cfg)
+    first = ensure_model(cfg, "teacher", sources, tmp_path / "run")
+    (first.path / "stale-marker").write_text("from the first build")
+    cfg.rebuild = True
+    second = ensure_model(cfg, "teacher", sources, tmp_path / "run")
+    assert second.path == first.path
+    assert not (second.path / "stale-marker").exists()  # the entry was replaced, not kept
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]  # nothing left aside

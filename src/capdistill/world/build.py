@@ -103,10 +103,9 @@ def score_model(
     """Probe accuracy per capability, eval accuracy per composite task, and the exact check subset."""
     probe, check = {}, {}
     for name, examples in sources.probes.items():
-        acc, predictions = probe_accuracy(model, tokenizer, sources.capabilities[name], examples, batch_size)
-        probe[name] = acc
-        src = sources.capabilities[name]
-        check[name] = 100.0 * sum(src.check(e, p) for e, p in zip(examples[:CHECK_SIZE], predictions)) / CHECK_SIZE
+        source = sources.capabilities[name]
+        probe[name], predictions = probe_accuracy(model, tokenizer, source, examples, batch_size)
+        check[name] = 100.0 * sum(source.check(e, p) for e, p in zip(examples[:CHECK_SIZE], predictions)) / CHECK_SIZE
     task = {
         name: probe_accuracy(model, tokenizer, sources.composites[name], examples, batch_size)[0]
         for name, examples in sources.task_evals.items()
@@ -182,21 +181,31 @@ def train_model(
     return model, tokenizer, stats
 
 
-def save_entry(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]) -> None:
-    """Write a cache entry atomically: into a temporary directory, then rename into place."""
+def save_entry(
+    path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any], replace: bool = False
+) -> None:
+    """Write a cache entry atomically: into a temporary directory, then rename into place.
+
+    An existing complete entry is kept (another build of the same config finished first)
+    unless `replace`, when it is moved aside first and deleted after the rename.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = path.parent / f"{tmp.name}.old"
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2))
+        if replace and path.exists():
+            os.replace(path, old)
         try:
             os.replace(tmp, path)
-        except OSError:  # another build finished first: keep its entry
+        except OSError:
             if not (path / BUILD_FILE).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure_model(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
@@ -220,5 +229,5 @@ def ensure_model(cfg: DictConfig, role: str, sources: WorldSources, output_dir: 
         **stats,
     }
     path = Path(cfg.paths.cache_dir) / entry_name(cfg, role)
-    save_entry(path, model, tokenizer, info)
+    save_entry(path, model, tokenizer, info, replace=cfg.rebuild)
     return load_entry(path)

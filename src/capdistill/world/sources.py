@@ -10,15 +10,15 @@ from omegaconf import DictConfig, OmegaConf
 from capdistill.capabilities import COMPOSITES, Example, Source, WorldParams, build_capabilities
 
 
+def _tuples(value: object) -> object:
+    """Nested lists from YAML as the nested tuples WorldParams holds."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def world_params(cfg: DictConfig) -> WorldParams:
-    """WorldParams from `capabilities.params` (lists become the per-level tuples)."""
+    """WorldParams from `capabilities.params`."""
     raw = OmegaConf.to_container(cfg.capabilities.params, resolve=True)
-    return WorldParams(
-        **{
-            k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
-            for k, v in raw.items()
-        }
-    )
+    return WorldParams(**{k: _tuples(v) for k, v in raw.items()})
 
 
 @dataclass
@@ -54,8 +54,13 @@ class WorldSources:
         return {n: self.examples(n, "dev", size) for n in self.all_sources}
 
     def check_pools(self, dev_size: int) -> None:
-        """Draw every fixed example set now, so an exhausted prompt pool fails before any model is built."""
-        self.probes, self.task_evals, self.dev_sets(dev_size)  # noqa: B018
+        """Draw every fixed example set now, so an exhausted prompt pool fails before any model is built.
+
+        Probe and eval sets are cached for the scoring that follows; dev sets are cheap to redraw.
+        """
+        for sets in (self.probes, self.task_evals, self.dev_sets(dev_size)):
+            if not all(sets.values()):
+                raise AssertionError("Source.sample returned an empty set")
 
     @cached_property
     def probes(self) -> dict[str, list[Example]]:
