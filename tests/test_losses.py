@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from capdistill.errors import CapdistillError
 from capdistill.losses import forward_kl, generalized_jsd, reverse_kl, sft, total_variation
-from kd_reference import py_softmax
+from kd_reference import make, py_softmax
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,16 +67,6 @@ def brute_force_ce(student, target, mask, temperature=1.0) -> float:
                 total -= math.log(py_softmax(student[b, t].tolist(), temperature)[int(target[b, t])])
                 count += 1
     return total / max(count, 1)
-
-
-def make(b=2, t=5, v=7, *, seed=0, dtype=torch.float64, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    s = torch.randn(b, t, v, generator=g, dtype=torch.float64) * scale
-    te = torch.randn(b, t, v, generator=g, dtype=torch.float64) * scale
-    mask = torch.rand(b, t, generator=g) > 0.3
-    mask[0, 0] = True
-    mask[-1, -1] = False
-    return s.to(dtype), te.to(dtype), mask
 
 
 def call(name, s, t, mask, **kw):

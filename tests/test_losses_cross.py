@@ -9,7 +9,7 @@ import torch
 
 from capdistill.errors import CapdistillError
 from capdistill.losses import multilevel_ot, uld
-from kd_reference import py_softmax
+from kd_reference import assert_chunking_invariant, py_softmax
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -224,15 +224,7 @@ def test_gradcheck():
 def test_chunked_equals_unchunked():
     s, ms, t, mt = make(b=3, ts=7, vs=11, tt=6, vt=8, seed=10, dtype=torch.float32)
     for fn in (uld, lambda *a, **kw: multilevel_ot(*a, top_k=5, **kw)):
-        outs = []
-        for chunk in (1, 3, None):
-            a = s.clone().requires_grad_()
-            out = fn(a, ms, t, mt, chunk_size=chunk)
-            out.backward()
-            outs.append((out.detach(), a.grad))
-        for out, grad in outs[1:]:
-            torch.testing.assert_close(out, outs[0][0], rtol=1e-6, atol=1e-7)
-            torch.testing.assert_close(grad, outs[0][1], rtol=1e-5, atol=1e-7)
+        assert_chunking_invariant(lambda a, chunk, fn=fn: fn(a, ms, t, mt, chunk_size=chunk), s, (1, 3, None))
 
 
 def test_bf16_inputs_and_extreme_logits():

@@ -9,7 +9,7 @@ import torch
 
 from capdistill.errors import CapdistillError
 from capdistill.losses import SparseTeacher, forward_kl, sampled_kl, topk_kl
-from kd_reference import py_softmax
+from kd_reference import assert_chunking_invariant, make, py_softmax
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,16 +46,6 @@ def brute_counts(student, ids, counts, mask, temperature=1.0):
             total += py_kl_sparse(q, py_softmax(student[b, t].tolist(), temperature))
             count += 1
     return total / max(count, 1)
-
-
-def make(b=2, t=5, v=7, *, seed=0, dtype=torch.float64, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    s = torch.randn(b, t, v, generator=g, dtype=torch.float64) * scale
-    te = torch.randn(b, t, v, generator=g, dtype=torch.float64) * scale
-    mask = torch.rand(b, t, generator=g) > 0.3
-    mask[0, 0] = True
-    mask[-1, -1] = False
-    return s.to(dtype), te.to(dtype), mask
 
 
 def sparse_counts(b, t, v, k, seed=0):
@@ -202,15 +192,7 @@ def test_chunked_equals_unchunked():
         lambda a, c: sampled_kl(a, t, mask, 7, torch.Generator().manual_seed(1), chunk_size=c),
     ]
     for fn in fns:
-        outs = []
-        for chunk in (1, 4, None):
-            a = s.clone().requires_grad_()
-            out = fn(a, chunk)
-            out.backward()
-            outs.append((out.detach(), a.grad))
-        for out, grad in outs[1:]:
-            torch.testing.assert_close(out, outs[0][0], rtol=1e-6, atol=1e-7)
-            torch.testing.assert_close(grad, outs[0][1], rtol=1e-5, atol=1e-7)
+        assert_chunking_invariant(fn, s, (1, 4, None))
 
 
 def test_bf16_and_extreme_logits():
