@@ -40,11 +40,11 @@ class WorldParams:
     max_value: int = 12
     num_entities: int = 30
     list_lengths: tuple[tuple[int, int], ...] = ((2, 2), (2, 3), (3, 4))
-    order_items: tuple[int, ...] = (2, 3, 4)
-    math_steps: tuple[int, ...] = (1, 2, 3)
-    code_statements: tuple[int, ...] = (1, 2, 3)
+    order_items: tuple[int, ...] = (2, 3, 3)
+    math_steps: tuple[int, ...] = (1, 2, 2)
+    code_statements: tuple[int, ...] = (1, 2, 2)
     tools_listed: tuple[int, ...] = (1, 2, 3)
-    context_pairs: tuple[int, ...] = (2, 4, 6)
+    context_pairs: tuple[int, ...] = (2, 3, 4)
 
     @property
     def levels(self) -> int:
@@ -229,7 +229,12 @@ class Code(Source):
         self.max_value = params.max_value
 
     def program(self, rng: random.Random, n: int, env: dict[str, int]) -> tuple[list[str], list[str], str]:
-        """`n` statements over `env` (mutated); returns source lines, trace lines, printed variable."""
+        """`n` statements over `env` (mutated); returns source lines, trace lines, printed variable.
+
+        The program prints the variable its last statement assigns, so the answer closes the
+        trace (reading any variable would add a content lookup that small CPU-trained models
+        learn far more slowly than tracing itself).
+        """
         lines, trace = [], []
         for i in range(n):
             target = rng.choice(VARIABLES)
@@ -242,7 +247,7 @@ class Code(Source):
                 lines.append(f"{target} = {src} {op} {k}")
             env[target] = value
             trace.append(f"{target} = {value}")
-        return lines, trace, rng.choice(sorted(env))
+        return lines, trace, target
 
     def generate(self, rng: random.Random, difficulty: int) -> Example:
         env: dict[str, int] = {}
@@ -323,7 +328,11 @@ class ToolUse(Source):
 
 
 class LongContext(Source):
-    """Retrieve the value of one key from a long key-value context."""
+    """Retrieve the value of one key from a long key-value context.
+
+    Pairs are written `key value` (no separator), so that reading a value back is one
+    induction step: after the key, copy what followed it in the context.
+    """
 
     name = "long_context"
 
@@ -334,11 +343,15 @@ class LongContext(Source):
     def context(rng: random.Random, n: int, max_value: int = 9) -> dict[str, int]:
         return {k: rng.randint(0, max_value) for k in rng.sample(KEYS, n)}
 
+    @staticmethod
+    def context_text(data: dict[str, int]) -> str:
+        return " ; ".join(f"{k} {v}" for k, v in data.items())
+
     def generate(self, rng: random.Random, difficulty: int) -> Example:
         data = self.context(rng, _level(self.pairs, difficulty))
         key = rng.choice(sorted(data))
-        prompt = f"data : {' ; '.join(f'{k} = {v}' for k, v in data.items())} . get {key}"
-        response = f"{key} = {data[key]} . answer {data[key]}"
+        prompt = f"data : {self.context_text(data)} . get {key}"
+        response = f"{key} {data[key]} . answer {data[key]}"
         return Example(self.name, prompt, response, str(data[key]), difficulty, "kv")
 
 

@@ -86,13 +86,12 @@ class ContextCode(Source):
         target = rng.choice(("x", "y", "z"))
         ((op, k, value),) = arithmetic_chain(rng, data[key], 1, self.params.max_value)
         env = {target: value}
-        lines, trace, shown = [f"{target} = {key} {op} {k}"], [f"{key} = {data[key]}", f"{target} = {value}"], target
+        lines, trace, shown = [f"{target} = {key} {op} {k}"], [f"{key} {data[key]}", f"{target} = {value}"], target
         extra = _level(self.params.code_statements, difficulty) - 2
         if extra > 0:
             more_lines, more_trace, shown = self.code.program(rng, extra, env)
             lines, trace = lines + more_lines, trace + more_trace
-        context = " ; ".join(f"{k} = {v}" for k, v in data.items())
-        prompt = f"data : {context} . run : {' ; '.join(lines)} ; print {shown}"
+        prompt = f"data : {LongContext.context_text(data)} . run : {' ; '.join(lines)} ; print {shown}"
         response = f"{' ; '.join(trace)} ; answer {env[shown]}"
         return Example(self.name, prompt, response, str(env[shown]), difficulty, "lookup-trace")
 
