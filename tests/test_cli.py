@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,45 @@ def test_exhausted_prompt_pool_fails_before_building(tmp_path: Path) -> None:
     assert "knowledge" in result.stderr and "probe" in result.stderr
     assert "building" not in result.stdout + result.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_distill_micro_end_to_end(tmp_path: Path, micro_cache: Path) -> None:
+    result = capdistill(
+        "distill",
+        "experiment=micro",
+        "allocator=fixed",
+        "allocator.weights={math:0.5,code:0.5}",
+        "loss=fkl",
+        f"paths.cache_dir={micro_cache}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["config"]["loss"]["name"] == "fkl" and len(record["rounds"]) == 2
+    assert record["budget"]["spent_tokens"] <= record["budget"]["total_tokens"] == 5000
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("allocator=uniform budget.total_tokens=0", "budget.total_tokens"),
+        ("allocator=fixed allocator.weights={telepathy:1.0}", "telepathy"),
+        ("allocator=fixed allocator.weights={math:-1.0,code:1.0}", "negative"),
+        ("allocator=fixed allocator.weights={math:0.0}", "sum to 0"),
+        ("allocator=uniform teacher=hf", "teacher.path is not set"),
+        ("allocator=uniform student=hf student.path=/no/such/model", "student.path /no/such/model does not exist"),
+        ("allocator=uniform trainer=fsdp trainer.accelerator=cpu", "fsdp needs GPUs"),
+    ],
+)
+def test_distill_bad_input_fails_in_one_line_before_building(tmp_path: Path, override: str, needle: str) -> None:
+    result = capdistill(
+        "distill",
+        "experiment=micro",
+        *override.split(" "),
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "building" not in result.stdout + result.stderr

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from capdistill.evaluation.probes import accuracy, greedy_generate, max_response_tokens, probe_accuracy
+from capdistill.evaluation.probes import accuracy, generate_texts, max_response_tokens, probe_accuracy
 from capdistill.world import build
 from capdistill.world.build import ensure_model, entry_name, find_entry, load_entry
 from capdistill.world.command import build_world
@@ -90,7 +90,7 @@ def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> N
     for name, examples in sources.probes.items():
         source = sources.capabilities[name]
         score, predictions = probe_accuracy(teacher.model, teacher.tokenizer, source, examples)
-        again = greedy_generate(
+        again = generate_texts(
             teacher.model,
             teacher.tokenizer,
             [e.prompt for e in examples],

@@ -18,6 +18,7 @@ from capdistill.errors import CapdistillError
 # subcommand -> (module, function taking the composed config)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build-world": ("capdistill.world.command", "build_world"),
+    "distill": ("capdistill.distill.run", "distill"),
 }
 
 USAGE = f"""usage: capdistill SUBCOMMAND [hydra overrides] [-m]

@@ -16,11 +16,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from capdistill.allocation import build_allocator
 from capdistill.capabilities import CAPABILITIES, COMPOSITES
 from capdistill.capabilities.lexicon import ENTITIES, KEYS, PEOPLE, TOOLS
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
 from capdistill.losses import build_loss
+from capdistill.models.hf import resolve_path
+from capdistill.supervision.collect import Generation, Overflow
 
 
 class ConfigError(CapdistillError):
@@ -34,6 +37,18 @@ class TokenizerKind(str, Enum):
 
 class World(str, Enum):
     synthetic = "synthetic"
+
+
+class ModelKind(str, Enum):
+    synthetic = "synthetic"  # built and trained by the project from `arch` (the synthetic world)
+    hf = "hf"  # any Hugging Face causal LM, by hub name or local path
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
 
 
 @dataclass
@@ -65,14 +80,25 @@ class WorldTrainConf:
     max_minutes: float | None = None
     # Relative sampling weight per capability/task (missing ones weigh 1).
     mix: dict[str, float] = field(default_factory=dict)
+    # Examples are length-sorted `bucket` batches at a time: less padding, but each batch
+    # holds fewer task families (1: fully mixed batches, which learn fastest per second).
+    bucket: int = 1
 
 
 @dataclass
 class ModelConf:
-    """A model of the synthetic world, built from an architecture config."""
+    """A teacher or student: a synthetic-world model built from `arch`, or an HF model from `path`.
 
-    kind: World = World.synthetic
+    `tokenizer`, `vocab_size`, `arch` and `train` describe the synthetic build; `path`,
+    `dtype`, `attn_implementation` and `chat_template` describe loading an HF model.
+    """
+
+    kind: ModelKind = ModelKind.synthetic
     name: str = MISSING
+    path: str | None = None  # hub name (from the local HF cache) or a local directory
+    dtype: Dtype = Dtype.float32
+    attn_implementation: str | None = None  # e.g. sdpa, eager, flash_attention_2
+    chat_template: bool = False  # wrap prompts in the tokenizer's chat template
     tokenizer: TokenizerKind = TokenizerKind.word
     vocab_size: int = 1024
     arch: ArchConf = field(default_factory=ArchConf)
@@ -86,11 +112,11 @@ class WorldParamsConf:
     max_value: int = 12
     num_entities: int = 30
     list_lengths: list[list[int]] = field(default_factory=lambda: [[2, 2], [2, 3], [3, 4]])
-    order_items: list[int] = field(default_factory=lambda: [2, 3, 4])
-    math_steps: list[int] = field(default_factory=lambda: [1, 2, 3])
-    code_statements: list[int] = field(default_factory=lambda: [1, 2, 3])
+    order_items: list[int] = field(default_factory=lambda: [2, 3, 3])
+    math_steps: list[int] = field(default_factory=lambda: [1, 2, 2])
+    code_statements: list[int] = field(default_factory=lambda: [1, 2, 2])
     tools_listed: list[int] = field(default_factory=lambda: [1, 2, 3])
-    context_pairs: list[int] = field(default_factory=lambda: [2, 4, 6])
+    context_pairs: list[int] = field(default_factory=lambda: [2, 3, 4])
 
 
 @dataclass
@@ -119,7 +145,9 @@ class BudgetConf:
 @dataclass
 class AllocatorConf:
     name: str = "uniform"
-    weights: dict[str, float] | None = None
+    # {capability: weight} for `fixed`; typed Any so that a command-line dict replaces null
+    # (OmegaConf cannot merge into a null typed dict)
+    weights: Any = None
 
 
 @dataclass
@@ -144,17 +172,45 @@ class LossConf:
 
 
 @dataclass
+class DistillConf:
+    """Student training per round, and how teacher supervision is produced."""
+
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 5
+    min_lr_ratio: float = 0.1
+    batch_size: int = 32
+    epochs: int = 1  # passes over each round's supervision (training tokens count again, budget does not)
+    grad_clip: float = 1.0
+    # a response that would overflow its capability's slice: drop it (slice ends short) or truncate it
+    overflow: Overflow = Overflow.drop
+    generation: Generation = field(default_factory=Generation)
+    log_every: int = 10
+
+
+@dataclass
 class TrainerConf:
+    """Lightning Trainer settings for the student's training (pytorch_lightning.Trainer)."""
+
     accelerator: str = "cpu"
     devices: Any = 1
+    num_nodes: int = 1
     precision: str = "32-true"
     strategy: str = "auto"
 
 
+class LoggerName(str, Enum):
+    csv = "csv"
+    wandb = "wandb"
+    none = "none"
+
+
 @dataclass
 class LoggerConf:
-    name: str = "csv"
+    name: LoggerName = LoggerName.csv
     project: str = "capdistill"
+    entity: str | None = None
+    group: str | None = None  # W&B group (default: experiment_name)
     offline: bool = True
 
 
@@ -178,6 +234,7 @@ class RootConf:
     trainer: TrainerConf = MISSING
     logger: LoggerConf = MISSING
     paths: PathsConf = MISSING
+    distill: DistillConf = field(default_factory=DistillConf)
     seed: int = 0
     experiment_name: str = "default"
     # Rebuild world models even when a cached build exists.
@@ -259,7 +316,12 @@ def validate(cfg: DictConfig) -> None:
     for role in ("teacher", "student"):
         model = cfg[role]
         _positive(
-            cfg, f"{role}.vocab_size", f"{role}.train.batch_size", f"{role}.train.eval_every", f"{role}.train.dev_size"
+            cfg,
+            f"{role}.vocab_size",
+            f"{role}.train.batch_size",
+            f"{role}.train.eval_every",
+            f"{role}.train.dev_size",
+            f"{role}.train.bucket",
         )
         _positive(
             cfg, f"{role}.train.lr", f"{role}.arch.hidden_size", f"{role}.arch.num_layers", f"{role}.arch.num_heads"
@@ -275,4 +337,30 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{role}.train.mix: unknown capability or task {stray[0]!r}")
         if model.train.target is not None and not 0 < model.train.target <= 100:
             raise ConfigError(f"{role}.train.target must be in (0, 100], got {model.train.target}")
+    validate_run(cfg, names)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def validate_run(cfg: DictConfig, names: list[str]) -> None:
+    """Checks of the distillation settings: allocator, models to load, trainer, supervision."""
+    options = {k: v for k, v in OmegaConf.to_container(cfg.allocator).items() if k != "name"}
+    build_allocator(cfg.allocator.name, names, cfg.seed, **options)  # validates weights without compute
+    for role in ("teacher", "student"):
+        if cfg[role].kind == ModelKind.hf:
+            resolve_path(cfg[role].path, role)
+    if "fsdp" in str(cfg.trainer.strategy) and cfg.trainer.accelerator == "cpu":
+        raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
+    _positive(
+        cfg,
+        "distill.lr",
+        "distill.batch_size",
+        "distill.epochs",
+        "distill.log_every",
+        "distill.generation.max_new_tokens",
+        "distill.generation.batch_size",
+    )
+    gen = cfg.distill.generation
+    if gen.temperature < 0 or not 0 < gen.top_p <= 1:
+        raise ConfigError(
+            f"distill.generation: need temperature >= 0 and 0 < top_p <= 1, got {gen.temperature}, {gen.top_p}"
+        )

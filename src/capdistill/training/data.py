@@ -16,9 +16,23 @@ IGNORE_INDEX = -100
 PROMPT_END = " =>"
 
 
+_CHAT = "_capdistill_chat_template"
+
+
+def use_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make `prompt_ids` wrap prompts in this tokenizer's chat template (instruct models)."""
+    setattr(tokenizer, _CHAT, True)
+
+
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids the model is conditioned on: BOS, the prompt, and the answer cue."""
-    return [tokenizer.bos_token_id] + tokenizer(prompt + PROMPT_END, add_special_tokens=False).input_ids
+    """Token ids the model is conditioned on: BOS, the prompt and the answer cue, or the chat template."""
+    if getattr(tokenizer, _CHAT, False):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        return tokenizer(text, add_special_tokens=False).input_ids
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    return bos + tokenizer(prompt + PROMPT_END, add_special_tokens=False).input_ids
 
 
 def response_ids(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]:
@@ -61,7 +75,7 @@ class BatchStream(IterableDataset):
         tokenizer: PreTrainedTokenizerBase,
         seed: int,
         batch_size: int,
-        bucket: int = 16,
+        bucket: int = 1,
     ) -> None:
         super().__init__()
         self.names = [n for n in sources if weights.get(n, 0) > 0]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
+from transformers import PreTrainedModel
+
+from capdistill.training.optim import adamw_cosine
 
 
 class CausalLMModule(pl.LightningModule):
@@ -30,16 +32,11 @@ class CausalLMModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-            betas=(0.9, 0.98),
+        return adamw_cosine(
+            self.model.named_parameters(),
+            self.lr,
+            self.weight_decay,
+            self.warmup_steps,
+            self.max_steps,
+            self.min_lr_ratio,
         )
-        cosine = get_cosine_schedule_with_warmup(optimizer, self.warmup_steps, self.max_steps)
-        floor = self.min_lr_ratio
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: floor + (1 - floor) * cosine.lr_lambdas[0](step)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,8 @@ from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel, PreTr
 import capdistill
 from capdistill.capabilities.lexicon import all_words
 from capdistill.evaluation.probes import probe_accuracy
+from capdistill.evaluation.scores import teacher_responses
+from capdistill.io import atomic_dir
 from capdistill.models.build import build_llama
 from capdistill.models.tokenizers import train_tokenizer
 from capdistill.training.data import BatchStream
@@ -35,8 +34,18 @@ from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
-FORMAT_VERSION = 1  # bump when the build procedure changes what a config produces
-CHECK_SIZE = 16  # probes per capability whose exact scores are recorded for reproduction checks
+FORMAT_VERSION = 2  # bump when the build procedure changes what a config produces
+CHECK_SIZE = 16
+# the model config fields a synthetic build depends on (the rest describe loading HF models)
+SYNTHETIC_KEYS = (
+    "kind",
+    "name",
+    "tokenizer",
+    "vocab_size",
+    "arch",
+    "train",
+    "seed",
+)  # probes per capability whose exact scores are recorded for reproduction checks
 
 
 @dataclass
@@ -51,12 +60,13 @@ class WorldModel:
 
 def build_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
     """Everything that determines what a build of `role` produces (and nothing else)."""
+    model = OmegaConf.to_container(cfg[role], resolve=True, enum_to_str=True)
     return {
         "format": FORMAT_VERSION,
         "role": role,
         "world": OmegaConf.to_container(cfg.capabilities.params, resolve=True),
         "capabilities": list(cfg.capabilities.names),
-        "model": OmegaConf.to_container(cfg[role], resolve=True, enum_to_str=True),
+        "model": {k: v for k, v in model.items() if k in SYNTHETIC_KEYS},
     }
 
 
@@ -99,25 +109,40 @@ def world_tokenizer(sources: WorldSources, kind: str, vocab_size: int) -> PreTra
 
 def score_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: WorldSources, batch_size: int
-) -> dict[str, dict[str, float]]:
-    """Probe accuracy per capability, eval accuracy per composite task, and the exact check subset."""
-    probe, check = {}, {}
+) -> dict[str, dict[str, Any]]:
+    """Probe accuracy per capability, eval accuracy per composite task, the exact check subset,
+    and the greedy probe responses (a teacher's are the log-likelihood proxy's targets)."""
+    probe, check, responses = {}, {}, {}
     for name, examples in sources.probes.items():
         source = sources.capabilities[name]
-        probe[name], predictions = probe_accuracy(model, tokenizer, source, examples, batch_size)
-        check[name] = 100.0 * sum(source.check(e, p) for e, p in zip(examples[:CHECK_SIZE], predictions)) / CHECK_SIZE
+        probe[name], responses[name] = probe_accuracy(model, tokenizer, source, examples, batch_size)
+        hits = sum(source.check(e, p) for e, p in zip(examples[:CHECK_SIZE], responses[name]))
+        check[name] = 100.0 * hits / CHECK_SIZE
     task = {
         name: probe_accuracy(model, tokenizer, sources.composites[name], examples, batch_size)[0]
         for name, examples in sources.task_evals.items()
     }
-    return {"probe": probe, "task": task, "check": check}
+    return {"probe": probe, "task": task, "check": check, "responses": responses}
+
+
+def reference_responses(teacher: WorldModel, sources: WorldSources, batch_size: int) -> dict[str, list[str]]:
+    """The teacher's greedy probe responses: recorded at build time, regenerated for older entries."""
+    recorded = teacher.info.get("scores", {}).get("responses")
+    if recorded and all(len(recorded.get(n, ())) == len(ex) for n, ex in sources.probes.items()):
+        return {n: recorded[n] for n in sources.probes}
+    return teacher_responses(teacher.model, teacher.tokenizer, sources, batch_size)
 
 
 class DevProbeStopping(pl.Callback):
     """Every `every` steps, score the dev split of every source; stop once all reach `target`."""
 
     def __init__(
-        self, sources: WorldSources, tokenizer: PreTrainedTokenizerBase, size: int, every: int, target: float | None
+        self,
+        sources: WorldSources,
+        tokenizer: PreTrainedTokenizerBase,
+        size: int,
+        every: int,
+        target: float | None,
     ) -> None:
         self.dev = sources.dev_sets(size)
         self.sources, self.tokenizer, self.every, self.target = sources.all_sources, tokenizer, every, target
@@ -156,7 +181,9 @@ def train_model(
     tokenizer = world_tokenizer(sources, mcfg.tokenizer.value, mcfg.vocab_size)
     model = build_llama(OmegaConf.to_container(mcfg.arch), tokenizer, mcfg.seed)
     weights = {n: float(tcfg.mix.get(n, 1.0)) for n in sources.all_sources}
-    stream = BatchStream(sources.all_sources, weights, sources.difficulties, tokenizer, mcfg.seed, tcfg.batch_size)
+    stream = BatchStream(
+        sources.all_sources, weights, sources.difficulties, tokenizer, mcfg.seed, tcfg.batch_size, tcfg.bucket
+    )
     module = CausalLMModule(model, tcfg.lr, tcfg.weight_decay, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)
     stopper = DevProbeStopping(sources, tokenizer, tcfg.dev_size, tcfg.eval_every, tcfg.target)
     trainer = pl.Trainer(
@@ -184,28 +211,11 @@ def train_model(
 def save_entry(
     path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any], replace: bool = False
 ) -> None:
-    """Write a cache entry atomically: into a temporary directory, then rename into place.
-
-    An existing complete entry is kept (another build of the same config finished first)
-    unless `replace`, when it is moved aside first and deleted after the rename.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    old = path.parent / f"{tmp.name}.old"
-    try:
+    """Write a cache entry atomically (see `atomic_dir`): a killed build leaves no entry that loads."""
+    with atomic_dir(path, replace=replace) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2))
-        if replace and path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if not (path / BUILD_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure_model(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:

@@ -8,24 +8,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from capdistill.evaluation.probes import greedy_generate, max_response_tokens, response_loglik
+from capdistill.evaluation.scores import loglik_scores
 from capdistill.io import atomic_write_json
-from capdistill.world.build import WorldModel, ensure_model
+from capdistill.world.build import WorldModel, ensure_model, reference_responses
 from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
-
-
-def teacher_proxy(teacher: WorldModel, student: WorldModel, sources: WorldSources, batch_size: int) -> dict[str, float]:
-    """The paper's proxy per capability: mean log-likelihood of the teacher's greedy probe responses under the student."""
-    out = {}
-    for name, examples in sources.probes.items():
-        prompts = [e.prompt for e in examples]
-        responses = greedy_generate(
-            teacher.model, teacher.tokenizer, prompts, max_response_tokens(teacher.tokenizer, examples), batch_size
-        )
-        out[name] = response_loglik(student.model, student.tokenizer, prompts, responses, batch_size)
-    return out
 
 
 def world_table(world: dict[str, Any]) -> str:
@@ -52,6 +40,7 @@ def build_world(cfg: DictConfig) -> dict[str, Any]:
     teacher = ensure_model(cfg, "teacher", sources, out)
     student = ensure_model(cfg, "student", sources, out)
     target = cfg.teacher.train.target
+    batch = cfg.capabilities.probe_batch_size
     scores = teacher.info["scores"]
     worst = min(list(scores["probe"].values()) + list(scores["task"].values()))
     world = {
@@ -60,7 +49,9 @@ def build_world(cfg: DictConfig) -> dict[str, Any]:
         "teacher": summarize(teacher),
         "student_base": {
             **summarize(student),
-            "proxy": teacher_proxy(teacher, student, sources, cfg.capabilities.probe_batch_size),
+            "proxy": loglik_scores(
+                student.model, student.tokenizer, sources, reference_responses(teacher, sources, batch), batch
+            ),
         },
         "teacher_target": target,
         "teacher_meets_target": None if target is None else worst >= target,

@@ -67,6 +67,12 @@ class WorldSources:
         """Held-out probe set of every capability."""
         return {n: self.examples(n, "probe", self.probe_size) for n in self.capabilities}
 
+    def task_eval(self, source: str) -> list[Example]:
+        """Held-out evaluation set of a task's source: a composite's, or a capability's eval split."""
+        if source in self.composites:
+            return self.task_evals[source]
+        return self.examples(source, "eval", self.eval_size)
+
     @cached_property
     def task_evals(self) -> dict[str, list[Example]]:
         """Held-out evaluation set of every composite task."""

@@ -1,0 +1,48 @@
+"""The allocator interface: each round, split the round's slice of the budget across capabilities."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class RoundContext:
+    """What an allocator may look at before round `round` (0-based) of `rounds`."""
+
+    round: int
+    rounds: int
+    capabilities: list[str]
+    requirements: dict[str, float]  # the task's requirement vector over capabilities (sums to 1)
+    probe: dict[str, float]  # the student's current probe accuracy per capability (0-100)
+    probe_loglik: dict[str, float]  # the student's current log-likelihood proxy per capability
+    task_utility: float  # the student's current accuracy on the task's evaluation set
+    total_tokens: int
+    spent_tokens: int
+    history: list[dict[str, Any]] = field(default_factory=list)  # the record's completed rounds
+
+    @property
+    def budget_left(self) -> int:
+        return self.total_tokens - self.spent_tokens
+
+
+class Allocator(ABC):
+    """Chooses capability weights for each round; learns from each round's outcome if it wants to.
+
+    Weights are non-negative and need not sum to 1 (the engine normalises them). `update`
+    receives the round's record entry (allocation, spend, probe scores and task utility
+    after the round), so a resumed run can replay it to rebuild the allocator's state.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, capabilities: list[str], seed: int = 0) -> None:
+        self.capabilities, self.seed = list(capabilities), seed
+
+    @abstractmethod
+    def allocate(self, context: RoundContext) -> dict[str, float]:
+        """Weights per capability for this round's slice."""
+
+    def update(self, context: RoundContext, allocation: dict[str, float], outcome: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Learn from a finished round (static allocators learn nothing)."""

@@ -1,0 +1,443 @@
+"""`capdistill distill`: one distillation run, round by round, ending in an atomic `record.json`.
+
+Each round: the allocator splits the round's slice of the budget across capabilities,
+the teacher writes responses to train prompts until each capability's share is spent,
+the student trains on them (Lightning), and every capability is probed. After each round
+the student and the round's record entry are saved atomically under `rounds/`, so a killed
+run restarted in the same output directory resumes after its last completed round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+
+import capdistill
+from capdistill.allocation import Allocator, RoundContext, build_allocator
+from capdistill.config.schema import ModelKind
+from capdistill.config.units import parse_tokens
+from capdistill.distill.data import DistillDataModule, SupervisedBatches
+from capdistill.distill.loggers import RunLogger
+from capdistill.distill.module import DistillationModule
+from capdistill.errors import CapdistillError
+from capdistill.evaluation.scores import evaluate
+from capdistill.io import atomic_dir, atomic_write_json
+from capdistill.losses import DistillLoss, build_loss
+from capdistill.models.hf import load_model, load_tokenizer, resolve_path
+from capdistill.results.record import RECORD_FILE, check_record
+from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
+from capdistill.supervision.collect import Slice, collect_slice
+from capdistill.training.data import response_ids
+from capdistill.world.build import WorldModel, ensure_model, reference_responses
+from capdistill.world.sources import WorldSources
+
+log = logging.getLogger(__name__)
+ROUNDS_DIR = "rounds"
+ROUND_FILE = "round.json"
+STUDENT_DIR = "student"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
+    """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
+    mcfg = cfg[role]
+    if mcfg.kind == ModelKind.synthetic:
+        return ensure_model(cfg, role, sources, output_dir)
+    tokenizer = load_tokenizer(mcfg, role)
+    model = load_model(mcfg, role)
+    return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role)), {"name": mcfg.name, "path": mcfg.path})
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+def check_tokenizers(cfg: DictConfig, loss: DistillLoss) -> None:
+    """A same-tokenizer loss across different tokenizers fails here, before any model is loaded."""
+    if not loss.needs_teacher or loss.cross_tokenizer:
+        return
+    t, s = cfg.teacher, cfg.student
+    if t.kind == ModelKind.synthetic and s.kind == ModelKind.synthetic:
+        same = (t.tokenizer, t.vocab_size) == (s.tokenizer, s.vocab_size)
+    elif t.kind == ModelKind.hf and s.kind == ModelKind.hf:
+        same = same_tokenizer(load_tokenizer(t, "teacher"), load_tokenizer(s, "student"))
+    else:
+        same = False
+    if not same:
+        raise CapdistillError(
+            f"loss={loss.name} needs teacher and student to share a tokenizer, but {t.name} and {s.name} "
+            "tokenize differently; use a cross-tokenizer loss (loss=uld or loss=mlot) or loss=sft"
+        )
+
+
+def align_vocab(loss: DistillLoss, teacher: WorldModel, student: WorldModel) -> None:
+    """Same tokenizer, differently padded logits (e.g. Qwen2.5-7B 152064 vs 0.5B 151936): slice to the tokenizer."""
+    if not loss.needs_teacher or loss.cross_tokenizer or getattr(loss, "vocab_size", 0) is not None:
+        return
+    widths = {m.model.get_output_embeddings().weight.shape[0] for m in (teacher, student)}
+    if len(widths) > 1:
+        loss.vocab_size = len(student.tokenizer)
+        log.info("teacher and student logits differ in width %s; comparing the first %d", widths, loss.vocab_size)
+
+
+def check_budget(total: int, rounds: int, sources: WorldSources, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A round's slice must fit at least the shortest reference response of some capability."""
+    shortest = min(
+        len(response_ids(tokenizer, e.response)) for name in sources.capabilities for e in sources.probes[name]
+    )
+    if total // rounds < shortest:
+        raise CapdistillError(
+            f"budget.total_tokens={total} over {rounds} rounds gives {total // rounds} tokens per round, "
+            f"smaller than one example ({shortest} tokens); raise the budget or lower budget.rounds"
+        )
+
+
+# --------------------------------------------------------------------------- reference scores
+
+
+def model_id(model: WorldModel) -> str:
+    return model.path.name if model.info.get("hash") else str(model.info.get("path"))
+
+
+def reference_scores(
+    cfg: DictConfig, teacher: WorldModel, student: WorldModel, sources: WorldSources
+) -> dict[str, Any]:
+    """Teacher and student-base scores and the teacher's probe responses, cached per (pair, world, task)."""
+    key = {
+        "teacher": model_id(teacher),
+        "student": model_id(student),
+        "world": OmegaConf.to_container(cfg.capabilities, resolve=True, enum_to_str=True),
+        "task": cfg.task.source,
+        "version": 1,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.paths.cache_dir) / "reference" / f"{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    batch = cfg.capabilities.probe_batch_size
+    responses = reference_responses(teacher, sources, batch)
+    scores = {
+        "teacher": evaluate(teacher.model, teacher.tokenizer, sources, cfg.task.source, batch),
+        "student_base": evaluate(student.model, student.tokenizer, sources, cfg.task.source, batch, responses),
+        "responses": responses,
+        "key": key,
+    }
+    atomic_write_json(path, scores)
+    return scores
+
+
+# --------------------------------------------------------------------------- rounds on disk
+
+
+def run_fingerprint(cfg: DictConfig) -> str:
+    """What must match for a run directory to be resumed (everything but paths and logging)."""
+    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in ("paths", "logger", "rebuild"):
+        data.pop(key, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def completed_rounds(output_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
+    """Record entries of the rounds a previous run in this directory completed, in order."""
+    entries = []
+    for path in sorted((output_dir / ROUNDS_DIR).glob("round-*")):
+        if not (path / ROUND_FILE).is_file():
+            continue
+        saved = json.loads((path / ROUND_FILE).read_text())
+        if saved["fingerprint"] != fingerprint:
+            raise CapdistillError(
+                f"{output_dir} holds rounds of a run with a different config; resume with the same "
+                "overrides or choose a new output directory (hydra.run.dir=...)"
+            )
+        entries.append(saved["entry"])
+    if [e["round"] for e in entries] != list(range(len(entries))):
+        raise CapdistillError(f"{output_dir / ROUNDS_DIR} is missing a round; choose a new output directory")
+    return entries
+
+
+def round_dir(output_dir: Path, index: int) -> Path:
+    return output_dir / ROUNDS_DIR / f"round-{index:03d}"
+
+
+def save_round(output_dir: Path, index: int, student: WorldModel, entry: dict[str, Any], fingerprint: str) -> None:
+    """Write the round's entry and student atomically; drop the previous round's weights (its entry stays)."""
+    with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
+        student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
+        student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
+        (tmp / ROUND_FILE).write_text(json.dumps({"fingerprint": fingerprint, "entry": entry}, indent=2))
+    if index > 0:
+        shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one round
+
+
+def context_for(
+    index: int,
+    cfg: DictConfig,
+    requirements: dict[str, float],
+    before: dict[str, Any],
+    total: int,
+    history: list[dict[str, Any]],
+) -> RoundContext:
+    return RoundContext(
+        round=index,
+        rounds=cfg.budget.rounds,
+        capabilities=list(cfg.capabilities.names),
+        requirements=requirements,
+        probe=dict(before["probe"]),
+        probe_loglik=dict(before["probe_loglik"]),
+        task_utility=before["task_utility"],
+        total_tokens=total,
+        spent_tokens=sum(sum(e["spent_by_capability"].values()) for e in history),
+        history=list(history),
+    )
+
+
+def generate_round(
+    cfg: DictConfig,
+    index: int,
+    shares: dict[str, int],
+    teacher: WorldModel,
+    student: WorldModel,
+    sources: WorldSources,
+    device: torch.device,
+) -> list[Slice]:
+    generation = OmegaConf.to_object(cfg.distill.generation)
+    teacher.model.to(device)
+    return [
+        collect_slice(
+            sources.capabilities[name],
+            tokens,
+            teacher.model,
+            teacher.tokenizer,
+            student.tokenizer,
+            generation,
+            sources.difficulties,
+            seed=f"{cfg.seed}/{index}",
+            overflow=cfg.distill.overflow,
+        )
+        for name, tokens in shares.items()
+        if tokens > 0
+    ]
+
+
+def train_round(
+    cfg: DictConfig,
+    index: int,
+    slices: list[Slice],
+    teacher: WorldModel,
+    student: WorldModel,
+    loss: DistillLoss,
+    logger: RunLogger,
+    step_offset: int,
+) -> tuple[int, int, list[float]]:
+    """Fit the student on the round's examples; returns (optimizer steps, tokens processed, losses)."""
+    examples = [e for s in slices for e in s.examples]
+    if not examples:
+        return 0, 0, []
+    dcfg = cfg.distill
+    pl.seed_everything(cfg.seed * 1000 + index, workers=True, verbose=False)
+    data = DistillDataModule(
+        SupervisedBatches(
+            examples,
+            student.tokenizer,
+            teacher.tokenizer if loss.cross_tokenizer else None,
+            dcfg.batch_size,
+            seed=cfg.seed * 1000 + index,
+        )
+    )
+    steps = len(data.dataset) * dcfg.epochs
+    module = DistillationModule(
+        student.model,
+        teacher.model if loss.needs_teacher else None,
+        loss,
+        dcfg.lr,
+        dcfg.weight_decay,
+        dcfg.warmup_steps,
+        steps,
+        dcfg.min_lr_ratio,
+        logger,
+        step_offset,
+        dcfg.log_every,
+    )
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_epochs=dcfg.epochs,
+        gradient_clip_val=dcfg.grad_clip,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+    student.model.eval()
+    return trainer.global_step, module.trained_tokens, module.losses
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def distill(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume) one distillation and write `record.json`; returns the record."""
+    start = time.time()
+    out = Path(cfg.paths.output_dir)
+    names = list(cfg.capabilities.names)
+    total, rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
+    loss = build_loss(**OmegaConf.to_container(cfg.loss))
+    allocator_options = {k: v for k, v in OmegaConf.to_container(cfg.allocator).items() if k != "name"}
+    allocator = build_allocator(cfg.allocator.name, names, cfg.seed, **allocator_options)
+    requirements = normalize_weights(dict(cfg.task.requirements), names)
+    check_tokenizers(cfg, loss)
+    sources = WorldSources.from_config(cfg)
+    sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
+    fingerprint = run_fingerprint(cfg)
+    history = completed_rounds(out, fingerprint)
+
+    teacher = load_role(cfg, "teacher", sources, out)
+    student = load_role(cfg, "student", sources, out)
+    check_budget(total, rounds, sources, student.tokenizer)
+    align_vocab(loss, teacher, student)
+    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+    teacher.model.eval().requires_grad_(False)
+
+    probe_start = time.time()
+    reference = reference_scores(cfg, teacher, student, sources)
+    responses = reference.pop("responses")
+    setup_probing = time.time() - probe_start
+    if history:
+        log.info("resuming after round %d of %d from %s", len(history), rounds, out / ROUNDS_DIR)
+        resumed = AutoModelForCausalLM.from_pretrained(round_dir(out, len(history) - 1) / STUDENT_DIR)
+        student.model.load_state_dict(resumed.state_dict())
+    replay(allocator, cfg, requirements, reference["student_base"], total, history)
+
+    logger = RunLogger(cfg)
+    try:
+        for index in range(len(history), rounds):
+            before = history[-1] if history else reference["student_base"]
+            context = context_for(index, cfg, requirements, before, total, history)
+            allocation = normalize_weights(allocator.allocate(context), names)
+            allotted = round_slice(total, context.spent_tokens, rounds - index)
+            shares = split_tokens(allotted, allocation)
+
+            t0 = time.time()
+            slices = generate_round(cfg, index, shares, teacher, student, sources, device)
+            t1 = time.time()
+            offset = sum(e["train_steps"] for e in history)
+            steps, trained, losses = train_round(cfg, index, slices, teacher, student, loss, logger, offset)
+            t2 = time.time()
+            student.model.to(device)
+            scores = evaluate(
+                student.model,
+                student.tokenizer,
+                sources,
+                cfg.task.source,
+                cfg.capabilities.probe_batch_size,
+                responses,
+            )
+            t3 = time.time()
+            by_slice = {s.capability: s for s in slices}
+            entry = {
+                "round": index,
+                "allocation": allocation,
+                "allotted_tokens": allotted,
+                "allotted_by_capability": shares,
+                "spent_by_capability": {c: by_slice[c].spent if c in by_slice else 0 for c in names},
+                "examples_by_capability": {c: len(by_slice[c].examples) if c in by_slice else 0 for c in names},
+                "truncated_examples": sum(e.truncated for s in slices for e in s.examples),
+                "shortfall_tokens": allotted - sum(s.spent for s in slices),
+                "teacher_generated_tokens": sum(s.generated_tokens for s in slices),
+                "student_trained_tokens": trained,
+                "train_steps": steps,
+                "train_loss": {"first": losses[0], "last": losses[-1]} if losses else None,
+                **scores,
+                "timing": {"generation_s": t1 - t0, "training_s": t2 - t1, "probing_s": t3 - t2},
+            }
+            allocator.update(context, allocation, entry)
+            save_round(out, index, student, entry, fingerprint)
+            history.append(entry)
+            logger.log_round(entry, offset + steps)
+            log.info(
+                "round %d/%d: spent %d tokens, task utility %.1f, probe %s",
+                index + 1,
+                rounds,
+                sum(entry["spent_by_capability"].values()),
+                entry["task_utility"],
+                {c: round(v, 1) for c, v in entry["probe"].items()},
+            )
+        record = build_record(cfg, history, reference, total, setup_probing, time.time() - start)
+        check_record(record)
+        atomic_write_json(out / RECORD_FILE, record)
+        logger.log_final(record)
+    finally:
+        logger.finish()
+    log.info("record: %s", out / RECORD_FILE)
+    return record
+
+
+def replay(
+    allocator: Allocator,
+    cfg: DictConfig,
+    requirements: dict[str, float],
+    base: dict[str, Any],
+    total: int,
+    history: list[dict[str, Any]],
+) -> None:
+    """Feed a resumed run's completed rounds to the allocator, as if it had just run them."""
+    for index, entry in enumerate(history):
+        before = history[index - 1] if index else base
+        context = context_for(index, cfg, requirements, before, total, history[:index])
+        allocator.update(context, entry["allocation"], entry)
+
+
+def build_record(
+    cfg: DictConfig,
+    history: list[dict[str, Any]],
+    reference: dict[str, Any],
+    total: int,
+    setup_probing: float,
+    wall: float,
+) -> dict[str, Any]:
+    names = list(cfg.capabilities.names)
+    spent = {c: sum(e["spent_by_capability"][c] for e in history) for c in names}
+    timing = {k: sum(e["timing"][k] for e in history) for k in ("generation_s", "training_s", "probing_s")}
+    timing["probing_s"] += setup_probing
+    last = history[-1] if history else reference["student_base"]
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "seed": cfg.seed,
+        "version": capdistill.__version__,
+        "experiment": cfg.experiment_name,
+        "allocator": cfg.allocator.name,
+        "loss": cfg.loss.name,
+        "task": cfg.task.name,
+        "budget": {
+            "total_tokens": total,
+            "rounds": cfg.budget.rounds,
+            "spent_tokens": sum(spent.values()),
+            "spent_by_capability": spent,
+            "shortfall_tokens": total - sum(spent.values()),
+            "teacher_generated_tokens": sum(e["teacher_generated_tokens"] for e in history),
+            "student_trained_tokens": sum(e["student_trained_tokens"] for e in history),
+        },
+        "rounds": history,
+        "final": {k: last[k] for k in ("probe", "probe_loglik", "task_utility")},
+        "reference": reference,
+        "timing": {**timing, "total_s": wall},
+    }

@@ -1,0 +1,1 @@
+"""Per-run result records (and, later, collecting sweeps and drawing figures)."""

@@ -1,0 +1,208 @@
+"""`capdistill distill` end to end on the micro world: budget, record, losses, resume, loggers, HF models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from capdistill.config.schema import validate
+from capdistill.distill import run as run_module
+from capdistill.distill.data import DistillDataModule, SupervisedBatches
+from capdistill.distill.module import DistillationModule
+from capdistill.distill.run import distill
+from capdistill.errors import CapdistillError
+from capdistill.losses import build_loss
+from capdistill.results.record import RECORD_FILE, check_record
+from capdistill.supervision.collect import Generation, collect_slice
+from capdistill.world.build import ensure_model
+from capdistill.world.sources import WorldSources
+from conftest import compose_config
+from hf_models import save_tiny_models
+
+FIXED = ("allocator=fixed", "allocator.weights={math:0.5,code:0.5}")
+
+
+@pytest.fixture
+def run_micro(make_cfg, micro_cache: Path):
+    """Compose `experiment=micro` plus overrides, validate, distil; returns (record, output dir)."""
+
+    def run(*overrides: str) -> tuple[dict, Path]:
+        cfg = make_cfg("experiment=micro", *overrides, cache_dir=micro_cache)
+        validate(cfg)
+        return distill(cfg), Path(cfg.paths.output_dir)
+
+    return run
+
+
+def test_fixed_split_spends_within_budget_and_writes_the_record(run_micro) -> None:
+    record, out = run_micro(*FIXED)
+    check_record(record)
+    assert json.loads((out / RECORD_FILE).read_text()) == json.loads(json.dumps(record))
+    budget = record["budget"]
+    assert budget["total_tokens"] == 5000 and 0 < budget["spent_tokens"] <= 5000
+    assert set(k for k, v in budget["spent_by_capability"].items() if v) == {"math", "code"}
+    for entry in record["rounds"]:
+        for name, spent in entry["spent_by_capability"].items():
+            assert spent <= entry["allotted_by_capability"][name]
+        assert entry["allocation"]["math"] == entry["allocation"]["code"] == 0.5
+    assert budget["teacher_generated_tokens"] >= budget["spent_tokens"]
+    assert budget["student_trained_tokens"] > budget["spent_tokens"]  # prompts are processed too
+    base = record["reference"]["student_base"]["probe_loglik"]
+    assert record["final"]["probe_loglik"] != base  # the student changed
+    assert set(record["reference"]["teacher"]) >= {"probe", "task_utility"}
+    assert all(record["timing"][k] >= 0 for k in ("generation_s", "training_s", "probing_s", "total_s"))
+    assert (out / "logs" / "version_0" / "metrics.csv").is_file()
+    # only the last round keeps its student weights
+    assert [p.name for p in sorted((out / "rounds").glob("*/student"))] == ["student"]
+    assert (out / "rounds" / "round-001" / "student" / "config.json").is_file()
+
+
+def test_resume_after_a_crash_repeats_no_round(run_micro, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = run_module.train_round, []
+
+    def crash_in_round_two(cfg, index, *args, **kwargs):
+        calls.append(index)
+        if index == 1 and calls.count(1) == 1:
+            raise RuntimeError("killed")
+        return real(cfg, index, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_round", crash_in_round_two)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_micro(*FIXED)
+    # the same output directory (make_cfg gives every call in a test the same run dir)
+    record, out = run_micro(*FIXED)
+    assert calls == [0, 1, 1]
+    assert [e["round"] for e in record["rounds"]] == [0, 1]
+    saved = json.loads((out / "rounds" / "round-000" / "round.json").read_text())["entry"]
+    assert record["rounds"][0] == saved
+
+
+def test_resume_refuses_a_different_config(run_micro, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "train_round", _crash_on_round(run_module.train_round, 1))
+    with pytest.raises(RuntimeError):
+        run_micro(*FIXED)
+    with pytest.raises(CapdistillError, match="different config"):
+        run_micro("allocator=uniform")
+
+
+def _crash_on_round(real, crash_index: int):
+    def train_round(cfg, index, *args, **kwargs):
+        if index == crash_index:
+            raise RuntimeError("killed")
+        return real(cfg, index, *args, **kwargs)
+
+    return train_round
+
+
+@pytest.mark.parametrize("loss", ["sft", "fkl", "rkl", "jsd", "tvd", "topk", "sampled"])
+def test_each_same_tokenizer_loss_trains(run_micro, loss: str) -> None:
+    record, _ = run_micro(*FIXED, f"loss={loss}", "budget.rounds=1", "distill.epochs=6", "distill.lr=1e-2")
+    curve = record["rounds"][0]["train_loss"]
+    assert curve["last"] < curve["first"]
+
+
+@pytest.mark.parametrize("loss", ["uld", "mlot"])
+def test_cross_tokenizer_losses_train_across_tokenizers(run_micro, loss: str) -> None:
+    overrides = ("student=synthetic-small-bpe", f"loss={loss}", "budget.rounds=1", "distill.epochs=6")
+    record, _ = run_micro(*FIXED, *overrides, "distill.lr=1e-2")
+    curve = record["rounds"][0]["train_loss"]
+    assert curve["last"] < curve["first"]
+
+
+def test_same_tokenizer_loss_across_tokenizers_fails_before_loading(run_micro, monkeypatch) -> None:
+    monkeypatch.setattr(run_module, "load_role", _forbidden)
+    with pytest.raises(CapdistillError, match="share a tokenizer.*uld"):
+        run_micro(*FIXED, "student=synthetic-small-bpe", "loss=fkl")
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("a model was loaded")
+
+
+def test_budget_smaller_than_one_example_fails_before_generation(run_micro, monkeypatch) -> None:
+    monkeypatch.setattr(run_module, "generate_round", _forbidden)
+    with pytest.raises(CapdistillError, match="smaller than one example"):
+        run_micro(*FIXED, "budget.total_tokens=3")
+
+
+def test_wandb_offline_writes_an_offline_run(run_micro, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    _, out = run_micro(*FIXED, "logger=wandb", "budget.rounds=1")
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    import wandb
+
+    assert wandb.run is None  # finished: the next job of a multirun starts its own run
+
+
+def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path, make_cfg) -> None:
+    cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
+    sources = WorldSources.from_config(cfg)
+    teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
+    student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    examples = collect_slice(
+        sources.capabilities["math"],
+        400,
+        teacher.model,
+        teacher.tokenizer,
+        student.tokenizer,
+        Generation(max_new_tokens=16),
+        sources.difficulties,
+        seed="t",
+    ).examples
+    module = DistillationModule(student.model, teacher.model, build_loss("fkl"), 1e-2, 0.0, 1, 4)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(module, datamodule=DistillDataModule(SupervisedBatches(examples, student.tokenizer, None, 8, seed=0)))
+    assert all(torch.equal(before[k], v) for k, v in teacher.model.state_dict().items())
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in teacher.model.parameters()}
+    assert optimized <= {id(p) for p in student.model.parameters()}
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    sources = WorldSources.from_config(compose_config(["experiment=micro"], root / "run", root / "cache"))
+    return save_tiny_models(root, sources)
+
+
+def hf_pair(tiny_hf: dict[str, Path], teacher: str, student: str) -> tuple[str, ...]:
+    return (
+        "teacher=hf",
+        f"teacher.path={tiny_hf[teacher]}",
+        "teacher.dtype=float32",
+        "student=hf",
+        f"student.path={tiny_hf[student]}",
+        "student.dtype=float32",
+    )
+
+
+@pytest.mark.parametrize(
+    ("student", "loss"), [("llama-student", "fkl"), ("llama-student", "sft"), ("gpt2-student", "uld")]
+)
+def test_tiny_random_hf_pair(run_micro, tiny_hf, student: str, loss: str) -> None:
+    record, out = run_micro(*FIXED, *hf_pair(tiny_hf, "llama-teacher", student), f"loss={loss}", "budget.rounds=1")
+    check_record(record)
+    assert 0 < record["budget"]["spent_tokens"] <= 5000
+    assert (out / "rounds" / "round-000" / "student" / "config.json").is_file()
+
+
+def test_hf_same_tokenizer_loss_across_tokenizers_fails(run_micro, tiny_hf) -> None:
+    with pytest.raises(CapdistillError, match="share a tokenizer"):
+        run_micro(*FIXED, *hf_pair(tiny_hf, "llama-teacher", "gpt2-student"), "loss=jsd")
+
+
+def test_missing_model_path_fails_in_validation(make_cfg, micro_cache: Path) -> None:
+    cfg = make_cfg("experiment=micro", "teacher=hf", "teacher.path=/nonexistent/model", cache_dir=micro_cache)
+    with pytest.raises(CapdistillError, match="teacher.path /nonexistent/model does not exist"):
+        validate(cfg)
