@@ -28,10 +28,26 @@ def test_default_config_composes_and_validates(make_cfg) -> None:
     assert list(cfg.capabilities.names)[0] == "knowledge"
 
 
+# options that need something from the user or the machine, and the one-line error without it
+NEEDS = {
+    "allocator=fixed": "needs allocator.weights",
+    "teacher=hf": "teacher.path is not set",
+    "student=hf": "student.path is not set",
+}
+
+
 @pytest.mark.parametrize("group", GROUPS + ["task"])
 def test_every_group_option_composes_and_validates(make_cfg, group: str) -> None:
     for option in options(group):
-        validate(make_cfg(f"{group}={option}"))
+        cfg = make_cfg(f"{group}={option}")
+        needle = NEEDS.get(f"{group}={option}")
+        if needle is None and group in ("teacher", "student") and cfg[group].kind.value == "hf":
+            needle = f"{group}.path {cfg[group].path} is not in the local HF cache"  # offline, nothing cached
+        if needle is None:
+            validate(cfg)
+        else:
+            with pytest.raises(CapdistillError, match=needle):
+                validate(cfg)
 
 
 def test_micro_experiment_shrinks_the_world(make_cfg) -> None:

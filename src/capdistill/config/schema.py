@@ -144,10 +144,29 @@ class BudgetConf:
 
 @dataclass
 class AllocatorConf:
+    """An allocator (capdistill.allocation.build_allocator); fields it does not take stay null."""
+
     name: str = "uniform"
     # {capability: weight} for `fixed`; typed Any so that a command-line dict replaces null
     # (OmegaConf cannot merge into a null typed dict)
     weights: Any = None
+    capability: str | None = None  # single
+    alpha: float | None = None  # random: Dirichlet concentration
+    # read / greedy (see conf/allocator/read.yaml)
+    top_k: int | None = None
+    kappa: float | None = None
+    kappa_decay: float | None = None
+    beta: float | None = None
+    lam: float | None = None
+    ensemble: int | None = None
+    hidden: int | None = None
+    fit_steps: int | None = None
+    fit_lr: float | None = None
+    warmup: int | None = None
+    max_candidates: int | None = None
+    step: float | None = None
+    use_requirements: bool | None = None
+    adapt: bool | None = None
 
 
 @dataclass
@@ -175,7 +194,7 @@ class LossConf:
 class DistillConf:
     """Student training per round, and how teacher supervision is produced."""
 
-    lr: float = 3e-3
+    lr: float = 1e-3  # 3e-3 measured: math/code fell below the student base (forgetting)
     weight_decay: float = 0.01
     warmup_steps: int = 5
     min_lr_ratio: float = 0.1
