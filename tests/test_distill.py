@@ -206,3 +206,14 @@ def test_missing_model_path_fails_in_validation(make_cfg, micro_cache: Path) -> 
     cfg = make_cfg("experiment=micro", "teacher=hf", "teacher.path=/nonexistent/model", cache_dir=micro_cache)
     with pytest.raises(CapdistillError, match="teacher.path /nonexistent/model does not exist"):
         validate(cfg)
+
+
+def test_read_runs_three_steps_and_records_its_decisions(run_micro) -> None:
+    record, _ = run_micro("allocator=read", "task=synthetic/tool_math", "budget.rounds=3", "budget.total_tokens=6k")
+    check_record(record)
+    assert len(record["rounds"]) == 3
+    for entry in record["rounds"]:
+        decision, update = entry["decision"], entry["update"]
+        assert decision["chosen"] == pytest.approx(entry["allocation"])
+        assert decision["essential"][:2] == ["math", "tool_use"]
+        assert set(update) >= {"reward", "gain", "spill", "cost", "delta_probe"}

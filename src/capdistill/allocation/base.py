@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from capdistill.introspect import init_options
+
 
 @dataclass
 class RoundContext:
@@ -39,10 +41,17 @@ class Allocator(ABC):
 
     def __init__(self, capabilities: list[str], seed: int = 0) -> None:
         self.capabilities, self.seed = list(capabilities), seed
+        self.decision: dict[str, Any] = {}  # what `allocate` last considered (recorded per round)
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The keyword options (config fields other than `name`) this allocator accepts."""
+        return init_options(cls, skip=("capabilities", "seed"))
 
     @abstractmethod
     def allocate(self, context: RoundContext) -> dict[str, float]:
         """Weights per capability for this round's slice."""
 
-    def update(self, context: RoundContext, allocation: dict[str, float], outcome: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
-        """Learn from a finished round (static allocators learn nothing)."""
+    def update(self, context: RoundContext, allocation: dict[str, float], outcome: dict[str, Any]) -> dict[str, Any]:
+        """Learn from a finished round; returns what it measured (recorded per round). Static allocators learn nothing."""
+        return {}

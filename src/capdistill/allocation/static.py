@@ -1,7 +1,8 @@
-"""Allocators that do not adapt: the paper's uniform baseline and a user-given fixed split."""
+"""Allocators that do not learn: uniform, task-static, fixed, single-capability and random splits."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 
 from capdistill.allocation.base import Allocator, RoundContext
@@ -33,3 +34,47 @@ class Fixed(Allocator):
 
     def allocate(self, context: RoundContext) -> dict[str, float]:
         return dict(self.weights)
+
+
+class TaskStatic(Allocator):
+    """`task_static`: the task's requirement vector, every round (the paper's task-static schedule)."""
+
+    name = "task_static"
+
+    def allocate(self, context: RoundContext) -> dict[str, float]:
+        return {c: float(context.requirements.get(c, 0.0)) for c in self.capabilities}
+
+
+class Single(Allocator):
+    """`single`: the whole budget on one capability (the cross-capability transfer experiment)."""
+
+    name = "single"
+
+    def __init__(self, capabilities: list[str], seed: int = 0, capability: str | None = None) -> None:
+        super().__init__(capabilities, seed)
+        if capability not in self.capabilities:
+            raise CapdistillError(
+                f"allocator=single needs allocator.capability, one of {', '.join(self.capabilities)}; got {capability!r}"
+            )
+        self.capability = capability
+
+    def allocate(self, context: RoundContext) -> dict[str, float]:
+        return {c: float(c == self.capability) for c in self.capabilities}
+
+
+class RandomSplit(Allocator):
+    """`random`: a fresh Dirichlet(`alpha`) split every round, reproducible per seed and round."""
+
+    name = "random"
+
+    def __init__(self, capabilities: list[str], seed: int = 0, alpha: float = 1.0) -> None:
+        super().__init__(capabilities, seed)
+        if alpha <= 0:
+            raise CapdistillError(f"allocator.alpha must be > 0, got {alpha}")
+        self.alpha = alpha
+
+    def allocate(self, context: RoundContext) -> dict[str, float]:
+        rng = random.Random(f"random/{self.seed}/{context.round}")
+        draws = [rng.gammavariate(self.alpha, 1.0) for _ in self.capabilities]
+        total = sum(draws)
+        return {c: d / total for c, d in zip(self.capabilities, draws)}

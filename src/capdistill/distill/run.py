@@ -369,7 +369,8 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                 **scores,
                 "timing": {"generation_s": t1 - t0, "training_s": t2 - t1, "probing_s": t3 - t2},
             }
-            allocator.update(context, allocation, entry)
+            entry["decision"] = allocator.decision
+            entry["update"] = allocator.update(context, allocation, entry)
             save_round(out, index, student, entry, fingerprint)
             history.append(entry)
             logger.log_round(entry, offset + steps)

@@ -23,13 +23,13 @@ module is built, so a bad config fails before any model is loaded.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from capdistill.errors import CapdistillError
+from capdistill.introspect import init_options
 from capdistill.losses.common import check_chunk_size, check_int, check_real, check_temperature
 from capdistill.losses.cross_tokenizer import multilevel_ot, uld
 from capdistill.losses.divergences import forward_kl, generalized_jsd, reverse_kl, total_variation
@@ -58,15 +58,7 @@ class DistillLoss(nn.Module):
     @classmethod
     def options(cls) -> list[str]:
         """The keyword arguments (config fields other than ``name``) this loss accepts."""
-        names: list[str] = []
-        for klass in cls.__mro__:
-            if klass in (nn.Module, object) or "__init__" not in vars(klass):
-                continue
-            params = inspect.signature(klass.__init__).parameters.values()
-            names += [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in names]
-            if not any(p.kind is p.VAR_KEYWORD for p in params):
-                break  # this __init__ passes nothing else on to its parents
-        return sorted(names)
+        return init_options(cls)
 
     def kd(
         self,

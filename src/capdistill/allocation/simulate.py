@@ -1,0 +1,144 @@
+"""A simulated capability world for allocators: no model, no training, known optimum.
+
+Spending a fraction `x_i` of the budget on capability i drives capability j by
+`sum_i x_i * T[i][j]` (T may be negative: harmful transfer); a positive drive closes the gap
+to the ceiling exponentially, a negative one erodes the score. The task's utility is
+`r^T s`. `simulate` runs an allocator through the same round loop as the engine (context,
+allocate, spend, probe, update), so allocators can be compared in milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from capdistill.allocation.base import Allocator, RoundContext
+from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
+
+
+@dataclass
+class SimulatedWorld:
+    names: list[str]
+    transfer: list[list[float]]  # transfer[i][j]: drive on j per unit of budget fraction spent on i
+    requirements: dict[str, float]
+    start: list[float]
+    ceiling: list[float]
+    rate: float = 1.0
+    noise: float = 0.0  # probe noise (points, std)
+
+    def step(self, scores: list[float], spent: dict[str, int], total: int) -> list[float]:
+        """True scores after training on `spent` tokens per capability out of a `total` budget."""
+        share = [spent.get(c, 0) / total for c in self.names]
+        out = []
+        for j, s in enumerate(scores):
+            drive = sum(share[i] * self.transfer[i][j] for i in range(len(self.names)))
+            if drive >= 0:
+                out.append(s + (self.ceiling[j] - s) * (1 - math.exp(-self.rate * drive)))
+            else:
+                out.append(s * math.exp(self.rate * drive))
+        return out
+
+    def utility(self, scores: list[float]) -> float:
+        return sum(self.requirements.get(c, 0.0) * s for c, s in zip(self.names, scores))
+
+
+def toy_world() -> SimulatedWorld:
+    """Five capabilities; the task needs math .5, code .3, tool_use .2.
+
+    Math also drives code, tool_use erodes math (harmful transfer), tool_use starts close to
+    its ceiling and reasoning/safety do nothing for the task. The task's own requirement
+    vector is therefore not the best split: the best fixed split is mostly math (70.2 after
+    12 rounds, against 64.7 for the task-static split and 52.2 for uniform).
+    """
+    return SimulatedWorld(
+        names=["math", "code", "tool_use", "reasoning", "safety"],
+        transfer=[
+            [2.5, 0.8, -0.3, 0.3, 0.0],  # math
+            [0.3, 1.5, 0.0, 0.0, 0.0],  # code
+            [-1.2, 0.0, 2.0, 0.0, 0.0],  # tool_use
+            [0.8, 0.2, 0.0, 3.0, 0.0],  # reasoning
+            [0.0, -0.3, 0.0, 0.0, 3.0],  # safety
+        ],
+        requirements={"math": 0.5, "code": 0.3, "tool_use": 0.2},
+        start=[20.0, 40.0, 60.0, 20.0, 40.0],
+        ceiling=[90.0, 80.0, 70.0, 90.0, 95.0],
+        rate=1.0,
+        noise=0.5,
+    )
+
+
+@dataclass
+class Simulation:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    contexts: list[RoundContext] = field(default_factory=list)  # what the allocator saw each round
+    utility: float = 0.0
+    spillover: float = 0.0  # points lost on required capabilities, summed over rounds
+
+
+def simulate(
+    allocator: Allocator, world: SimulatedWorld, rounds: int, total: int = 100_000, seed: int = 0
+) -> Simulation:
+    """Run `allocator` for `rounds` on `world`; probes are noisy, the utility reported is the true one."""
+    rng = random.Random(f"simulate/{seed}")
+    names = world.names
+    requirements = normalize_weights(world.requirements, names)
+    truth = list(world.start)
+
+    def probe(scores: list[float]) -> dict[str, float]:
+        return {c: s + rng.gauss(0, world.noise) for c, s in zip(names, scores)}
+
+    observed, utility = probe(truth), world.utility(truth)
+    result = Simulation()
+    for index in range(rounds):
+        spent_so_far = sum(sum(e["spent_by_capability"].values()) for e in result.history)
+        context = RoundContext(
+            round=index,
+            rounds=rounds,
+            capabilities=names,
+            requirements=requirements,
+            probe=observed,
+            probe_loglik=dict.fromkeys(names, 0.0),
+            task_utility=utility,
+            total_tokens=total,
+            spent_tokens=spent_so_far,
+            history=list(result.history),
+        )
+        allocation = normalize_weights(allocator.allocate(context), names)
+        spent = split_tokens(round_slice(total, spent_so_far, rounds - index), allocation)
+        before = truth
+        truth = world.step(truth, spent, total)
+        result.spillover += sum(max(0.0, b - a) for c, a, b in zip(names, truth, before) if requirements[c] > 0)
+        observed = probe(truth)
+        utility = world.utility(truth) + rng.gauss(0, world.noise)
+        entry = {
+            "round": index,
+            "allocation": allocation,
+            "spent_by_capability": spent,
+            "probe": observed,
+            "probe_loglik": dict.fromkeys(names, 0.0),
+            "task_utility": utility,
+            "decision": dict(allocator.decision),
+        }
+        entry["update"] = allocator.update(context, allocation, entry)
+        result.contexts.append(context)
+        result.history.append(entry)
+    result.utility = world.utility(truth)
+    return result
+
+
+def best_fixed_split(world: SimulatedWorld, rounds: int, grid: int = 10) -> tuple[dict[str, float], float]:
+    """The best split held fixed over all rounds, by brute force over a simplex grid (noise-free)."""
+    best: tuple[dict[str, float], float] = ({}, -math.inf)
+    for counts in itertools.product(range(grid + 1), repeat=len(world.names)):
+        if sum(counts) != grid:
+            continue
+        split = {c: k / grid for c, k in zip(world.names, counts)}
+        truth = list(world.start)
+        for _ in range(rounds):
+            truth = world.step(truth, {c: split[c] * 1000 / rounds for c in world.names}, 1000)
+        if world.utility(truth) > best[1]:
+            best = (split, world.utility(truth))
+    return best
