@@ -188,7 +188,8 @@ def hf_pair(tiny_hf: dict[str, Path], teacher: str, student: str) -> tuple[str, 
 
 
 @pytest.mark.parametrize(
-    ("student", "loss"), [("llama-student", "fkl"), ("llama-student", "sft"), ("gpt2-student", "uld")]
+    ("student", "loss"),
+    [("llama-student", "fkl"), ("llama-student", "sft"), ("gpt2-student", "uld"), ("gpt2-student", "mlot")],
 )
 def test_tiny_random_hf_pair(run_micro, tiny_hf, student: str, loss: str) -> None:
     record, out = run_micro(*FIXED, *hf_pair(tiny_hf, "llama-teacher", student), f"loss={loss}", "budget.rounds=1")
