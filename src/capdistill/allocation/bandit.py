@@ -194,7 +194,9 @@ class ReadBandit(Allocator):
         mu, sigma = self.predict(torch.stack([self.row(x, s) for s in options]))
         explore = len(self.rewards) < self.warmup
         # warm-up: each essential capability alone in turn (the first candidates), for contrasts
-        index = len(self.rewards) % self.top_k if explore else int(torch.argmax(mu + self.kappa * sigma))
+        index = (
+            len(self.rewards) % min(self.top_k, len(options)) if explore else int(torch.argmax(mu + self.kappa * sigma))
+        )
         self.decision = {
             "context": x,
             "essential": self.essential(r),
