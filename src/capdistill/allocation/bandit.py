@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from capdistill.allocation.base import Allocator, RoundContext
+from capdistill.allocation.requirements import Intervention, identify_requirements, pilot_splits
 from capdistill.errors import CapdistillError
 
 Split = dict[str, float]
@@ -36,7 +37,11 @@ def _check(name: str, value: float, low: float = 0.0) -> float:
 
 
 class ReadBandit(Allocator):
-    """`read`: the paper's method; ablations through `use_requirements`, `adapt` and `beta=0`."""
+    """`read`: the paper's method; ablations through `use_requirements`, `adapt` and `beta=0`.
+
+    With `identify=learned` the requirement vector comes from `pilots` short pilot runs
+    (each `pilot_fraction` of the budget, from the student base) instead of the task card.
+    """
 
     name = "read"
 
@@ -59,6 +64,10 @@ class ReadBandit(Allocator):
         step: float = 0.1,
         use_requirements: bool = True,
         adapt: bool = True,
+        identify: str = "card",
+        pilots: int = 5,
+        pilot_fraction: float = 0.02,
+        entropy_weight: float = 0.01,
     ) -> None:
         super().__init__(capabilities, seed)
         if not 1 <= top_k <= len(self.capabilities):
@@ -75,6 +84,15 @@ class ReadBandit(Allocator):
         )
         self.step = _check("step", step)
         self.use_requirements, self.adapt = use_requirements, adapt
+        if identify not in ("card", "learned"):
+            raise CapdistillError(f"allocator.identify must be 'card' or 'learned', got {identify!r}")
+        if not 0 < pilot_fraction <= 1:
+            raise CapdistillError(f"allocator.pilot_fraction must be in (0, 1], got {pilot_fraction}")
+        self.identify_from = identify
+        self.pilots = int(_check("pilots", pilots, 1))
+        self.pilot_fraction = float(pilot_fraction)
+        self.entropy_weight = _check("entropy_weight", entropy_weight)
+        self.learned: Split | None = None
         n = len(self.capabilities)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -96,9 +114,21 @@ class ReadBandit(Allocator):
         )
 
     def requirements(self, context: RoundContext) -> Split:
+        """r_tau: uniform (the no-identification ablation), learned from pilots, or the task card's."""
         if not self.use_requirements:
             return {c: 1.0 / len(self.capabilities) for c in self.capabilities}
+        if self.learned is not None:
+            return dict(self.learned)
         return {c: float(context.requirements.get(c, 0.0)) for c in self.capabilities}
+
+    def pilot_splits(self) -> list[Split]:
+        if self.identify_from == "card" or not self.use_requirements:
+            return []
+        return pilot_splits(self.capabilities, self.pilots, self.seed)
+
+    def identify(self, interventions: list[Intervention]) -> Split:
+        self.learned = identify_requirements(interventions, self.capabilities, self.entropy_weight)
+        return dict(self.learned)
 
     def essential(self, r: Split) -> list[str]:
         """C_ess: the top-k capabilities by requirement weight (ties by config order)."""

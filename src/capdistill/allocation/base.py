@@ -38,6 +38,7 @@ class Allocator(ABC):
     """
 
     name: ClassVar[str] = ""
+    pilot_fraction: float = 0.0  # each pilot run's share of the budget (see `pilot_splits`)
 
     def __init__(self, capabilities: list[str], seed: int = 0) -> None:
         self.capabilities, self.seed = list(capabilities), seed
@@ -51,6 +52,17 @@ class Allocator(ABC):
     @abstractmethod
     def allocate(self, context: RoundContext) -> dict[str, float]:
         """Weights per capability for this round's slice."""
+
+    def pilot_splits(self) -> list[dict[str, float]]:
+        """Splits to try in short pilot runs from the student base before round 0, to learn the
+        task's requirements (none for allocators that take the task card's)."""
+        return []
+
+    def identify(self, interventions: list[Any]) -> dict[str, float]:
+        """Learn the requirement vector from the pilot runs of `pilot_splits` (`Intervention`s).
+
+        Called only when `pilot_splits` returned some, so only those allocators override it."""
+        raise NotImplementedError(f"allocator {self.name!r} runs no pilots")
 
     def update(self, context: RoundContext, allocation: dict[str, float], outcome: dict[str, Any]) -> dict[str, Any]:
         """Learn from a finished round; returns what it measured (recorded per round). Static allocators learn nothing."""

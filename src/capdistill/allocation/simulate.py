@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capdistill.allocation.base import Allocator, RoundContext
+from capdistill.allocation.requirements import Intervention
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 
 
@@ -70,12 +71,38 @@ def toy_world() -> SimulatedWorld:
     )
 
 
+def interference_world() -> SimulatedWorld:
+    """Two required capabilities where the fastest route to utility erodes the other one.
+
+    Training math alone gives the largest one-round utility gain but costs code points
+    (negative transfer); a mostly-math split with some code gains almost as much without the
+    loss. An allocator that ignores spillover (beta = 0) takes the eroding route more often.
+    """
+    return SimulatedWorld(
+        names=["math", "code", "tool_use", "reasoning", "safety"],
+        transfer=[
+            [3.0, -1.0, 0.0, 0.3, 0.0],  # math
+            [0.0, 1.5, 0.0, 0.0, 0.0],  # code
+            [0.0, 0.0, 2.0, 0.0, 0.0],  # tool_use
+            [0.5, 0.0, 0.0, 2.0, 0.0],  # reasoning
+            [0.0, 0.0, 0.0, 0.0, 2.0],  # safety
+        ],
+        requirements={"math": 0.5, "code": 0.5},
+        start=[20.0, 60.0, 40.0, 30.0, 50.0],
+        ceiling=[90.0, 90.0, 80.0, 90.0, 95.0],
+        rate=1.0,
+        noise=0.5,
+    )
+
+
 @dataclass
 class Simulation:
     history: list[dict[str, Any]] = field(default_factory=list)
     contexts: list[RoundContext] = field(default_factory=list)  # what the allocator saw each round
     utility: float = 0.0
     spillover: float = 0.0  # points lost on required capabilities, summed over rounds
+    interventions: list[Intervention] = field(default_factory=list)  # pilot runs, if the allocator asked
+    requirements: dict[str, float] = field(default_factory=dict)  # what the allocator identified from them
 
 
 def simulate(
@@ -92,6 +119,19 @@ def simulate(
 
     observed, utility = probe(truth), world.utility(truth)
     result = Simulation()
+    for split in allocator.pilot_splits():  # pilot runs from the start, spent outside the budget
+        tokens = split_tokens(max(1, round(allocator.pilot_fraction * total)), split)
+        after = world.step(list(world.start), tokens, total)
+        seen = probe(after)
+        result.interventions.append(
+            Intervention(
+                split,
+                {c: seen[c] - observed[c] for c in names},
+                world.utility(after) - utility + rng.gauss(0, world.noise),
+            )
+        )
+    if result.interventions:
+        result.requirements = allocator.identify(result.interventions)
     for index in range(rounds):
         spent_so_far = sum(sum(e["spent_by_capability"].values()) for e in result.history)
         context = RoundContext(

@@ -167,6 +167,10 @@ class AllocatorConf:
     step: float | None = None
     use_requirements: bool | None = None
     adapt: bool | None = None
+    identify: str | None = None  # card | learned (requirements from pilot runs)
+    pilots: int | None = None
+    pilot_fraction: float | None = None
+    entropy_weight: float | None = None
 
 
 @dataclass
