@@ -104,6 +104,12 @@ def test_unknown_group_option_fails(make_cfg) -> None:
         (["teacher.arch.num_heads=3"], "divisible"),
         (["teacher.train.target=150"], "teacher.train.target"),
         (["+student.train.mix.telepathy=1.0"], "telepathy"),
+        (["+teacher.train.curriculum_mix.telepathy=1.0"], "curriculum_mix"),
+        (
+            ["teacher.train.curriculum_mix.long_context=0", "teacher.train.curriculum_mix.context_code=0"],
+            "curriculum_steps",
+        ),
+        (["allocator=read", "allocator.identify=guess"], "identify"),
     ],
 )
 def test_validate_rejects_bad_values_in_one_line(make_cfg, overrides: list[str], needle: str) -> None:

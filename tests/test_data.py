@@ -13,7 +13,16 @@ from capdistill.capabilities.base import Example, Source, split_of
 from capdistill.capabilities.lexicon import all_words
 from capdistill.capabilities.synthetic import WorldParams, build_capabilities
 from capdistill.models.tokenizers import train_tokenizer
-from capdistill.training.data import IGNORE_INDEX, PROMPT_END, BatchStream, collate, encode, prompt_ids, response_ids
+from capdistill.training.data import (
+    IGNORE_INDEX,
+    PROMPT_END,
+    BatchStream,
+    StagedStream,
+    collate,
+    encode,
+    prompt_ids,
+    response_ids,
+)
 
 CAPS = build_capabilities(WorldParams())
 
@@ -199,3 +208,12 @@ def test_stream_needs_a_positive_weight(tok):
         BatchStream({"math": CAPS["math"]}, {"math": 0.0}, (1,), tok, 0, 2)
     with pytest.raises(ValueError, match="positive weight"):
         BatchStream({"math": CAPS["math"]}, {}, (1,), tok, 0, 2)
+
+
+def test_staged_stream_runs_the_curriculum_first(tok):
+    (data,) = tok("data", add_special_tokens=False).input_ids  # the word every retrieval prompt opens with
+    retrieval = BatchStream({"long_context": CAPS["long_context"]}, {"long_context": 1.0}, (1,), tok, 0, 2)
+    mixed = BatchStream({"math": CAPS["math"]}, {"math": 1.0}, (1,), tok, 0, 2)
+    batches = take(StagedStream([(retrieval, 3), (mixed, 0)]), 6)
+    has_context = [bool((b["input_ids"] == data).any()) for b in batches]
+    assert has_context == [True, True, True, False, False, False]

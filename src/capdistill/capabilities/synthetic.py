@@ -328,13 +328,17 @@ class ToolUse(Source):
 
 
 class LongContext(Source):
-    """Retrieve the value of one key from a long key-value context.
+    """Retrieve the values of keys from a long key-value context.
 
     Pairs are written `key value` (no separator), so that reading a value back is one
-    induction step: after the key, copy what followed it in the context.
+    induction step: after the key, copy what followed it in the context. Half the
+    questions ask for several keys at once (answered in the order asked): besides being a
+    template of their own, they give a small model several lookups to learn from per
+    example, which is what lets it learn retrieval at all within the CPU build budget.
     """
 
     name = "long_context"
+    multi_share = 0.5
 
     def __init__(self, params: WorldParams) -> None:
         self.pairs = params.context_pairs
@@ -349,10 +353,12 @@ class LongContext(Source):
 
     def generate(self, rng: random.Random, difficulty: int) -> Example:
         data = self.context(rng, _level(self.pairs, difficulty))
-        key = rng.choice(sorted(data))
-        prompt = f"data : {self.context_text(data)} . get {key}"
-        response = f"{key} {data[key]} . answer {data[key]}"
-        return Example(self.name, prompt, response, str(data[key]), difficulty, "kv")
+        asked = rng.randint(2, len(data)) if len(data) > 1 and rng.random() < self.multi_share else 1
+        keys = rng.sample(sorted(data), asked)
+        values = " ".join(str(data[k]) for k in keys)
+        prompt = f"data : {self.context_text(data)} . get {' ; '.join(keys)}"
+        response = f"{' ; '.join(f'{k} {data[k]}' for k in keys)} . answer {values}"
+        return Example(self.name, prompt, response, values, difficulty, "kv" if asked == 1 else "kv-multi")
 
 
 class Multilingual(Source):

@@ -80,6 +80,11 @@ class WorldTrainConf:
     max_minutes: float | None = None
     # Relative sampling weight per capability/task (missing ones weigh 1).
     mix: dict[str, float] = field(default_factory=dict)
+    # A first stage of `curriculum_steps` steps drawn by `curriculum_mix` (missing ones weigh 0)
+    # instead of `mix`: e.g. retrieval alone, so the lookup circuit forms before the mixture.
+    curriculum_steps: int = 0
+    curriculum_mix: dict[str, float] = field(default_factory=dict)
+    curriculum_lr: float | None = None  # the stage's (constant, after warmup) learning rate; null: `lr`
     # Examples are length-sorted `bucket` batches at a time: less padding, but each batch
     # holds fewer task families (1: fully mixed batches, which learn fastest per second).
     bucket: int = 1
@@ -355,9 +360,12 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"{role}.arch.hidden_size ({model.arch.hidden_size}) must be divisible by num_heads ({model.arch.num_heads})"
             )
-        stray = [k for k in model.train.mix if k not in names and k not in COMPOSITES]
-        if stray:
-            raise ConfigError(f"{role}.train.mix: unknown capability or task {stray[0]!r}")
+        for key in ("mix", "curriculum_mix"):
+            stray = [k for k in model.train[key] if k not in names and k not in COMPOSITES]
+            if stray:
+                raise ConfigError(f"{role}.train.{key}: unknown capability or task {stray[0]!r}")
+        if model.train.curriculum_steps and not any(w > 0 for w in model.train.curriculum_mix.values()):
+            raise ConfigError(f"{role}.train.curriculum_steps needs a curriculum_mix with a positive weight")
         if model.train.target is not None and not 0 < model.train.target <= 100:
             raise ConfigError(f"{role}.train.target must be in (0, 100], got {model.train.target}")
     validate_run(cfg, names)

@@ -104,3 +104,19 @@ class BatchStream(IterableDataset):
             rng.shuffle(batches)
             for batch in batches:
                 yield collate(batch, self.tokenizer.pad_token_id)
+
+
+class StagedStream(IterableDataset):
+    """Batches from each stream in turn: `steps` batches of every stage but the last, then the last forever."""
+
+    def __init__(self, stages: Sequence[tuple[IterableDataset, int]]) -> None:
+        super().__init__()
+        self.stages = list(stages)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        *first, (last, _) = self.stages
+        for stream, steps in first:
+            batches = iter(stream)
+            for _ in range(steps):
+                yield next(batches)
+        yield from last

@@ -20,8 +20,10 @@ class CausalLMModule(pl.LightningModule):
         warmup_steps: int,
         max_steps: int,
         min_lr_ratio: float = 0.1,
+        first_stage: tuple[int, float] = (0, 1.0),
     ) -> None:
         super().__init__()
+        self.first_stage = first_stage
         self.model = model
         self.lr, self.weight_decay = lr, weight_decay
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
@@ -39,4 +41,5 @@ class CausalLMModule(pl.LightningModule):
             self.warmup_steps,
             self.max_steps,
             self.min_lr_ratio,
+            self.first_stage,
         )

@@ -15,8 +15,13 @@ def adamw_cosine(
     warmup_steps: int,
     total_steps: int,
     min_lr_ratio: float = 0.1,
+    first_stage: tuple[int, float] = (0, 1.0),
 ) -> dict:
-    """A Lightning `configure_optimizers` result: no decay on biases and norms, per-step schedule."""
+    """A Lightning `configure_optimizers` result: no decay on biases and norms, per-step schedule.
+
+    `first_stage = (steps, ratio)`: the first `steps` steps warm up to and hold `ratio * lr`
+    (a curriculum stage); warmup and cosine then run over the remaining steps.
+    """
     params = [(n, p) for n, p in named_parameters if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
@@ -26,8 +31,13 @@ def adamw_cosine(
         lr=lr,
         betas=(0.9, 0.98),
     )
-    cosine = get_cosine_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1)).lr_lambdas[0]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min_lr_ratio + (1 - min_lr_ratio) * cosine(step)
-    )
+    stage, ratio = first_stage
+    cosine = get_cosine_schedule_with_warmup(optimizer, warmup_steps, max(total_steps - stage, 1)).lr_lambdas[0]
+
+    def factor(step: int) -> float:
+        if step < stage:
+            return ratio * min(1.0, (step + 1) / max(warmup_steps, 1))
+        return min_lr_ratio + (1 - min_lr_ratio) * cosine(step - stage)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

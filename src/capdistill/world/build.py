@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 import capdistill
@@ -28,13 +28,13 @@ from capdistill.evaluation.scores import teacher_responses
 from capdistill.io import atomic_dir
 from capdistill.models.build import build_llama
 from capdistill.models.tokenizers import train_tokenizer
-from capdistill.training.data import BatchStream
+from capdistill.training.data import BatchStream, StagedStream
 from capdistill.training.lm_module import CausalLMModule
 from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
-FORMAT_VERSION = 2  # bump when the build procedure changes what a config produces
+FORMAT_VERSION = 3  # bump when the build procedure changes what a config produces
 CHECK_SIZE = 16
 # the model config fields a synthetic build depends on (the rest describe loading HF models)
 SYNTHETIC_KEYS = (
@@ -181,10 +181,20 @@ def train_model(
     tokenizer = world_tokenizer(sources, mcfg.tokenizer.value, mcfg.vocab_size)
     model = build_llama(OmegaConf.to_container(mcfg.arch), tokenizer, mcfg.seed)
     weights = {n: float(tcfg.mix.get(n, 1.0)) for n in sources.all_sources}
-    stream = BatchStream(
-        sources.all_sources, weights, sources.difficulties, tokenizer, mcfg.seed, tcfg.batch_size, tcfg.bucket
+
+    def batches(weights: dict[str, float]) -> BatchStream:
+        return BatchStream(
+            sources.all_sources, weights, sources.difficulties, tokenizer, mcfg.seed, tcfg.batch_size, tcfg.bucket
+        )
+
+    stream: IterableDataset = batches(weights)
+    if tcfg.curriculum_steps:
+        first = {n: float(tcfg.curriculum_mix.get(n, 0.0)) for n in sources.all_sources}
+        stream = StagedStream([(batches(first), tcfg.curriculum_steps), (stream, 0)])
+    stage = (tcfg.curriculum_steps, (tcfg.curriculum_lr or tcfg.lr) / tcfg.lr)
+    module = CausalLMModule(
+        model, tcfg.lr, tcfg.weight_decay, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio, stage
     )
-    module = CausalLMModule(model, tcfg.lr, tcfg.weight_decay, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio)
     stopper = DevProbeStopping(sources, tokenizer, tcfg.dev_size, tcfg.eval_every, tcfg.target)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
