@@ -218,3 +218,27 @@ def test_read_runs_three_steps_and_records_its_decisions(run_micro) -> None:
         assert decision["chosen"] == pytest.approx(entry["allocation"])
         assert decision["essential"][:2] == ["math", "tool_use"]
         assert set(update) >= {"reward", "gain", "spill", "cost", "delta_probe"}
+
+
+def test_read_learns_requirements_from_pilot_runs_and_resume_reuses_them(run_micro) -> None:
+    overrides = ("allocator=read", "allocator.identify=learned", "allocator.pilots=2", "budget.rounds=2")
+    record, out = run_micro(*overrides, "budget.total_tokens=4k", "allocator.pilot_fraction=0.25")
+    found = record["identification"]
+    assert found["tokens_per_pilot"] == 1000 and found["pilot_tokens"] == 2000
+    assert len(found["interventions"]) == 2
+    for pilot in found["interventions"]:
+        assert sum(w > 0 for w in pilot["split"].values()) == 2
+        assert set(pilot["delta_probe"]) == set(record["config"]["capabilities"]["names"])
+    assert sum(found["requirements"].values()) == pytest.approx(1.0)
+    essential = sorted(found["requirements"], key=lambda c: -found["requirements"][c])[:3]
+    assert record["rounds"][0]["decision"]["essential"] == essential  # the bandit uses what it learned
+    assert record["budget"]["spent_tokens"] <= 4000  # pilots are spent outside the budget
+    saved = json.loads((out / "identification.json").read_text())
+    assert saved["interventions"] == found["interventions"]
+    # a resumed run fits the saved pilots instead of redoing them: mark them, drop the record, rerun
+    for pilot in saved["interventions"]:
+        pilot["delta_utility"] = 123.0
+    (out / "identification.json").write_text(json.dumps(saved))
+    (out / RECORD_FILE).unlink()
+    again, _ = run_micro(*overrides, "budget.total_tokens=4k", "allocator.pilot_fraction=0.25")
+    assert [p["delta_utility"] for p in again["identification"]["interventions"]] == [123.0, 123.0]

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
@@ -26,9 +25,9 @@ import capdistill
 from capdistill.allocation import Allocator, RoundContext, build_allocator
 from capdistill.config.schema import ModelKind
 from capdistill.config.units import parse_tokens
-from capdistill.distill.data import DistillDataModule, SupervisedBatches
 from capdistill.distill.loggers import RunLogger
-from capdistill.distill.module import DistillationModule
+from capdistill.distill.pilots import run_pilots
+from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.scores import evaluate
 from capdistill.io import atomic_dir, atomic_write_json
@@ -36,7 +35,6 @@ from capdistill.losses import DistillLoss, build_loss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
 from capdistill.results.record import RECORD_FILE, check_record
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
-from capdistill.supervision.collect import Slice, collect_slice
 from capdistill.training.data import response_ids
 from capdistill.world.build import WorldModel, ensure_model, reference_responses
 from capdistill.world.sources import WorldSources
@@ -149,6 +147,15 @@ def run_fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def finished_record(output_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The record of a completed run of this config in `output_dir` (a relaunched sweep skips it)."""
+    path = output_dir / RECORD_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("fingerprint") == fingerprint else None
+
+
 def completed_rounds(output_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
     """Record entries of the rounds a previous run in this directory completed, in order."""
     entries = []
@@ -206,91 +213,6 @@ def context_for(
     )
 
 
-def generate_round(
-    cfg: DictConfig,
-    index: int,
-    shares: dict[str, int],
-    teacher: WorldModel,
-    student: WorldModel,
-    sources: WorldSources,
-    device: torch.device,
-) -> list[Slice]:
-    generation = OmegaConf.to_object(cfg.distill.generation)
-    teacher.model.to(device)
-    return [
-        collect_slice(
-            sources.capabilities[name],
-            tokens,
-            teacher.model,
-            teacher.tokenizer,
-            student.tokenizer,
-            generation,
-            sources.difficulties,
-            seed=f"{cfg.seed}/{index}",
-            overflow=cfg.distill.overflow,
-        )
-        for name, tokens in shares.items()
-        if tokens > 0
-    ]
-
-
-def train_round(
-    cfg: DictConfig,
-    index: int,
-    slices: list[Slice],
-    teacher: WorldModel,
-    student: WorldModel,
-    loss: DistillLoss,
-    logger: RunLogger,
-    step_offset: int,
-) -> tuple[int, int, list[float]]:
-    """Fit the student on the round's examples; returns (optimizer steps, tokens processed, losses)."""
-    examples = [e for s in slices for e in s.examples]
-    if not examples:
-        return 0, 0, []
-    dcfg = cfg.distill
-    pl.seed_everything(cfg.seed * 1000 + index, workers=True, verbose=False)
-    data = DistillDataModule(
-        SupervisedBatches(
-            examples,
-            student.tokenizer,
-            teacher.tokenizer if loss.cross_tokenizer else None,
-            dcfg.batch_size,
-            seed=cfg.seed * 1000 + index,
-        )
-    )
-    steps = len(data.dataset) * dcfg.epochs
-    module = DistillationModule(
-        student.model,
-        teacher.model if loss.needs_teacher else None,
-        loss,
-        dcfg.lr,
-        dcfg.weight_decay,
-        dcfg.warmup_steps,
-        steps,
-        dcfg.min_lr_ratio,
-        logger,
-        step_offset,
-        dcfg.log_every,
-    )
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        max_epochs=dcfg.epochs,
-        gradient_clip_val=dcfg.grad_clip,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=data)
-    student.model.eval()
-    return trainer.global_step, module.trained_tokens, module.losses
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -308,6 +230,10 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     sources = WorldSources.from_config(cfg)
     sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
     fingerprint = run_fingerprint(cfg)
+    finished = finished_record(out, fingerprint)
+    if finished is not None:
+        log.info("%s already holds this run's complete record: skipping it", out)
+        return finished
     history = completed_rounds(out, fingerprint)
 
     teacher = load_role(cfg, "teacher", sources, out)
@@ -321,6 +247,19 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     reference = reference_scores(cfg, teacher, student, sources)
     responses = reference.pop("responses")
     setup_probing = time.time() - probe_start
+    identification = run_pilots(
+        cfg,
+        allocator,
+        total,
+        teacher,
+        student,
+        loss,
+        sources,
+        responses,
+        reference["student_base"],
+        device,
+        fingerprint,
+    )
     if history:
         log.info("resuming after round %d of %d from %s", len(history), rounds, out / ROUNDS_DIR)
         resumed = AutoModelForCausalLM.from_pretrained(round_dir(out, len(history) - 1) / STUDENT_DIR)
@@ -382,7 +321,8 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                 entry["task_utility"],
                 {c: round(v, 1) for c, v in entry["probe"].items()},
             )
-        record = build_record(cfg, history, reference, total, setup_probing, time.time() - start)
+        record = build_record(cfg, history, reference, identification, total, setup_probing, time.time() - start)
+        record["fingerprint"] = fingerprint
         check_record(record)
         atomic_write_json(out / RECORD_FILE, record)
         logger.log_final(record)
@@ -411,6 +351,7 @@ def build_record(
     cfg: DictConfig,
     history: list[dict[str, Any]],
     reference: dict[str, Any],
+    identification: dict[str, Any] | None,
     total: int,
     setup_probing: float,
     wall: float,
@@ -440,5 +381,6 @@ def build_record(
         "rounds": history,
         "final": {k: last[k] for k in ("probe", "probe_loglik", "task_utility")},
         "reference": reference,
+        "identification": identification,
         "timing": {**timing, "total_s": wall},
     }
