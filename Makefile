@@ -21,9 +21,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the embedded default: build or reuse the synthetic world, print its table.
+## The main job on the embedded default: reuse (or build) the synthetic world and print its
+## table, run a small budget-vs-utility sweep (3 budgets x {uniform, read} x 2 seeds on a
+## composite task), collect it, print the table and write the figure.
+DEMO_DIR := outputs/sweeps/demo
 demo: $(STAMP)
 	$(BIN)/capdistill build-world
+	$(BIN)/capdistill distill -m experiment=demo
+	$(BIN)/capdistill collect $(DEMO_DIR)
+	$(BIN)/capdistill plot $(DEMO_DIR)/results.csv --figure budget_curves
 
 ## The test suite (slow tests included), offline.
 test: $(STAMP)

@@ -26,6 +26,7 @@ def make_logger(cfg: DictConfig) -> Logger | None:
             project=cfg.logger.project,
             entity=cfg.logger.entity,
             group=cfg.logger.group or cfg.experiment_name,
+            job_type=cfg.allocator.name,
             tags=[
                 f"allocator={cfg.allocator.name}",
                 f"budget={cfg.budget.total_tokens}",

@@ -1,0 +1,131 @@
+"""`capdistill collect DIR`: every run's `record.json` under DIR as one tidy table.
+
+`results.csv` / `results.parquet` hold one row per run (its settings, final scores, changes
+from the student base, spend); `rounds.csv` one row per run and round (the allocation
+path). Columns use the record's own names, so a new capability or task adds columns and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from capdistill.errors import CapdistillError
+from capdistill.io import atomic_file
+from capdistill.results.record import RECORD_FILE
+
+RESULTS_CSV, RESULTS_PARQUET, ROUNDS_CSV = "results.csv", "results.parquet", "rounds.csv"
+
+# config fields of `read` whose non-default values name the paper's ablations
+ABLATIONS = (
+    ("use_requirements", False, "no-identification"),
+    ("adapt", False, "no-adaptation"),
+    ("beta", 0.0, "no-spillover"),
+)
+
+
+def variant(allocator: dict[str, Any]) -> str:
+    """A label for the allocator as configured: its name, plus the ablations or options that set it apart."""
+    name = allocator["name"]
+    if name == "single":
+        return f"single:{allocator['capability']}"
+    if name == "fixed":
+        weights = allocator.get("weights") or {}
+        return "fixed:" + ",".join(f"{c}={w:g}" for c, w in sorted(weights.items()))
+    if name == "read":
+        off = [label for key, value, label in ABLATIONS if allocator.get(key) == value]
+        learned = ["learned-requirements"] if allocator.get("identify") == "learned" else []
+        return "-".join([name, *off, *learned])
+    return name
+
+
+def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
+    """One table row: a run's settings, final scores and their change from the student base."""
+    cfg, final, base = record["config"], record["final"], record["reference"]["student_base"]
+    row: dict[str, Any] = {
+        "run": run,
+        "experiment": record.get("experiment", cfg.get("experiment_name")),
+        "allocator": record.get("allocator", cfg["allocator"]["name"]),
+        "variant": variant(cfg["allocator"]),
+        "loss": record.get("loss", cfg["loss"]["name"]),
+        "task": record.get("task", cfg["task"]["name"]),
+        "seed": record["seed"],
+        "budget_tokens": record["budget"]["total_tokens"],
+        "spent_tokens": record["budget"]["spent_tokens"],
+        "rounds": len(record["rounds"]),
+        "task_utility": final["task_utility"],
+        "base_task_utility": base["task_utility"],
+        "teacher_task_utility": record["reference"]["teacher"]["task_utility"],
+        "total_s": record["timing"]["total_s"],
+    }
+    deltas = {c: final["probe"][c] - base["probe"][c] for c in final["probe"]}
+    row["task_gain"] = final["task_utility"] - base["task_utility"]
+    # off-target change: what the capabilities the run did not spend on gained or lost
+    targets = {c for c, t in record["budget"]["spent_by_capability"].items() if t > 0}
+    off = [d for c, d in deltas.items() if c not in targets]
+    row["off_target_change"] = sum(off) / len(off) if off else 0.0
+    row["negative_spillover"] = sum(min(d, 0.0) for c, d in deltas.items() if c not in targets)
+    for c in final["probe"]:
+        row[f"probe/{c}"] = final["probe"][c]
+        row[f"delta/{c}"] = deltas[c]
+        row[f"spent/{c}"] = record["budget"]["spent_by_capability"][c]
+    return row
+
+
+def round_rows(record: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    rows = []
+    for entry in record["rounds"]:
+        row = {"run": run, "round": entry["round"], "task_utility": entry["task_utility"]}
+        row.update({f"allocation/{c}": w for c, w in entry["allocation"].items()})
+        row.update({f"spent/{c}": t for c, t in entry["spent_by_capability"].items()})
+        row.update({f"probe/{c}": s for c, s in entry["probe"].items()})
+        rows.append(row)
+    return rows
+
+
+def find_records(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise CapdistillError(f"collect: {root} is not a directory")
+    found = sorted(root.rglob(RECORD_FILE))
+    if not found:
+        raise CapdistillError(f"collect: no {RECORD_FILE} under {root} (did the sweep finish any job?)")
+    return found
+
+
+def collect(root: Path, out_dir: Path | None = None) -> pd.DataFrame:
+    """Tabulate every record under `root`; writes results.csv/.parquet and rounds.csv to `out_dir` (default root)."""
+    root = Path(root)
+    out_dir = Path(out_dir or root)
+    rows, rounds = [], []
+    for path in find_records(root):
+        record = json.loads(path.read_text())
+        run = str(path.parent.relative_to(root)) or "."
+        rows.append(record_row(record, run))
+        rounds += round_rows(record, run)
+    table = pd.DataFrame(rows).sort_values(["experiment", "variant", "loss", "budget_tokens", "seed", "run"])
+    table = table.reset_index(drop=True)
+    with atomic_file(out_dir / RESULTS_CSV) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_file(out_dir / RESULTS_PARQUET) as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_file(out_dir / ROUNDS_CSV) as tmp:
+        pd.DataFrame(rounds).to_csv(tmp, index=False)
+    return table
+
+
+def load_table(source: Path) -> pd.DataFrame:
+    """A collected table: a results file, or a sweep directory (collected now)."""
+    source = Path(source)
+    if source.is_dir():
+        return collect(source)
+    if not source.is_file():
+        raise CapdistillError(f"plot: {source} does not exist")
+    if source.suffix == ".parquet":
+        return pd.read_parquet(source)
+    if source.suffix == ".csv":
+        return pd.read_csv(source)
+    raise CapdistillError(f"plot: {source} is neither a sweep directory nor a .csv/.parquet table")

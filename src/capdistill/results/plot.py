@@ -1,0 +1,222 @@
+"""`capdistill plot`: the paper's figures from a collected table, as PNG + PDF + a markdown table.
+
+Every figure shows seed means with 95% confidence bands (normal approximation, 1.96 standard
+errors; none with a single seed) and budgets in tokens:
+
+* `budget_curves` - task utility and every capability's probe score vs budget, one line per
+  allocator (paper RQ2); `losses` - the same with one line per KD loss;
+* `schedules`, `ablation` - task utility per allocator at each budget, as bars (the
+  schedule table and the ablation figure);
+* `transfer` - transfer matrices T_ij(B) (probe change of capability j after distilling only
+  i at budget B) and negative spillover vs budget (paper Fig 1 a, b, d), from
+  `allocator=single` runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from capdistill.errors import CapdistillError  # noqa: E402
+from capdistill.io import atomic_file, atomic_write_text  # noqa: E402
+
+FIGURES = ("budget_curves", "losses", "schedules", "ablation", "transfer")
+
+
+def tokens(n: float) -> str:
+    """12000 -> '12k', 1500000 -> '1.5M'."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:g}{unit}"
+    return f"{n:g}"
+
+
+def summarize(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean, 95% half-width and seed count of `value` per group."""
+    grouped = table.groupby(by, sort=True)[value]
+    out = grouped.agg(["mean", "std", "count"]).reset_index()
+    out["ci"] = [1.96 * s / math.sqrt(n) if n > 1 else 0.0 for s, n in zip(out["std"].fillna(0), out["count"])]
+    return out.drop(columns="std").rename(columns={"count": "n"})
+
+
+def markdown(summary: pd.DataFrame, rows: str, cols: str) -> str:
+    """A `rows` x `cols` markdown table of 'mean ± ci (n)'."""
+    col_values = sorted(summary[cols].unique())
+    header = f"| {rows} | " + " | ".join(tokens(c) if cols == "budget_tokens" else str(c) for c in col_values) + " |"
+    lines = [header, "|" + " --- |" * (len(col_values) + 1)]
+    for key, part in summary.groupby(rows, sort=True):
+        cells = []
+        for c in col_values:
+            hit = part[part[cols] == c]
+            cells.append(
+                "" if hit.empty else f"{hit['mean'].iloc[0]:.1f} ± {hit['ci'].iloc[0]:.1f} (n={hit['n'].iloc[0]})"
+            )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _grid(n: int, width: float = 3.4, height: float = 2.8) -> tuple[Figure, list[Any]]:
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _label(metric: str) -> str:
+    return "task utility" if metric == "task_utility" else metric.split("/", 1)[1].replace("_", " ")
+
+
+def curves(table: pd.DataFrame, hue: str, title: str) -> tuple[Figure, str]:
+    """One panel per metric (task utility, then each capability's probe), one line per `hue` value."""
+    metrics = ["task_utility"] + sorted(c for c in table.columns if c.startswith("probe/"))
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        summary = summarize(table, [hue, "budget_tokens"], metric)
+        for key, part in summary.groupby(hue, sort=True):
+            ax.plot(part["budget_tokens"], part["mean"], marker="o", label=str(key))
+            ax.fill_between(part["budget_tokens"], part["mean"] - part["ci"], part["mean"] + part["ci"], alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xticks(
+            sorted(table["budget_tokens"].unique()), [tokens(b) for b in sorted(table["budget_tokens"].unique())]
+        )
+        ax.minorticks_off()
+        ax.set_title(_label(metric))
+        ax.set_xlabel("budget (tokens)")
+        ax.set_ylabel("exact match (%)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.suptitle(title, y=0.995, fontsize=12)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=min(len(labels), 6), title=hue)
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    return fig, markdown(summarize(table, [hue, "budget_tokens"], "task_utility"), hue, "budget_tokens")
+
+
+def bars(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
+    """Task utility per allocator variant, grouped by budget, with 95% error bars."""
+    summary = summarize(table, ["variant", "budget_tokens"], "task_utility")
+    budgets, variants = sorted(summary["budget_tokens"].unique()), sorted(summary["variant"].unique())
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(budgets) * len(variants) ** 0.5 + 3), 3.8))
+    for i, name in enumerate(variants):
+        part = summary[summary["variant"] == name].set_index("budget_tokens").reindex(budgets)
+        xs = [b + (i - (len(variants) - 1) / 2) * width for b in range(len(budgets))]
+        ax.bar(xs, part["mean"], width, yerr=part["ci"], capsize=3, label=name)
+    ax.set_xticks(range(len(budgets)), [tokens(b) for b in budgets])
+    ax.set_xlabel("budget (tokens)")
+    ax.set_ylabel("task utility (exact match, %)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig, markdown(summary, "variant", "budget_tokens")
+
+
+def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
+    """T_ij(B) heatmaps per budget, then negative spillover vs budget (runs with allocator=single)."""
+    single = table[table["allocator"] == "single"]
+    if single.empty:
+        raise CapdistillError("plot --figure transfer needs allocator=single runs (experiment=transfer)")
+    caps = [c.split("/", 1)[1] for c in table.columns if c.startswith("delta/")]
+    budgets = sorted(single["budget_tokens"].unique())
+    fig, axes = _grid(len(budgets) + 1, 4.2, 3.8)
+    text = []
+    for ax, budget in zip(axes, budgets):
+        part = single[single["budget_tokens"] == budget]
+        matrix = part.groupby("variant")[[f"delta/{c}" for c in caps]].mean()
+        matrix.index = [v.split(":", 1)[1] for v in matrix.index]
+        limit = max(1.0, float(matrix.abs().to_numpy().max()))
+        image = ax.imshow(matrix.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit)
+        ax.set_xticks(range(len(caps)), caps, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(matrix)), matrix.index, fontsize=7)
+        ax.set_xlabel("evaluated capability")
+        ax.set_ylabel("distilled capability")
+        ax.set_title(f"T_ij at {tokens(budget)} tokens (Δ points)", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        text.append(f"T_ij at {tokens(budget)} tokens\n\n| distilled | " + " | ".join(caps) + " |\n")
+        text.append("|" + " --- |" * (len(caps) + 1) + "\n")
+        for name, values in matrix.iterrows():
+            text.append(f"| {name} | " + " | ".join(f"{v:+.1f}" for v in values) + " |\n")
+        text.append("\n")
+    spill = summarize(single, ["budget_tokens"], "negative_spillover")
+    ax = axes[-1]
+    ax.errorbar(spill["budget_tokens"], spill["mean"], yerr=spill["ci"], marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [tokens(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("budget (tokens)")
+    ax.set_ylabel("negative off-target change (points)")
+    ax.set_title("negative spillover vs budget", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig, "".join(text)
+
+
+def with_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """Add `grid`: at each budget, the runs of the fixed split with the best mean task utility."""
+    fixed = table[table["variant"].str.startswith("fixed:")]
+    if fixed.empty:
+        return table
+    means = fixed.groupby(["budget_tokens", "variant"])["task_utility"].mean().reset_index()
+    best = means.loc[means.groupby("budget_tokens")["task_utility"].idxmax(), ["budget_tokens", "variant"]]
+    chosen = fixed.merge(best, on=["budget_tokens", "variant"]).assign(variant="grid")
+    return pd.concat([table[~table.index.isin(fixed.index)], chosen], ignore_index=True)
+
+
+DRAW: dict[str, Callable[[pd.DataFrame], tuple[Figure, str]]] = {
+    "budget_curves": lambda t: curves(t, "variant", "performance vs token budget, per allocator"),
+    "losses": lambda t: curves(t, "loss", "performance vs token budget, per KD loss"),
+    "schedules": lambda t: bars(with_grid(t), "allocation schedules: task utility (grid: best fixed split)"),
+    "ablation": lambda t: bars(t, "ReAD and its ablations: task utility"),
+    "transfer": lambda t: transfer(t, "cross-capability transfer"),
+}
+
+
+def plot(table: pd.DataFrame, figure: str, out_dir: Path) -> dict[str, Path | str]:
+    """Draw `figure` from a collected table into `out_dir`; returns the file paths and the markdown table."""
+    if figure not in DRAW:
+        raise CapdistillError(f"plot: --figure must be one of {', '.join(FIGURES)}, got {figure!r}")
+    if table.empty:
+        raise CapdistillError("plot: the table has no runs")
+    fig, text = DRAW[figure](table)
+    out: dict[str, Path | str] = {"markdown": text}
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / f"{figure}.{ext}"
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150)
+        out[ext] = path
+    plt.close(fig)
+    out["md"] = Path(out_dir) / f"{figure}.md"
+    atomic_write_text(out["md"], text)
+    return out
+
+
+def upload_to_wandb(table: pd.DataFrame, figure: str, files: dict[str, Any], project: str) -> None:
+    """Log the figure and the tables to one aggregate W&B run of the sweep (offline unless WANDB_MODE says)."""
+    import os
+
+    import wandb
+
+    group = str(table["experiment"].iloc[0]) if "experiment" in table else None
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="aggregate",
+        name=f"{group}-{figure}",
+        dir=str(Path(files["png"]).parent),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+    )
+    run.log({figure: wandb.Image(str(files["png"])), f"{figure}/runs": wandb.Table(dataframe=table)})
+    run.finish()

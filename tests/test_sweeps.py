@@ -1,0 +1,138 @@
+"""Sweeps: a real Hydra multirun on the micro world, collect, plot, and a relaunch that skips finished jobs."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from capdistill.errors import CapdistillError
+from capdistill.results.collect import collect, variant
+from capdistill.results.plot import FIGURES, plot, upload_to_wandb
+from test_cli import capdistill
+
+CAPS = ["math", "code", "safety"]
+
+
+def sweep(tmp_path: Path, cache: Path, *extra: str):
+    return capdistill(
+        "distill",
+        "-m",
+        "experiment=micro",
+        "budget.total_tokens=3k,5k",
+        "allocator=uniform,read",
+        f"paths.cache_dir={cache}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *extra,
+    )
+
+
+@pytest.mark.slow
+def test_multirun_collect_plot_and_relaunch_skips_finished_jobs(tmp_path: Path, micro_cache: Path) -> None:
+    first = sweep(tmp_path, micro_cache, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # parallel jobs
+    assert first.returncode == 0, first.stderr[-2000:]
+    records = sorted((tmp_path / "sweep").rglob("record.json"))
+    assert len(records) == 4
+    stamps = [p.stat().st_mtime_ns for p in records]
+
+    collected = capdistill("collect", str(tmp_path / "sweep"))
+    assert collected.returncode == 0, collected.stderr
+    table = pd.read_csv(tmp_path / "sweep" / "results.csv")
+    assert len(table) == 4 and len(pd.read_parquet(tmp_path / "sweep" / "results.parquet")) == 4
+    assert sorted(zip(table["variant"], table["budget_tokens"])) == sorted(
+        itertools.product(["read", "uniform"], [3000, 5000])
+    )
+    assert (table["spent_tokens"] <= table["budget_tokens"]).all()
+    assert {"task_utility", "probe/math", "delta/math", "negative_spillover"} <= set(table.columns)
+
+    drawn = capdistill("plot", str(tmp_path / "sweep" / "results.csv"), "--figure", "budget_curves")
+    assert drawn.returncode == 0, drawn.stderr
+    assert "| variant | 3k | 5k |" in drawn.stdout
+    for ext in ("png", "pdf", "md"):
+        assert (tmp_path / "sweep" / f"budget_curves.{ext}").stat().st_size > 0
+
+    again = sweep(tmp_path, micro_cache)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "skipping" in again.stdout + again.stderr
+    assert [p.stat().st_mtime_ns for p in records] == stamps  # no finished job was redone
+
+
+def fake_table() -> pd.DataFrame:
+    """A collected table as `collect` writes it, for figure tests without training."""
+    rows = []
+    for name, budget, seed, loss in itertools.product(
+        ["uniform", "read", "single:math", "single:code"], [3000, 12000], [0, 1], ["sft", "fkl"]
+    ):
+        row = {
+            "run": f"{name}-{budget}-{seed}-{loss}",
+            "experiment": "test",
+            "allocator": name.split(":")[0],
+            "variant": name,
+            "loss": loss,
+            "seed": seed,
+            "budget_tokens": budget,
+            "task_utility": 30 + budget / 1000 + seed + (5 if name == "read" else 0),
+        }
+        for i, c in enumerate(CAPS):
+            row[f"probe/{c}"] = 20 + i * 10 + budget / 2000
+            row[f"delta/{c}"] = (5.0 if name.endswith(c) else -1.0) * budget / 3000
+        row["negative_spillover"] = -budget / 3000
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("figure", FIGURES)
+def test_every_figure_is_drawn_with_its_table(tmp_path: Path, figure: str) -> None:
+    files = plot(fake_table(), figure, tmp_path)
+    for key in ("png", "pdf", "md"):
+        assert Path(files[key]).stat().st_size > 0
+    assert "3k" in files["markdown"] and "12k" in files["markdown"]
+
+
+def test_budget_table_reports_seed_means_and_confidence() -> None:
+    text = plot(fake_table(), "schedules", Path(__import__("tempfile").mkdtemp()))["markdown"]
+    # read at 3k: utilities 38 and 39 for each of two losses -> mean 38.5, 4 runs
+    assert "| read | 38.5 ± 0.6 (n=4) |" in text
+
+
+def test_schedules_report_the_best_fixed_split_as_grid(tmp_path: Path) -> None:
+    table = fake_table()
+    fixed = table[table["variant"] == "uniform"].assign(variant="fixed:math=1", task_utility=90.0)
+    worse = fixed.assign(variant="fixed:code=1", task_utility=10.0)
+    text = plot(pd.concat([table, fixed, worse]), "schedules", tmp_path)["markdown"]
+    assert "| grid | 90.0 ± 0.0 (n=4) | 90.0 ± 0.0 (n=4) |" in text
+    assert "fixed:" not in text
+
+
+def test_transfer_needs_single_runs(tmp_path: Path) -> None:
+    table = fake_table()
+    with pytest.raises(CapdistillError, match="allocator=single"):
+        plot(table[table["allocator"] != "single"], "transfer", tmp_path)
+
+
+def test_collect_of_an_empty_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(CapdistillError, match="no record.json"):
+        collect(tmp_path)
+    result = capdistill("plot", str(tmp_path / "missing.csv"), "--figure", "budget_curves")
+    assert result.returncode == 2 and "does not exist" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_variant_names_the_ablations() -> None:
+    assert variant({"name": "read", "beta": 0.5, "adapt": True, "use_requirements": True}) == "read"
+    assert variant({"name": "read", "beta": 0.0, "adapt": False}) == "read-no-adaptation-no-spillover"
+    assert variant({"name": "single", "capability": "math"}) == "single:math"
+    assert variant({"name": "fixed", "weights": {"math": 0.5, "code": 0.5}}) == "fixed:code=0.5,math=0.5"
+
+
+def test_plot_uploads_to_an_offline_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    table = fake_table()
+    files = plot(table, "budget_curves", tmp_path)
+    upload_to_wandb(table, "budget_curves", files, "capdistill-test")
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].rglob("media/images/*.png"))  # the figure went into the run
+    assert list(runs[0].rglob("media/table/**/*.table.json"))  # and the table of runs
