@@ -10,15 +10,15 @@ from omegaconf import DictConfig, OmegaConf
 from capdistill.capabilities import COMPOSITES, Example, Source, WorldParams, build_capabilities
 
 
-def _tuples(value: object) -> object:
+def nested_tuples(value: object) -> object:
     """Nested lists from YAML as the nested tuples WorldParams holds."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+    return tuple(nested_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def world_params(cfg: DictConfig) -> WorldParams:
     """WorldParams from `capabilities.params`."""
     raw = OmegaConf.to_container(cfg.capabilities.params, resolve=True)
-    return WorldParams(**{k: _tuples(v) for k, v in raw.items()})
+    return WorldParams(**{k: nested_tuples(v) for k, v in raw.items()})
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""lm-eval's exact match on the exported world sets equals the project's own checker on the same items."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from capdistill.evaluation.lmeval import evaluate_with_lmeval, export_tasks
+from capdistill.evaluation.probes import probe_accuracy
+from capdistill.world.build import load_entry
+from capdistill.world.sources import WorldSources
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "capdistill" / "assets" / "worlds"
+
+
+def test_lmeval_scores_match_the_checkers(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    sources = WorldSources.from_config(make_cfg())
+    student = load_entry(next(ASSETS.glob("student-*")))  # weak: scores strictly between 0 and 100
+    sets = {n: sources.probes[n][:16] for n in ("math", "tool_use", "safety")}
+    sets["word_problem_formatted"] = sources.task_evals["word_problem_formatted"][:16]
+    tasks = export_tasks(sources.params, sets, tmp_path)
+    got = evaluate_with_lmeval(student.model, student.tokenizer, tmp_path, tasks)
+    ours = {
+        f"capdistill_{n}": probe_accuracy(student.model, student.tokenizer, sources.all_sources[n], ex)[0]
+        for n, ex in sets.items()
+    }
+    assert got == ours
+    assert any(0 < v < 100 for v in ours.values())  # not a trivially all-right / all-wrong model
