@@ -91,8 +91,8 @@ def test_every_figure_is_drawn_with_its_table(tmp_path: Path, figure: str) -> No
     assert "3k" in files["markdown"] and "12k" in files["markdown"]
 
 
-def test_budget_table_reports_seed_means_and_confidence() -> None:
-    text = plot(fake_table(), "schedules", Path(__import__("tempfile").mkdtemp()))["markdown"]
+def test_budget_table_reports_seed_means_and_confidence(tmp_path: Path) -> None:
+    text = plot(fake_table(), "schedules", tmp_path)["markdown"]
     # read at 3k: utilities 38 and 39 for each of two losses -> mean 38.5, 4 runs
     assert "| read | 38.5 ± 0.6 (n=4) |" in text
 

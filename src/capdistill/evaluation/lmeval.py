@@ -14,10 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from capdistill.capabilities import COMPOSITES, Example, Source, WorldParams, build_capabilities
+from capdistill.capabilities import Example, Source, WorldParams
 from capdistill.io import atomic_write_text
 from capdistill.training.data import PROMPT_END
-from capdistill.world.sources import nested_tuples
+from capdistill.world.sources import WorldSources, nested_tuples
 
 TASK_PREFIX = "capdistill_"
 
@@ -54,7 +54,7 @@ def process_results(doc, results):
 @lru_cache(maxsize=8)
 def _sources(params: str) -> dict[str, Source]:
     world = WorldParams(**{k: nested_tuples(v) for k, v in json.loads(params).items()})
-    return {**build_capabilities(world), **{name: source(world) for name, source in COMPOSITES.items()}}
+    return WorldSources.from_params(world).all_sources
 
 
 def check_doc(doc: dict[str, Any], prediction: str) -> bool:

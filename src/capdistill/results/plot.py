@@ -15,6 +15,7 @@ errors; none with a single seed) and budgets in tokens:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -205,9 +206,7 @@ def plot(table: pd.DataFrame, figure: str, out_dir: Path) -> dict[str, Path | st
 
 def upload_to_wandb(table: pd.DataFrame, figure: str, files: dict[str, Any], project: str) -> None:
     """Log the figure and the tables to one aggregate W&B run of the sweep (offline unless WANDB_MODE says)."""
-    import os
-
-    import wandb
+    import wandb  # only for --wandb
 
     group = str(table["experiment"].iloc[0]) if "experiment" in table else None
     run = wandb.init(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from omegaconf import DictConfig, OmegaConf
 
-from capdistill.capabilities import COMPOSITES, Example, Source, WorldParams, build_capabilities
+from capdistill.capabilities import CAPABILITIES, COMPOSITES, Example, Source, WorldParams, build_capabilities
 
 
 def nested_tuples(value: object) -> object:
@@ -32,11 +33,18 @@ class WorldSources:
     eval_size: int
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> WorldSources:
-        params = world_params(cfg)
-        caps = build_capabilities(params, list(cfg.capabilities.names))
+    def from_params(
+        cls, params: WorldParams, names: Sequence[str] = CAPABILITIES, probe_size: int = 0, eval_size: int = 0
+    ) -> WorldSources:
+        """The world of `params` with capabilities `names` (default: all) and every composite task."""
+        caps = build_capabilities(params, list(names))
         composites = {name: source(params) for name, source in COMPOSITES.items()}
-        return cls(params, caps, composites, cfg.capabilities.probe_size, cfg.capabilities.eval_size)
+        return cls(params, caps, composites, probe_size, eval_size)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> WorldSources:
+        caps = cfg.capabilities
+        return cls.from_params(world_params(cfg), list(caps.names), caps.probe_size, caps.eval_size)
 
     @property
     def difficulties(self) -> tuple[int, ...]:
