@@ -56,6 +56,10 @@ def test_fixed_split_spends_within_budget_and_writes_the_record(run_micro) -> No
     assert set(record["reference"]["teacher"]) >= {"probe", "task_utility"}
     assert all(record["timing"][k] >= 0 for k in ("generation_s", "training_s", "probing_s", "total_s"))
     assert (out / "logs" / "version_0" / "metrics.csv").is_file()
+    # the final evaluation through lm-eval agrees with the project's probes on the same student
+    lmeval = record["lmeval"]
+    assert (lmeval["probe"], lmeval["task_utility"]) == (record["final"]["probe"], record["final"]["task_utility"])
+    assert sorted(p.name for p in (out / "lmeval").glob("*.yaml")) == sorted(f"{t}.yaml" for t in lmeval["tasks"])
     # only the last round keeps its student weights
     assert [p.name for p in sorted((out / "rounds").glob("*/student"))] == ["student"]
     assert (out / "rounds" / "round-001" / "student" / "config.json").is_file()
@@ -196,6 +200,7 @@ def test_tiny_random_hf_pair(run_micro, tiny_hf, student: str, loss: str) -> Non
     check_record(record)
     assert 0 < record["budget"]["spent_tokens"] <= 5000
     assert (out / "rounds" / "round-000" / "student" / "config.json").is_file()
+    assert record["lmeval"]["probe"] == record["final"]["probe"]
 
 
 def test_hf_same_tokenizer_loss_across_tokenizers_fails(run_micro, tiny_hf) -> None:

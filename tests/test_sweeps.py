@@ -45,7 +45,10 @@ def test_multirun_collect_plot_and_relaunch_skips_finished_jobs(tmp_path: Path, 
         itertools.product(["read", "uniform"], [3000, 5000])
     )
     assert (table["spent_tokens"] <= table["budget_tokens"]).all()
-    assert {"task_utility", "probe/math", "delta/math", "negative_spillover"} <= set(table.columns)
+    assert {"task_utility", "lmeval_task_utility", "probe/math", "delta/math", "negative_spillover"} <= set(
+        table.columns
+    )
+    assert (table["lmeval_task_utility"] == table["task_utility"]).all()
 
     drawn = capdistill("plot", str(tmp_path / "sweep" / "results.csv"), "--figure", "budget_curves")
     assert drawn.returncode == 0, drawn.stderr

@@ -217,6 +217,16 @@ class DistillConf:
 
 
 @dataclass
+class EvaluationConf:
+    """The run's final evaluation, besides the per-round probes."""
+
+    # Re-score the final student through lm-eval (HFLM on the exported probe and task sets);
+    # the record's `lmeval` key. It equals `final` by construction of the exported checkers.
+    lmeval: bool = True
+    batch_size: int = 16
+
+
+@dataclass
 class TrainerConf:
     """Lightning Trainer settings for the student's training (pytorch_lightning.Trainer)."""
 
@@ -263,6 +273,7 @@ class RootConf:
     logger: LoggerConf = MISSING
     paths: PathsConf = MISSING
     distill: DistillConf = field(default_factory=DistillConf)
+    evaluation: EvaluationConf = field(default_factory=EvaluationConf)
     seed: int = 0
     experiment_name: str = "default"
     # Rebuild world models even when a cached build exists.
@@ -304,6 +315,7 @@ def validate(cfg: DictConfig) -> None:
     if len(set(names)) != len(names):
         raise ConfigError("capabilities.names lists a capability twice")
     _positive(cfg, "capabilities.probe_size", "capabilities.eval_size", "capabilities.probe_batch_size")
+    _positive(cfg, "evaluation.batch_size")
     params = cfg.capabilities.params
     for key in ("list_lengths", "order_items", "math_steps", "code_statements", "tools_listed", "context_pairs"):
         if len(params[key]) == 0:

@@ -29,6 +29,7 @@ from capdistill.distill.loggers import RunLogger
 from capdistill.distill.pilots import run_pilots
 from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
+from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.scores import evaluate
 from capdistill.io import atomic_dir, atomic_write_json
 from capdistill.losses import DistillLoss, build_loss
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 ROUNDS_DIR = "rounds"
 ROUND_FILE = "round.json"
 STUDENT_DIR = "student"
+LMEVAL_DIR = "lmeval"
 
 
 # --------------------------------------------------------------------------- models
@@ -321,8 +323,11 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                 entry["task_utility"],
                 {c: round(v, 1) for c, v in entry["probe"].items()},
             )
+        final_eval = final_lmeval(cfg, student, sources, out)
         record = build_record(cfg, history, reference, identification, total, setup_probing, time.time() - start)
         record["fingerprint"] = fingerprint
+        if final_eval is not None:
+            record["lmeval"] = final_eval
         check_record(record)
         atomic_write_json(out / RECORD_FILE, record)
         logger.log_final(record)
@@ -330,6 +335,19 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         logger.finish()
     log.info("record: %s", out / RECORD_FILE)
     return record
+
+
+def final_lmeval(cfg: DictConfig, student: WorldModel, sources: WorldSources, out: Path) -> dict[str, Any] | None:
+    """The final student scored through lm-eval (tasks kept under `lmeval/` to re-score it later)."""
+    if not cfg.evaluation.lmeval:
+        return None
+    t0 = time.time()
+    scores = lmeval_scores(
+        student.model, student.tokenizer, sources, cfg.task.source, out / LMEVAL_DIR, cfg.evaluation.batch_size
+    )
+    scores["timing_s"] = time.time() - t0
+    log.info("lm-eval: task utility %.1f, probe %s", scores["task_utility"], scores["probe"])
+    return scores
 
 
 def replay(

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from capdistill.capabilities import Example, Source, WorldParams
+from capdistill.evaluation.probes import max_response_tokens
 from capdistill.io import atomic_write_text
-from capdistill.training.data import PROMPT_END
+from capdistill.training.data import PROMPT_END, uses_chat_template
 from capdistill.world.sources import WorldSources, nested_tuples
 
 TASK_PREFIX = "capdistill_"
@@ -63,8 +64,18 @@ def check_doc(doc: dict[str, Any], prediction: str) -> bool:
     return _sources(doc["params"])[example.source].check(example, prediction)
 
 
-def export_tasks(params: WorldParams, sets: dict[str, list[Example]], out_dir: Path, max_tokens: int = 64) -> list[str]:
-    """Write one lm-eval task per named example set into `out_dir`; returns the task names."""
+def export_tasks(
+    params: WorldParams,
+    sets: dict[str, list[Example]],
+    out_dir: Path,
+    max_tokens: int | dict[str, int] = 64,
+    chat: bool = False,
+) -> list[str]:
+    """Write one lm-eval task per named example set into `out_dir`; returns the task names.
+
+    `max_tokens` is the generation length (per set name, or one for all); with `chat` the
+    prompt goes bare into lm-eval's chat template instead of ending in the answer cue.
+    """
     out_dir = Path(out_dir).resolve()
     encoded = json.dumps(asdict(params))
     names = []
@@ -76,7 +87,8 @@ def export_tasks(params: WorldParams, sets: dict[str, list[Example]], out_dir: P
         ]
         atomic_write_text(data, "\n".join(rows) + "\n")
         task = f"{TASK_PREFIX}{name}"
-        yaml = TASK_YAML.format(task=task, data=data, prompt_end=PROMPT_END, max_tokens=max_tokens)
+        tokens = max_tokens[name] if isinstance(max_tokens, dict) else max_tokens
+        yaml = TASK_YAML.format(task=task, data=data, prompt_end="" if chat else PROMPT_END, max_tokens=tokens)
         atomic_write_text(out_dir / f"{task}.yaml", yaml)
         names.append(task)
     atomic_write_text(out_dir / "checker.py", CHECKER)
@@ -84,19 +96,40 @@ def export_tasks(params: WorldParams, sets: dict[str, list[Example]], out_dir: P
 
 
 def evaluate_with_lmeval(
-    model: Any, tokenizer: Any, task_dir: Path, tasks: list[str], batch_size: int = 16
+    model: Any, tokenizer: Any, task_dir: Path, tasks: list[str], batch_size: int = 16, chat: bool = False
 ) -> dict[str, float]:
     """Exact match (0-100) per task of an in-memory HF model, through lm-eval's HFLM."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=True, device="cpu")
+    device = str(next(model.parameters()).device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=not chat, device=device)
     results = simple_evaluate(
         model=lm,
         tasks=tasks,
         task_manager=TaskManager(include_path=str(task_dir)),
+        apply_chat_template=chat,
         log_samples=False,
         verbosity="ERROR",
     )
     return {t: 100 * results["results"][t]["exact_match,none"] for t in tasks}
+
+
+def lmeval_scores(
+    model: Any, tokenizer: Any, sources: WorldSources, task_source: str, out_dir: Path, batch_size: int = 16
+) -> dict[str, Any]:
+    """A run's final evaluation through lm-eval: `probe` per capability and `task_utility`, as `evaluate` reports.
+
+    The probe sets and the task's evaluation set are exported to `out_dir` (kept with the run,
+    so `lm_eval --include_path` can re-score a saved student) and generated with the same
+    length budget as the project's probes.
+    """
+    chat = uses_chat_template(tokenizer)
+    task_set = f"task_{task_source}"
+    sets = {**sources.probes, task_set: sources.task_eval(task_source)}
+    lengths = {name: max_response_tokens(tokenizer, examples) for name, examples in sets.items()}
+    tasks = export_tasks(sources.params, sets, out_dir, lengths, chat)
+    scores = evaluate_with_lmeval(model, tokenizer, out_dir, tasks, batch_size, chat)
+    by_set = dict(zip(sets, scores.values()))
+    return {"probe": {n: by_set[n] for n in sources.probes}, "task_utility": by_set[task_set], "tasks": scores}

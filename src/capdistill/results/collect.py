@@ -62,6 +62,8 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         "teacher_task_utility": record["reference"]["teacher"]["task_utility"],
         "total_s": record["timing"]["total_s"],
     }
+    if "lmeval" in record:  # the final evaluation through lm-eval
+        row["lmeval_task_utility"] = record["lmeval"]["task_utility"]
     deltas = {c: final["probe"][c] - base["probe"][c] for c in final["probe"]}
     row["task_gain"] = final["task_utility"] - base["task_utility"]
     # off-target change: what the capabilities the run did not spend on gained or lost

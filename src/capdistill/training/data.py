@@ -24,9 +24,13 @@ def use_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
     setattr(tokenizer, _CHAT, True)
 
 
+def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
+    return getattr(tokenizer, _CHAT, False)
+
+
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
     """Token ids the model is conditioned on: BOS, the prompt and the answer cue, or the chat template."""
-    if getattr(tokenizer, _CHAT, False):
+    if uses_chat_template(tokenizer):
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
