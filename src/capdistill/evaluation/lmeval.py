@@ -29,15 +29,15 @@ dataset_kwargs:
     test: {data}
 test_split: test
 output_type: generate_until
-doc_to_text: "{{{{prompt}}}}{prompt_end}"
-doc_to_target: "{{{{answer}}}}"
+doc_to_text: {doc_to_text}
+doc_to_target: {doc_to_target}
 generation_kwargs:
-  until: []
+  until: {until}
   do_sample: false
   max_gen_toks: {max_tokens}
-process_results: !function checker.process_results
+process_results: !function {hook}.process_results
 metric_list:
-  - metric: exact_match
+  - metric: {metric}
     aggregation: mean
     higher_is_better: true
 """
@@ -50,6 +50,42 @@ from capdistill.evaluation.lmeval import check_doc
 def process_results(doc, results):
     return {"exact_match": float(check_doc(doc, results[0]))}
 '''
+
+
+def write_task(
+    out_dir: Path,
+    task: str,
+    rows: list[dict[str, Any]],
+    *,
+    doc_to_text: str,
+    doc_to_target: str,
+    until: list[str],
+    max_tokens: int,
+    hook: str,
+    hook_source: str,
+    metric: str,
+) -> str:
+    """One local lm-eval generation task: `rows` as JSONL, its YAML, and the `process_results` hook module.
+
+    Strings go into the YAML JSON-quoted (valid YAML), paths are absolute, so the task can
+    be registered from anywhere with `TaskManager(include_path=out_dir)`.
+    """
+    out_dir = Path(out_dir).resolve()
+    data = out_dir / f"{task}.jsonl"
+    atomic_write_text(data, "".join(json.dumps(r) + "\n" for r in rows))
+    yaml = TASK_YAML.format(
+        task=task,
+        data=data,
+        doc_to_text=json.dumps(doc_to_text),
+        doc_to_target=json.dumps(doc_to_target),
+        until=json.dumps(until),
+        max_tokens=max_tokens,
+        hook=hook,
+        metric=metric,
+    )
+    atomic_write_text(out_dir / f"{hook}.py", hook_source)
+    atomic_write_text(out_dir / f"{task}.yaml", yaml)
+    return task
 
 
 @lru_cache(maxsize=8)
@@ -76,35 +112,35 @@ def export_tasks(
     `max_tokens` is the generation length (per set name, or one for all); with `chat` the
     prompt goes bare into lm-eval's chat template instead of ending in the answer cue.
     """
-    out_dir = Path(out_dir).resolve()
     encoded = json.dumps(asdict(params))
-    names = []
-    for name, examples in sets.items():
-        data = out_dir / f"{name}.jsonl"
-        rows = [
-            json.dumps({"prompt": e.prompt, "answer": e.answer, "example": json.dumps(asdict(e)), "params": encoded})
-            for e in examples
-        ]
-        atomic_write_text(data, "\n".join(rows) + "\n")
-        task = f"{TASK_PREFIX}{name}"
-        tokens = max_tokens[name] if isinstance(max_tokens, dict) else max_tokens
-        yaml = TASK_YAML.format(task=task, data=data, prompt_end="" if chat else PROMPT_END, max_tokens=tokens)
-        atomic_write_text(out_dir / f"{task}.yaml", yaml)
-        names.append(task)
-    atomic_write_text(out_dir / "checker.py", CHECKER)
-    return names
+    prompt_end = "" if chat else PROMPT_END
+    return [
+        write_task(
+            out_dir,
+            f"{TASK_PREFIX}{name}",
+            [
+                {"prompt": e.prompt, "answer": e.answer, "example": json.dumps(asdict(e)), "params": encoded}
+                for e in examples
+            ],
+            doc_to_text="{{prompt}}" + prompt_end,
+            doc_to_target="{{answer}}",
+            until=[],
+            max_tokens=max_tokens[name] if isinstance(max_tokens, dict) else max_tokens,
+            hook="checker",
+            hook_source=CHECKER,
+            metric="exact_match",
+        )
+        for name, examples in sets.items()
+    ]
 
 
-def evaluate_with_lmeval(
-    model: Any, tokenizer: Any, task_dir: Path, tasks: list[str], batch_size: int = 16, chat: bool = False
+def run_tasks(
+    lm: Any, task_dir: Path, tasks: list[str], metric: str = "exact_match", chat: bool = False
 ) -> dict[str, float]:
-    """Exact match (0-100) per task of an in-memory HF model, through lm-eval's HFLM."""
+    """`metric` (0-100) per local task of any lm-eval `LM`, through `simple_evaluate`."""
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    device = str(next(model.parameters()).device)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=not chat, device=device)
     results = simple_evaluate(
         model=lm,
         tasks=tasks,
@@ -113,7 +149,22 @@ def evaluate_with_lmeval(
         log_samples=False,
         verbosity="ERROR",
     )
-    return {t: 100 * results["results"][t]["exact_match,none"] for t in tasks}
+    return {t: 100 * results["results"][t][f"{metric},none"] for t in tasks}
+
+
+def hf_lm(model: Any, tokenizer: Any, batch_size: int = 16, chat: bool = False) -> Any:
+    """lm-eval's HFLM around an in-memory model, on the model's device, with BOS as `prompt_ids` adds it."""
+    from lm_eval.models.huggingface import HFLM
+
+    device = str(next(model.parameters()).device)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=not chat, device=device)
+
+
+def evaluate_with_lmeval(
+    model: Any, tokenizer: Any, task_dir: Path, tasks: list[str], batch_size: int = 16, chat: bool = False
+) -> dict[str, float]:
+    """Exact match (0-100) per task of an in-memory HF model, through lm-eval's HFLM."""
+    return run_tasks(hf_lm(model, tokenizer, batch_size, chat), task_dir, tasks, chat=chat)
 
 
 def lmeval_scores(
