@@ -15,7 +15,9 @@ from capdistill.world.build import world_tokenizer
 from capdistill.world.sources import WorldSources
 
 
-def tiny_config(arch: str, tokenizer: PreTrainedTokenizerBase, hidden: int) -> LlamaConfig | GPT2Config:
+def tiny_config(
+    arch: str, tokenizer: PreTrainedTokenizerBase, hidden: int, positions: int = 256
+) -> LlamaConfig | GPT2Config:
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     if arch == "llama":
         return LlamaConfig(
@@ -25,17 +27,19 @@ def tiny_config(arch: str, tokenizer: PreTrainedTokenizerBase, hidden: int) -> L
             num_hidden_layers=1,
             num_attention_heads=2,
             num_key_value_heads=2,
-            max_position_embeddings=256,
+            max_position_embeddings=positions,
             pad_token_id=tokenizer.pad_token_id,
             **ids,
         )
-    return GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_layer=1, n_head=2, n_positions=256, **ids)
+    return GPT2Config(vocab_size=len(tokenizer), n_embd=hidden, n_layer=1, n_head=2, n_positions=positions, **ids)
 
 
-def save_tiny(path: Path, arch: str, tokenizer: PreTrainedTokenizerBase, hidden: int, seed: int = 0) -> Path:
+def save_tiny(
+    path: Path, arch: str, tokenizer: PreTrainedTokenizerBase, hidden: int, seed: int = 0, positions: int = 256
+) -> Path:
     """A random `arch` ('llama' or 'gpt2') model with `tokenizer`, saved as an HF model directory."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, hidden))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, tokenizer, hidden, positions))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -2,7 +2,7 @@
 
 from capdistill.capabilities.base import SPLITS, Example, Source, normalize, split_of
 from capdistill.capabilities.synthetic import CAPABILITIES, WorldParams, build_capabilities, is_refusal, safety_rates
-from capdistill.capabilities.tasks import COMPOSITES, Task, build_task
+from capdistill.capabilities.tasks import COMPOSITES, WEIGHTED, Task, build_task
 
 __all__ = [
     "CAPABILITIES",
@@ -11,6 +11,7 @@ __all__ = [
     "Example",
     "Source",
     "Task",
+    "WEIGHTED",
     "WorldParams",
     "build_capabilities",
     "build_task",

@@ -48,6 +48,8 @@ class Source(ABC):
 
     name: str
     answer_marker: str | None = "answer"
+    # splits are assigned by `split_of(prompt)`; pool-backed sources hold explicit splits instead
+    hash_split: bool = True
 
     @abstractmethod
     def generate(self, rng: random.Random, difficulty: int) -> Example:

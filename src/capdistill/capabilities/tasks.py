@@ -20,6 +20,10 @@ from capdistill.capabilities.synthetic import (
 )
 from capdistill.errors import CapdistillError
 
+# A task card whose `source` is WEIGHTED has as utility its requirement-weighted mean of
+# capability probe scores (for suites without a task's own evaluation set, e.g. world=paper).
+WEIGHTED = "weighted"
+
 
 class WordProblemFormatted(Source):
     """A math word problem in the second language whose answer must be wrapped in brackets."""

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from capdistill.allocation import build_allocator
-from capdistill.capabilities import CAPABILITIES, COMPOSITES
+from capdistill.capabilities import CAPABILITIES, COMPOSITES, WEIGHTED
 from capdistill.capabilities.lexicon import ENTITIES, KEYS, PEOPLE, TOOLS
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
@@ -36,6 +36,7 @@ class TokenizerKind(str, Enum):
 
 
 class World(str, Enum):
+    paper = "paper"  # the paper's benchmarks through lm-eval (capdistill.capabilities.paper)
     synthetic = "synthetic"
 
 
@@ -132,6 +133,12 @@ class CapabilitiesConf:
     probe_size: int = 64
     eval_size: int = 128
     probe_batch_size: int = 128
+    # world=paper: capability -> lm-eval task/group/tag names, and how they are run
+    benchmarks: dict[str, list[str]] = field(default_factory=dict)
+    metrics: dict[str, str] = field(default_factory=dict)  # task -> metric key as lm-eval reports it
+    data_files: dict[str, Any] = field(default_factory=dict)  # task -> {split: local file}
+    include_path: list[str] = field(default_factory=list)  # extra lm-eval task directories
+    max_gen_toks: int | None = None  # cap generation tasks' length in per-round probes
 
 
 @dataclass
@@ -224,6 +231,7 @@ class EvaluationConf:
     # the record's `lmeval` key. It equals `final` by construction of the exported checkers.
     lmeval: bool = True
     batch_size: int = 16
+    limit: int | None = None  # world=paper: items per benchmark in the final evaluation (null: all)
 
 
 @dataclass
@@ -309,40 +317,17 @@ def validate(cfg: DictConfig) -> None:
     names = list(cfg.capabilities.names)
     if not names:
         raise ConfigError("capabilities.names is empty")
-    unknown = [n for n in names if n not in CAPABILITIES]
-    if unknown:
-        raise ConfigError(f"capabilities.names: unknown capability {unknown[0]!r}; known: {', '.join(CAPABILITIES)}")
     if len(set(names)) != len(names):
         raise ConfigError("capabilities.names lists a capability twice")
     _positive(cfg, "capabilities.probe_size", "capabilities.eval_size", "capabilities.probe_batch_size")
     _positive(cfg, "evaluation.batch_size")
-    params = cfg.capabilities.params
-    for key in ("list_lengths", "order_items", "math_steps", "code_statements", "tools_listed", "context_pairs"):
-        if len(params[key]) == 0:
-            raise ConfigError(f"capabilities.params.{key} needs one entry per difficulty level, got none")
-    bounds = {  # per-level sizes the generators can honour
-        "order_items": (2, len(PEOPLE)),
-        "math_steps": (1, 10),
-        "code_statements": (1, 10),
-        "tools_listed": (1, len(TOOLS) - 1),
-        "context_pairs": (1, len(KEYS)),
-    }
-    for key, (lo, hi) in bounds.items():
-        bad = [v for v in params[key] if not lo <= v <= hi]
-        if bad:
-            raise ConfigError(f"capabilities.params.{key}: every level must be in [{lo}, {hi}], got {bad[0]}")
-    if not 2 <= params.num_entities <= len(ENTITIES):
-        raise ConfigError(
-            f"capabilities.params.num_entities must be in [2, {len(ENTITIES)}], got {params.num_entities}"
-        )
-    for lo, hi in params.list_lengths:
-        if not 1 <= lo <= hi:
-            raise ConfigError(f"capabilities.params.list_lengths: need 1 <= lo <= hi, got [{lo}, {hi}]")
-    if params.max_value < 2:
-        raise ConfigError(f"capabilities.params.max_value must be >= 2, got {params.max_value}")
+    if cfg.capabilities.world == World.synthetic:
+        validate_synthetic_world(cfg, names)
+    else:
+        validate_paper_world(cfg, names)
     task = cfg.task
-    if task.source not in names and task.source not in COMPOSITES:
-        known = ", ".join(names + sorted(COMPOSITES))
+    if task.source not in names and task.source not in COMPOSITES and task.source != WEIGHTED:
+        known = ", ".join(names + sorted(COMPOSITES) + [WEIGHTED])
         raise ConfigError(f"task.source: unknown source {task.source!r} for task {task.name}; known: {known}")
     bad = [c for c in task.requirements if c not in names]
     if bad:
@@ -382,6 +367,52 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{role}.train.target must be in (0, 100], got {model.train.target}")
     validate_run(cfg, names)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def validate_synthetic_world(cfg: DictConfig, names: list[str]) -> None:
+    """The synthetic world's capability names and generator parameters."""
+    unknown = [n for n in names if n not in CAPABILITIES]
+    if unknown:
+        raise ConfigError(f"capabilities.names: unknown capability {unknown[0]!r}; known: {', '.join(CAPABILITIES)}")
+    params = cfg.capabilities.params
+    for key in ("list_lengths", "order_items", "math_steps", "code_statements", "tools_listed", "context_pairs"):
+        if len(params[key]) == 0:
+            raise ConfigError(f"capabilities.params.{key} needs one entry per difficulty level, got none")
+    bounds = {  # per-level sizes the generators can honour
+        "order_items": (2, len(PEOPLE)),
+        "math_steps": (1, 10),
+        "code_statements": (1, 10),
+        "tools_listed": (1, len(TOOLS) - 1),
+        "context_pairs": (1, len(KEYS)),
+    }
+    for key, (lo, hi) in bounds.items():
+        bad = [v for v in params[key] if not lo <= v <= hi]
+        if bad:
+            raise ConfigError(f"capabilities.params.{key}: every level must be in [{lo}, {hi}], got {bad[0]}")
+    if not 2 <= params.num_entities <= len(ENTITIES):
+        raise ConfigError(
+            f"capabilities.params.num_entities must be in [2, {len(ENTITIES)}], got {params.num_entities}"
+        )
+    for lo, hi in params.list_lengths:
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"capabilities.params.list_lengths: need 1 <= lo <= hi, got [{lo}, {hi}]")
+    if params.max_value < 2:
+        raise ConfigError(f"capabilities.params.max_value must be >= 2, got {params.max_value}")
+
+
+def validate_paper_world(cfg: DictConfig, names: list[str]) -> None:
+    """world=paper: every capability has benchmarks, local data files exist, the models are HF models."""
+    caps = cfg.capabilities
+    missing = [n for n in names if not caps.benchmarks.get(n)]
+    if missing:
+        raise ConfigError(f"capabilities.benchmarks: capability {missing[0]!r} has no benchmark")
+    for task, files in caps.data_files.items():
+        for split, path in files.items():
+            if not Path(path).is_file():
+                raise ConfigError(f"capabilities.data_files.{task}.{split}: no file {path}")
+    for role in ("teacher", "student"):
+        if cfg[role].kind != ModelKind.hf:
+            raise ConfigError(f"capabilities=paper needs HF models: {role}={cfg[role].name} is a synthetic-world model")
 
 
 def validate_run(cfg: DictConfig, names: list[str]) -> None:

@@ -23,20 +23,21 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 import capdistill
 from capdistill.allocation import Allocator, RoundContext, build_allocator
+from capdistill.capabilities import WEIGHTED
 from capdistill.config.schema import ModelKind
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.pilots import run_pilots
 from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
-from capdistill.evaluation.lmeval import lmeval_scores
-from capdistill.evaluation.scores import evaluate
+from capdistill.evaluation.lmeval import hf_lm, lmeval_scores
+from capdistill.evaluation.scores import evaluate, weighted_utility
 from capdistill.io import atomic_dir, atomic_write_json
 from capdistill.losses import DistillLoss, build_loss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
 from capdistill.results.record import RECORD_FILE, check_record
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
-from capdistill.training.data import response_ids
+from capdistill.training.data import response_ids, uses_chat_template
 from capdistill.world.build import WorldModel, ensure_model, reference_responses
 from capdistill.world.sources import WorldSources
 
@@ -338,13 +339,23 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
 
 
 def final_lmeval(cfg: DictConfig, student: WorldModel, sources: WorldSources, out: Path) -> dict[str, Any] | None:
-    """The final student scored through lm-eval (tasks kept under `lmeval/` to re-score it later)."""
+    """The final student scored through lm-eval: the exported probe and task sets (kept under `lmeval/`
+    to re-score it later), or a benchmark suite's tasks on `evaluation.limit` items (all by default)."""
     if not cfg.evaluation.lmeval:
         return None
     t0 = time.time()
-    scores = lmeval_scores(
-        student.model, student.tokenizer, sources, cfg.task.source, out / LMEVAL_DIR, cfg.evaluation.batch_size
-    )
+    model, tokenizer, batch = student.model, student.tokenizer, cfg.evaluation.batch_size
+    if sources.suite is None:
+        scores = lmeval_scores(model, tokenizer, sources, cfg.task.source, out / LMEVAL_DIR, batch)
+    else:
+        chat = uses_chat_template(tokenizer)
+        suite = sources.suite.score(hf_lm(model, tokenizer, batch, chat), cfg.evaluation.limit, chat, capped=False)
+        utility = (
+            weighted_utility(suite["probe"], sources.requirements)
+            if cfg.task.source == WEIGHTED
+            else suite["probe"][cfg.task.source]
+        )
+        scores = {"probe": suite["probe"], "task_utility": utility, "tasks": suite["benchmarks"]}
     scores["timing_s"] = time.time() - t0
     log.info("lm-eval: task utility %.1f, probe %s", scores["task_utility"], scores["probe"])
     return scores

@@ -6,7 +6,10 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from capdistill.capabilities import WEIGHTED
+from capdistill.evaluation.lmeval import hf_lm
 from capdistill.evaluation.probes import generate_texts, max_response_tokens, probe_accuracy, response_loglik
+from capdistill.training.data import uses_chat_template
 from capdistill.world.sources import WorldSources
 
 
@@ -36,6 +39,12 @@ def loglik_scores(
     }
 
 
+def weighted_utility(probe: dict[str, float], requirements: dict[str, float]) -> float:
+    """Requirement-weighted mean of capability scores (weights normalised to sum to 1)."""
+    total = sum(requirements.values())
+    return sum(w * probe[c] for c, w in requirements.items()) / total
+
+
 def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -44,14 +53,28 @@ def evaluate(
     batch_size: int,
     responses: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """`probe` accuracy (0-100) per capability, `probe_loglik` (if teacher `responses` are given) and
-    `task_utility`: accuracy on the held-out evaluation set of the task's source."""
-    probe = {
-        name: probe_accuracy(model, tokenizer, sources.capabilities[name], examples, batch_size)[0]
-        for name, examples in sources.probes.items()
-    }
-    task = sources.all_sources[task_source]
-    utility = probe_accuracy(model, tokenizer, task, sources.task_eval(task_source), batch_size)[0]
+    """`probe` score (0-100) per capability, `probe_loglik` (if teacher `responses` are given) and
+    `task_utility`: accuracy on the held-out evaluation set of the task's source, or with
+    source WEIGHTED the requirement-weighted mean of the probe scores.
+
+    Synthetic capabilities are probed with their exact checkers; a benchmark suite
+    (`world=paper`) through lm-eval on `probe_size` items of each benchmark.
+    """
+    if sources.suite is not None:
+        lm = hf_lm(model, tokenizer, batch_size, uses_chat_template(tokenizer))
+        probe = sources.suite.score(lm, sources.probe_size, uses_chat_template(tokenizer))["probe"]
+    else:
+        probe = {
+            name: probe_accuracy(model, tokenizer, sources.capabilities[name], examples, batch_size)[0]
+            for name, examples in sources.probes.items()
+        }
+    if task_source == WEIGHTED:
+        utility = weighted_utility(probe, sources.requirements)
+    elif task_source in probe and sources.suite is not None:
+        utility = probe[task_source]
+    else:
+        task = sources.all_sources[task_source]
+        utility = probe_accuracy(model, tokenizer, task, sources.task_eval(task_source), batch_size)[0]
     out: dict[str, Any] = {"probe": probe, "task_utility": utility}
     if responses is not None:
         out["probe_loglik"] = loglik_scores(model, tokenizer, sources, responses, batch_size)

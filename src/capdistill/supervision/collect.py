@@ -76,7 +76,7 @@ def train_prompts(source: Source, rng: random.Random, n: int, difficulties: tupl
         if len(out) == n:
             return out
         example = source.generate(rng, rng.choice(difficulties))
-        if split_of(example.prompt) == "train":
+        if not source.hash_split or split_of(example.prompt) == "train":
             out.append(example.prompt)
     raise CapdistillError(f"{source.name}: its train prompt pool yielded {len(out)} prompts, {n} needed")
 

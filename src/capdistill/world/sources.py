@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from capdistill.capabilities import CAPABILITIES, COMPOSITES, Example, Source, WorldParams, build_capabilities
+from capdistill.capabilities.paper import PaperSuite
 
 
 def nested_tuples(value: object) -> object:
     """Nested lists from YAML as the nested tuples WorldParams holds."""
     return tuple(nested_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def paper_suite(cfg: DictConfig) -> PaperSuite:
+    """The lm-eval suite of `capabilities=paper` for the configured capability names."""
+    caps = cfg.capabilities
+    raw: dict[str, Any] = OmegaConf.to_container(caps, resolve=True)
+    return PaperSuite(
+        benchmarks={n: list(raw["benchmarks"][n]) for n in caps.names},
+        metrics=raw["metrics"],
+        data_files={t: {s: str(Path(p).resolve()) for s, p in f.items()} for t, f in raw["data_files"].items()},
+        include_path=[str(Path(p).resolve()) for p in raw["include_path"]],
+        max_gen_toks=caps.max_gen_toks,
+    )
 
 
 def world_params(cfg: DictConfig) -> WorldParams:
@@ -24,13 +40,19 @@ def world_params(cfg: DictConfig) -> WorldParams:
 
 @dataclass
 class WorldSources:
-    """Capabilities (probed) and composite tasks (evaluated) of one world config."""
+    """Capabilities (probed) and composite tasks (evaluated) of one world config.
 
-    params: WorldParams
+    The synthetic world has generator `params`; a benchmark world (`world=paper`) has
+    pool-backed capabilities and the lm-eval `suite` that scores them.
+    """
+
+    params: WorldParams | None
     capabilities: dict[str, Source]
     composites: dict[str, Source]
     probe_size: int
     eval_size: int
+    suite: PaperSuite | None = None
+    requirements: dict[str, float] = field(default_factory=dict)  # the task card's (for WEIGHTED utility)
 
     @classmethod
     def from_params(
@@ -44,11 +66,17 @@ class WorldSources:
     @classmethod
     def from_config(cls, cfg: DictConfig) -> WorldSources:
         caps = cfg.capabilities
-        return cls.from_params(world_params(cfg), list(caps.names), caps.probe_size, caps.eval_size)
+        if caps.world == "paper":
+            world = cls(None, {}, {}, caps.probe_size, caps.eval_size, paper_suite(cfg))
+            world.capabilities = world.suite.pools(caps.probe_size)
+        else:
+            world = cls.from_params(world_params(cfg), list(caps.names), caps.probe_size, caps.eval_size)
+        world.requirements = dict(cfg.task.requirements)
+        return world
 
     @property
     def difficulties(self) -> tuple[int, ...]:
-        return tuple(range(1, self.params.levels + 1))
+        return tuple(range(1, self.params.levels + 1)) if self.params else (1,)
 
     @property
     def all_sources(self) -> dict[str, Source]:
