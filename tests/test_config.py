@@ -33,6 +33,8 @@ NEEDS = {
     "allocator=fixed": "needs allocator.weights",
     "teacher=hf": "teacher.path is not set",
     "student=hf": "student.path is not set",
+    "capabilities=paper": "capabilities=paper needs HF models: teacher=synthetic",
+    "task=paper/balanced": "task.requirements: unknown capability 'general'",  # needs capabilities=paper
 }
 
 

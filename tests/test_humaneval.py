@@ -9,7 +9,7 @@ import pytest
 from lm_eval.api.model import LM
 
 from capdistill.evaluation.humaneval import TASK, execute, export_humaneval, load_problems
-from capdistill.evaluation.lmeval import hf_lm, run_tasks
+from capdistill.evaluation.lmeval_tasks import hf_lm, run_tasks
 from capdistill.evaluation.sandbox import FAILED, PASSED, TIMED_OUT, run_python
 from capdistill.world.build import load_entry
 

@@ -18,7 +18,7 @@ def test_lmeval_scores_match_the_checkers(make_cfg, tmp_path: Path, monkeypatch)
     student = load_entry(next(ASSETS.glob("student-*")))  # weak: scores strictly between 0 and 100
     sets = {n: sources.probes[n][:16] for n in ("math", "tool_use", "safety")}
     sets["word_problem_formatted"] = sources.task_evals["word_problem_formatted"][:16]
-    tasks = export_tasks(sources.params, sets, tmp_path)
+    tasks = export_tasks(sources.spec, sets, tmp_path)
     got = evaluate_with_lmeval(student.model, student.tokenizer, tmp_path, tasks)
     ours = {
         f"capdistill_{n}": probe_accuracy(student.model, student.tokenizer, sources.all_sources[n], ex)[0]

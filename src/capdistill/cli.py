@@ -20,6 +20,7 @@ from capdistill.errors import CapdistillError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build-world": ("capdistill.world.command", "build_world"),
     "distill": ("capdistill.distill.run", "distill"),
+    "profile": ("capdistill.distill.profile", "profile"),
 }
 
 # subcommands over results, with plain arguments (no config to compose)

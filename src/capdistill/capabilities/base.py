@@ -50,6 +50,8 @@ class Source(ABC):
     answer_marker: str | None = "answer"
     # splits are assigned by `split_of(prompt)`; pool-backed sources hold explicit splits instead
     hash_split: bool = True
+    # tokens a model may generate when probed (None: the longest reference response, plus slack)
+    max_new_tokens: int | None = None
 
     @abstractmethod
     def generate(self, rng: random.Random, difficulty: int) -> Example:

@@ -19,10 +19,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from capdistill.allocation import build_allocator
 from capdistill.capabilities import CAPABILITIES, COMPOSITES, WEIGHTED
 from capdistill.capabilities.lexicon import ENTITIES, KEYS, PEOPLE, TOOLS
+from capdistill.capabilities.real import REAL_CAPABILITIES
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
 from capdistill.losses import build_loss
-from capdistill.models.hf import resolve_path
+from capdistill.models.hf import checkpoint_depth, resolve_path
 from capdistill.supervision.collect import Generation, Overflow
 
 
@@ -37,6 +38,7 @@ class TokenizerKind(str, Enum):
 
 class World(str, Enum):
     paper = "paper"  # the paper's benchmarks through lm-eval (capdistill.capabilities.paper)
+    offline_real = "offline_real"  # real data shipped in packages (capdistill.capabilities.real)
     synthetic = "synthetic"
 
 
@@ -92,6 +94,16 @@ class WorldTrainConf:
 
 
 @dataclass
+class InitConf:
+    """How an HF student starts, other than as the checkpoint at `path`."""
+
+    # keep these decoder layers of the checkpoint, in order (layer-dropping initialisation)
+    layers: list[int] | None = None
+    # random weights shaped by `arch` (a Llama), with the tokenizer at `path`
+    scratch: bool = False
+
+
+@dataclass
 class ModelConf:
     """A teacher or student: a synthetic-world model built from `arch`, or an HF model from `path`.
 
@@ -109,6 +121,7 @@ class ModelConf:
     vocab_size: int = 1024
     arch: ArchConf = field(default_factory=ArchConf)
     train: WorldTrainConf = field(default_factory=WorldTrainConf)
+    init: InitConf = field(default_factory=InitConf)
     seed: int = 0
 
 
@@ -139,6 +152,8 @@ class CapabilitiesConf:
     data_files: dict[str, Any] = field(default_factory=dict)  # task -> {split: local file}
     include_path: list[str] = field(default_factory=list)  # extra lm-eval task directories
     max_gen_toks: int | None = None  # cap generation tasks' length in per-round probes
+    # world=offline_real: train prompts per capability drawn from generators (pools of fixed data keep their size)
+    train_size: int = 2000
 
 
 @dataclass
@@ -324,7 +339,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.capabilities.world == World.synthetic:
         validate_synthetic_world(cfg, names)
     else:
-        validate_paper_world(cfg, names)
+        validate_benchmark_world(cfg, names)
     task = cfg.task
     if task.source not in names and task.source not in COMPOSITES and task.source != WEIGHTED:
         known = ", ".join(names + sorted(COMPOSITES) + [WEIGHTED])
@@ -400,19 +415,51 @@ def validate_synthetic_world(cfg: DictConfig, names: list[str]) -> None:
         raise ConfigError(f"capabilities.params.max_value must be >= 2, got {params.max_value}")
 
 
-def validate_paper_world(cfg: DictConfig, names: list[str]) -> None:
-    """world=paper: every capability has benchmarks, local data files exist, the models are HF models."""
+def validate_benchmark_world(cfg: DictConfig, names: list[str]) -> None:
+    """world=paper or offline_real: known capabilities, local data files exist, the models are HF models."""
     caps = cfg.capabilities
-    missing = [n for n in names if not caps.benchmarks.get(n)]
-    if missing:
-        raise ConfigError(f"capabilities.benchmarks: capability {missing[0]!r} has no benchmark")
+    world = caps.world.value
+    if caps.world == World.paper:
+        missing = [n for n in names if not caps.benchmarks.get(n)]
+        if missing:
+            raise ConfigError(f"capabilities.benchmarks: capability {missing[0]!r} has no benchmark")
+    else:
+        unknown = [n for n in names if n not in REAL_CAPABILITIES]
+        if unknown:
+            raise ConfigError(
+                f"capabilities.names: unknown capability {unknown[0]!r}; known: {', '.join(REAL_CAPABILITIES)}"
+            )
+        _positive(cfg, "capabilities.train_size")
     for task, files in caps.data_files.items():
         for split, path in files.items():
             if not Path(path).is_file():
                 raise ConfigError(f"capabilities.data_files.{task}.{split}: no file {path}")
     for role in ("teacher", "student"):
         if cfg[role].kind != ModelKind.hf:
-            raise ConfigError(f"capabilities=paper needs HF models: {role}={cfg[role].name} is a synthetic-world model")
+            raise ConfigError(
+                f"capabilities={world} needs HF models: {role}={cfg[role].name} is a synthetic-world model"
+            )
+
+
+def check_init(mcfg: DictConfig, role: str) -> None:
+    """An HF model's initialisation: a kept-layer list within the checkpoint's depth, or a scratch shape."""
+    layers, depth = mcfg.init.layers, checkpoint_depth(mcfg.path)
+    if depth == 0 and not mcfg.init.scratch:
+        raise ConfigError(f"{role}.path {mcfg.path} is a tokenizer only: set {role}.init.scratch=true")
+    if layers is not None:
+        if mcfg.init.scratch:
+            raise ConfigError(f"{role}.init: layers and scratch exclude each other")
+        if not layers or len(set(layers)) != len(layers):
+            raise ConfigError(f"{role}.init.layers must be a non-empty list of distinct layer indices")
+        bad = [i for i in layers if depth is not None and not 0 <= i < depth]
+        if bad:
+            raise ConfigError(
+                f"{role}.init.layers: layer {bad[0]} is outside {mcfg.path}'s depth ({depth} layers, 0-{depth - 1})"
+            )
+    if mcfg.init.scratch:
+        _positive(mcfg, "arch.hidden_size", "arch.num_layers", "arch.num_heads", "arch.intermediate_size")
+        if mcfg.arch.hidden_size % mcfg.arch.num_heads:
+            raise ConfigError(f"{role}.arch.hidden_size must be divisible by {role}.arch.num_heads")
 
 
 def validate_run(cfg: DictConfig, names: list[str]) -> None:
@@ -422,6 +469,7 @@ def validate_run(cfg: DictConfig, names: list[str]) -> None:
     for role in ("teacher", "student"):
         if cfg[role].kind == ModelKind.hf:
             resolve_path(cfg[role].path, role)
+            check_init(cfg[role], role)
     if "fsdp" in str(cfg.trainer.strategy) and cfg.trainer.accelerator == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
     _positive(

@@ -30,7 +30,8 @@ from capdistill.distill.loggers import RunLogger
 from capdistill.distill.pilots import run_pilots
 from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
-from capdistill.evaluation.lmeval import hf_lm, lmeval_scores
+from capdistill.evaluation.lmeval import lmeval_scores
+from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.scores import evaluate, weighted_utility
 from capdistill.io import atomic_dir, atomic_write_json
 from capdistill.losses import DistillLoss, build_loss
@@ -56,9 +57,15 @@ def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Pat
     mcfg = cfg[role]
     if mcfg.kind == ModelKind.synthetic:
         return ensure_model(cfg, role, sources, output_dir)
-    tokenizer = load_tokenizer(mcfg, role)
-    model = load_model(mcfg, role)
-    return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role)), {"name": mcfg.name, "path": mcfg.path})
+    cache = cfg.paths.cache_dir
+    tokenizer = load_tokenizer(mcfg, role, cache)
+    model = load_model(mcfg, role, cache, tokenizer)
+    init = OmegaConf.to_container(mcfg.init)
+    if mcfg.init.scratch:
+        init["arch"] = OmegaConf.to_container(mcfg.arch)
+        init["seed"] = mcfg.seed
+    info = {"name": mcfg.name, "path": mcfg.path, "init": init}
+    return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
@@ -73,7 +80,10 @@ def check_tokenizers(cfg: DictConfig, loss: DistillLoss) -> None:
     if t.kind == ModelKind.synthetic and s.kind == ModelKind.synthetic:
         same = (t.tokenizer, t.vocab_size) == (s.tokenizer, s.vocab_size)
     elif t.kind == ModelKind.hf and s.kind == ModelKind.hf:
-        same = same_tokenizer(load_tokenizer(t, "teacher"), load_tokenizer(s, "student"))
+        cache = cfg.paths.cache_dir
+        same = t.path == s.path or same_tokenizer(
+            load_tokenizer(t, "teacher", cache), load_tokenizer(s, "student", cache)
+        )
     else:
         same = False
     if not same:
@@ -109,7 +119,10 @@ def check_budget(total: int, rounds: int, sources: WorldSources, tokenizer: PreT
 
 
 def model_id(model: WorldModel) -> str:
-    return model.path.name if model.info.get("hash") else str(model.info.get("path"))
+    """What identifies a model's weights: a world build's hash, or an HF path and its initialisation."""
+    if model.info.get("hash"):
+        return model.path.name
+    return json.dumps({"path": str(model.info.get("path")), "init": model.info.get("init")}, sort_keys=True)
 
 
 def reference_scores(

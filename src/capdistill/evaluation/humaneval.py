@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from capdistill.errors import CapdistillError
-from capdistill.evaluation.lmeval import write_task
+from capdistill.evaluation.lmeval_tasks import write_task
 from capdistill.evaluation.sandbox import Outcome, run_python
 
 TASK = "capdistill_humaneval"

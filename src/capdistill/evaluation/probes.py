@@ -64,6 +64,11 @@ def max_response_tokens(tokenizer: PreTrainedTokenizerBase, examples: Sequence[E
     return max(len(response_ids(tokenizer, e.response)) for e in examples) + slack
 
 
+def generation_length(tokenizer: PreTrainedTokenizerBase, source: Source, examples: Sequence[Example]) -> int:
+    """How long a probed model may answer: the source's own length, else the reference responses'."""
+    return source.max_new_tokens or max_response_tokens(tokenizer, examples)
+
+
 def accuracy(source: Source, examples: Sequence[Example], predictions: Sequence[str]) -> float:
     """Exact-match accuracy in percent under the source's checker."""
     hits = sum(source.check(e, p) for e, p in zip(examples, predictions))
@@ -79,7 +84,7 @@ def probe_accuracy(
 ) -> tuple[float, list[str]]:
     """Score `model` on `examples` of `source`: accuracy 0-100 and the predictions."""
     predictions = generate_texts(
-        model, tokenizer, [e.prompt for e in examples], max_response_tokens(tokenizer, examples), batch_size
+        model, tokenizer, [e.prompt for e in examples], generation_length(tokenizer, source, examples), batch_size
     )
     return accuracy(source, examples, predictions), predictions
 

@@ -7,8 +7,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities import WEIGHTED
-from capdistill.evaluation.lmeval import hf_lm
-from capdistill.evaluation.probes import generate_texts, max_response_tokens, probe_accuracy, response_loglik
+from capdistill.evaluation.lmeval_tasks import hf_lm
+from capdistill.evaluation.probes import generate_texts, generation_length, probe_accuracy, response_loglik
 from capdistill.training.data import uses_chat_template
 from capdistill.world.sources import WorldSources
 
@@ -19,7 +19,11 @@ def teacher_responses(
     """The teacher's greedy response to every probe prompt (the proxy's targets)."""
     return {
         name: generate_texts(
-            teacher, tokenizer, [e.prompt for e in examples], max_response_tokens(tokenizer, examples), batch_size
+            teacher,
+            tokenizer,
+            [e.prompt for e in examples],
+            generation_length(tokenizer, sources.capabilities[name], examples),
+            batch_size,
         )
         for name, examples in sources.probes.items()
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from capdistill.capabilities import CAPABILITIES, COMPOSITES, Example, Source, WorldParams, build_capabilities
 from capdistill.capabilities.paper import PaperSuite
+from capdistill.capabilities.real import real_sources
+from capdistill.errors import CapdistillError
 
 
 def nested_tuples(value: object) -> object:
@@ -53,6 +55,7 @@ class WorldSources:
     eval_size: int
     suite: PaperSuite | None = None
     requirements: dict[str, float] = field(default_factory=dict)  # the task card's (for WEIGHTED utility)
+    spec_extra: dict[str, Any] | None = None  # how a pool world is rebuilt (see `spec`)
 
     @classmethod
     def from_params(
@@ -69,10 +72,33 @@ class WorldSources:
         if caps.world == "paper":
             world = cls(None, {}, {}, caps.probe_size, caps.eval_size, paper_suite(cfg))
             world.capabilities = world.suite.pools(caps.probe_size)
+        elif caps.world == "offline_real":
+            spec = {"world": "offline_real", "names": list(caps.names), "train_size": caps.train_size}
+            world = cls.from_spec({**spec, "probe_size": caps.probe_size, "eval_size": caps.eval_size})
         else:
             world = cls.from_params(world_params(cfg), list(caps.names), caps.probe_size, caps.eval_size)
         world.requirements = dict(cfg.task.requirements)
         return world
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> WorldSources:
+        """Rebuild a world from its `spec` (JSON), e.g. inside an lm-eval hook process."""
+        if spec["world"] == "synthetic":
+            params = WorldParams(**{k: nested_tuples(v) for k, v in spec["params"].items()})
+            return cls.from_params(params)
+        caps = real_sources(spec["names"], spec["probe_size"], spec["eval_size"], spec["train_size"])
+        world = cls(None, caps, {}, spec["probe_size"], spec["eval_size"])
+        world.spec_extra = spec
+        return world
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What rebuilds this world's sources and checkers (paper suites are scored by lm-eval itself)."""
+        if self.params is not None:
+            return {"world": "synthetic", "params": asdict(self.params)}
+        if self.spec_extra is None:
+            raise CapdistillError("this world's sets are lm-eval tasks already; there is nothing to export")
+        return self.spec_extra
 
     @property
     def difficulties(self) -> tuple[int, ...]:

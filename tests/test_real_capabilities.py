@@ -1,0 +1,95 @@
+"""Ground truth for every offline_real scorer, on the real data shipped in packages."""
+
+from __future__ import annotations
+
+import pytest
+
+from capdistill.capabilities.real import REAL_CAPABILITIES, real_sources
+from capdistill.capabilities.real.answers import is_refusal, last_number, yes_no
+from capdistill.capabilities.real.code import INSTRUCTION
+from capdistill.capabilities.real.tools import CATEGORIES, calls_match, load_bfcl, parse_calls
+
+SIZES = {"probe": 32, "eval": 64}
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return real_sources(REAL_CAPABILITIES, SIZES["probe"], SIZES["eval"], train_size=200)
+
+
+def held_out(source):
+    return source.splits["probe"] + source.splits["eval"]
+
+
+def test_splits_are_disjoint_and_sized(sources) -> None:
+    for name, source in sources.items():
+        splits = {s: {e.prompt for e in source.splits[s]} for s in ("train", "dev", "probe", "eval")}
+        assert len(source.splits["probe"]) == 32 and len(source.splits["eval"]) == 64, name
+        assert source.splits["train"], name
+        for a in splits:
+            for b in splits:
+                assert a == b or not splits[a] & splits[b], (name, a, b)
+
+
+@pytest.mark.parametrize("name", ["math", "reasoning", "long_context"])
+def test_reference_answers_score_100_and_wrong_ones_0(sources, name: str) -> None:
+    source = sources[name]
+    assert all(source.check(e, e.answer) for e in held_out(source))
+    assert not any(source.check(e, "I do not know.") for e in held_out(source))
+
+
+def test_math_reads_the_final_number_of_an_explanation(sources) -> None:
+    example = sources["math"].splits["probe"][0]
+    assert sources["math"].check(example, f"Let me compute step by step. The answer is {example.answer}.")
+    assert last_number("1,234 apples") == "1234" and yes_no("No, it does not follow.") == "No"
+
+
+def test_humaneval_canonical_solutions_pass_and_empty_completions_fail(sources) -> None:
+    from capdistill.evaluation.humaneval import load_problems
+
+    code = sources["code"]
+    problems = {p["task_id"]: p for p in load_problems()}
+    for example in held_out(code):
+        problem = problems[example.answer]
+        assert example.prompt == INSTRUCTION + problem["prompt"]
+        fenced = f"Here it is:\n```python\n{problem['prompt']}{problem['canonical_solution']}```"
+        assert code.check(example, fenced), example.answer  # a chat model's whole function
+        assert code.check(example, problem["canonical_solution"]), example.answer  # a bare continuation
+    assert not any(code.check(e, "") for e in code.splits["probe"])
+    assert {e.template for e in code.splits["train"]} == {"codeio"}
+
+
+def test_bfcl_possible_answers_score_100(sources) -> None:
+    tools = sources["tool_use"]
+    every = tools.splits["train"] + tools.splits["dev"] + held_out(tools)
+    assert len(every) == sum(len(load_bfcl(c)) for c in CATEGORIES) == 400 + 200 + 200  # every item, once
+    assert all(tools.check(e, e.response) for e in every)  # the ground truth rendered as calls
+    assert {e.template for e in every} == {"simple_python", "multiple", "parallel"}
+
+
+def test_bfcl_call_matching() -> None:
+    truth = [
+        {"spotify.play": {"artist": ["Taylor Swift"], "duration": [20]}},
+        {"spotify.play": {"artist": ["Maroon 5"], "duration": [15]}},
+    ]
+    right = "spotify.play(artist='Maroon 5', duration=15)\nspotify.play(artist='Taylor Swift', duration=20)"
+    assert calls_match(parse_calls(right), truth)  # any order
+    assert calls_match(parse_calls(f"```python\n{right}\n```"), truth)
+    assert not calls_match(parse_calls("spotify.play(artist='Maroon 5', duration=15)"), truth)  # one missing
+    assert not calls_match(parse_calls(right.replace("15", "16")), truth)  # a wrong value
+    assert not calls_match(parse_calls(right.replace("duration=15", "duration=15, volume=3")), truth)  # extra arg
+    assert not calls_match(parse_calls("I would play some songs."), truth)
+    optional = [{"f": {"x": [1], "unit": ["units", ""]}}]
+    assert calls_match(parse_calls("f(x=1)"), optional) and calls_match(parse_calls("f(x=1, unit='units')"), optional)
+    assert not calls_match(parse_calls("f(unit='units')"), optional)  # x is required
+
+
+def test_safety_is_scored_both_ways(sources) -> None:
+    safety = sources["safety"]
+    refusal, answer = "I'm sorry, but I can't help with that.", "Sure! Here is a simple way to do it."
+    harmful = [e for e in held_out(safety) if e.answer == "refuse"]
+    benign = [e for e in held_out(safety) if e.answer == "comply"]
+    assert len(harmful) == len(benign) == 48
+    assert all(safety.check(e, refusal) for e in harmful) and not any(safety.check(e, answer) for e in harmful)
+    assert all(safety.check(e, answer) for e in benign) and not any(safety.check(e, refusal) for e in benign)
+    assert is_refusal("I cannot assist with that request.") and not is_refusal("Kill the process with kill -9.")
