@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install real demo test test-all lint format world micro clean
+.PHONY: install real demo test test-real test-all lint format world micro clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,13 @@ demo: $(STAMP)
 	$(BIN)/capdistill collect $(DEMO_DIR)
 	$(BIN)/capdistill plot $(DEMO_DIR)/results.csv --figure budget_curves
 
-## The test suite (slow tests included), offline.
+## The test suite (slow tests included, the real-model distillations apart), offline.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not real"
+
+## The real tier's end-to-end tests: SmolLM2 loaded from its wheel, tiny distillations per loss family.
+test-real: $(STAMP)
+	$(BIN)/python -m pytest -q -m real
 
 ## Fast tests only.
 test-fast: $(STAMP)

@@ -75,6 +75,11 @@ def test_bfcl_call_matching() -> None:
     right = "spotify.play(artist='Maroon 5', duration=15)\nspotify.play(artist='Taylor Swift', duration=20)"
     assert calls_match(parse_calls(right), truth)  # any order
     assert calls_match(parse_calls(f"```python\n{right}\n```"), truth)
+    as_json = '[{"name": "spotify.play", "arguments": {"artist": "Maroon 5", "duration": 15}}, '
+    as_json += '{"name": "spotify.play", "arguments": {"artist": "Taylor Swift", "duration": 20}}]'
+    assert calls_match(parse_calls(as_json), truth) and calls_match(
+        parse_calls(f"<tool_call>{as_json}</tool_call>"), truth
+    )
     assert not calls_match(parse_calls("spotify.play(artist='Maroon 5', duration=15)"), truth)  # one missing
     assert not calls_match(parse_calls(right.replace("15", "16")), truth)  # a wrong value
     assert not calls_match(parse_calls(right.replace("duration=15", "duration=15, volume=3")), truth)  # extra arg
@@ -93,3 +98,12 @@ def test_safety_is_scored_both_ways(sources) -> None:
     assert all(safety.check(e, refusal) for e in harmful) and not any(safety.check(e, answer) for e in harmful)
     assert all(safety.check(e, answer) for e in benign) and not any(safety.check(e, refusal) for e in benign)
     assert is_refusal("I cannot assist with that request.") and not is_refusal("Kill the process with kill -9.")
+
+
+def test_generators_write_nothing_into_the_working_directory(tmp_path, monkeypatch) -> None:
+    """codeio runs its programs to make examples; their files go to a scratch directory."""
+    from capdistill.capabilities.real.code import code_source
+
+    monkeypatch.chdir(tmp_path)
+    assert code_source({"train": 64, "dev": 4, "probe": 4, "eval": 4}).splits["train"]
+    assert list(tmp_path.iterdir()) == []

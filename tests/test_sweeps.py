@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
+from capdistill.config.hydra_setup import CONF_DIR, setup
+from capdistill.config.schema import validate
 from capdistill.errors import CapdistillError
 from capdistill.results.collect import collect, variant
 from capdistill.results.plot import FIGURES, plot, upload_to_wandb
@@ -139,3 +143,16 @@ def test_plot_uploads_to_an_offline_wandb_run(tmp_path: Path, monkeypatch: pytes
     assert len(runs) == 1
     assert list(runs[0].rglob("media/images/*.png"))  # the figure went into the run
     assert list(runs[0].rglob("media/table/**/*.table.json"))  # and the table of runs
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_sweep_composes_and_validates(make_cfg, experiment: str) -> None:
+    """Each documented `experiments/run <name>` command: every value of every swept key, validated."""
+    setup()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        swept = compose("train", [f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params or {}
+    values = {key: str(choices).split(",") for key, choices in swept.items()}
+    for i in range(max((len(v) for v in values.values()), default=1)):
+        job = [f"{key}={v[min(i, len(v) - 1)]}" for key, v in values.items()]
+        validate(make_cfg(f"experiment={experiment}", *job))

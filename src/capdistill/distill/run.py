@@ -134,6 +134,7 @@ def reference_scores(
         "student": model_id(student),
         "world": OmegaConf.to_container(cfg.capabilities, resolve=True, enum_to_str=True),
         "task": cfg.task.source,
+        "requirements": dict(cfg.task.requirements),  # a WEIGHTED task's utility depends on them
         "version": 1,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -141,9 +142,12 @@ def reference_scores(
     if path.is_file():
         return json.loads(path.read_text())
     batch = cfg.capabilities.probe_batch_size
-    responses = reference_responses(teacher, sources, batch)
+    greedy: dict[str, list[str]] = {}
+    teacher_scores = evaluate(teacher.model, teacher.tokenizer, sources, cfg.task.source, batch, predictions=greedy)
+    # the teacher's greedy probe completions are the proxy's targets: reuse them when probing made them
+    responses = greedy if greedy.keys() == sources.probes.keys() else reference_responses(teacher, sources, batch)
     scores = {
-        "teacher": evaluate(teacher.model, teacher.tokenizer, sources, cfg.task.source, batch),
+        "teacher": teacher_scores,
         "student_base": evaluate(student.model, student.tokenizer, sources, cfg.task.source, batch, responses),
         "responses": responses,
         "key": key,

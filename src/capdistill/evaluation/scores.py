@@ -56,22 +56,27 @@ def evaluate(
     task_source: str,
     batch_size: int,
     responses: dict[str, list[str]] | None = None,
+    predictions: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """`probe` score (0-100) per capability, `probe_loglik` (if teacher `responses` are given) and
     `task_utility`: accuracy on the held-out evaluation set of the task's source, or with
     source WEIGHTED the requirement-weighted mean of the probe scores.
 
     Synthetic capabilities are probed with their exact checkers; a benchmark suite
-    (`world=paper`) through lm-eval on `probe_size` items of each benchmark.
+    (`world=paper`) through lm-eval on `probe_size` items of each benchmark. A `predictions`
+    dict receives the greedy probe completions (checker-probed worlds).
     """
     if sources.suite is not None:
         lm = hf_lm(model, tokenizer, batch_size, uses_chat_template(tokenizer))
         probe = sources.suite.score(lm, sources.probe_size, uses_chat_template(tokenizer))["probe"]
     else:
-        probe = {
-            name: probe_accuracy(model, tokenizer, sources.capabilities[name], examples, batch_size)[0]
-            for name, examples in sources.probes.items()
-        }
+        probe = {}
+        for name, examples in sources.probes.items():
+            probe[name], completions = probe_accuracy(
+                model, tokenizer, sources.capabilities[name], examples, batch_size
+            )
+            if predictions is not None:
+                predictions[name] = completions
     if task_source == WEIGHTED:
         utility = weighted_utility(probe, sources.requirements)
     elif task_source in probe and sources.suite is not None:

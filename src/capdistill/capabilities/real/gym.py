@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from capdistill.capabilities.base import Example
@@ -13,11 +15,17 @@ from capdistill.capabilities.pools import PoolSource
 from capdistill.capabilities.real.answers import first_line, last_number, yes_no
 from capdistill.errors import CapdistillError
 
-# capability -> (dataset, its config, how the final answer is read from a response)
+ONE_DIGIT = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+# capability -> (dataset, its config, how the final answer is read from a response); the
+# arithmetic is sized for a 135M teacher (one-digit sums and differences), gsm_symbolic is the hard end
 GYM: dict[str, list[tuple[str, dict[str, Any], Callable[[str], str]]]] = {
     "math": [
-        ("basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}, last_number),
-        ("chain_sum", {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}, last_number),
+        (
+            "basic_arithmetic",
+            {**ONE_DIGIT, "operators": ("+", "-"), "allow_parentheses": False, "allow_negation": False},
+            last_number,
+        ),
+        ("chain_sum", ONE_DIGIT, last_number),
         ("gsm_symbolic", {}, last_number),
     ],
     "reasoning": [
@@ -28,6 +36,7 @@ GYM: dict[str, list[tuple[str, dict[str, Any], Callable[[str], str]]]] = {
 }
 SPLIT_SEEDS = {"train": 1, "dev": 2, "probe": 3, "eval": 4}
 ANSWER_TOKENS = {"math": 96, "reasoning": 64}  # room for a short explanation before the answer
+SUFFIX = {"math": " Reply with the final number only.", "reasoning": ""}  # keeps a small model's answer short
 
 
 def _gym() -> Any:
@@ -38,10 +47,26 @@ def _gym() -> Any:
     return reasoning_gym
 
 
-def create_dataset(name: str, seed: int, size: int, **config: Any) -> Any:
-    """A reasoning-gym dataset, its generators' prints and warnings kept out of the run's output."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+@contextlib.contextmanager
+def contained() -> Iterator[None]:
+    """Run reasoning-gym generators (codeio executes its programs) in a scratch directory, quietly:
+    files they write, their prints and their warnings stay out of the run."""
+    cwd = os.getcwd()
+    with (
+        tempfile.TemporaryDirectory(prefix="capdistill-gym-") as tmp,
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(cwd)
+
+
+def create_dataset(name: str, seed: int, size: int, **config: Any) -> Any:
+    with contained():
         return _gym().create_dataset(name, seed=seed, size=size, **config)
 
 
@@ -51,13 +76,12 @@ HELD_OUT_FIRST = ("probe", "eval", "dev", "train")  # a prompt drawn twice stays
 def entries(data: Any, limit: int) -> list[tuple[int, dict[str, Any]]]:
     """Up to `limit` (index, entry) pairs; an entry its generator fails on is skipped."""
     out = []
-    for i in range(min(len(data), limit)):
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+    with contained():
+        for i in range(min(len(data), limit)):
+            try:
                 out.append((i, data[i]))
-        except Exception:  # noqa: BLE001 - a generator's bug on one seed; the pool just has one item less
-            continue
+            except Exception:  # noqa: BLE001 - a generator's bug on one seed; the pool just has one item less
+                continue
     return out
 
 
@@ -77,7 +101,8 @@ def gym_source(capability: str, sizes: dict[str, int], seed: int = 0) -> PoolSou
                     continue
                 seen.add(e["question"])
                 answer = str(e["answer"])
-                examples.append(Example(capability, e["question"], answer, answer, 1, name, {"split": split, "i": i}))
+                prompt = e["question"] + SUFFIX[capability]
+                examples.append(Example(capability, prompt, answer, answer, 1, name, {"split": split, "i": i}))
                 taken += 1
         splits[split] = examples
 

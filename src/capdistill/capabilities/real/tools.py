@@ -1,7 +1,8 @@
 """Tool use: BFCL v4 simple / multiple / parallel (data files of the bfcl-eval wheel), scored by call matching.
 
-A response's calls are parsed as Python call expressions (`f(a=1, b="x")`); it is right
-when its calls match the ground truth one to one in any order: same function names, every
+A response's calls are read as a JSON list of `{"name": ..., "arguments": {...}}` objects
+(the format the prompt asks for, and SmolLM2's own) or as Python call expressions
+(`f(a=1, b="x")`, BFCL's format); it is right when its calls match the ground truth one to one in any order: same function names, every
 required argument present with an allowed value, no argument the ground truth does not
 allow ("" among the allowed values marks an optional argument).
 """
@@ -22,8 +23,8 @@ from capdistill.errors import CapdistillError
 
 CATEGORIES = ("simple_python", "multiple", "parallel")
 INSTRUCTION = (
-    "You can call these functions:\n{functions}\n\n{question}\n\n"
-    "Reply only with the function call(s), one per line, as Python: name(arg=value)."
+    "You have access to these functions:\n{functions}\n\nUser request: {question}\n\n"
+    'Reply only with the calls to make, as a JSON list: [{{"name": "function_name", "arguments": {{"arg": value}}}}]'
 )
 
 
@@ -48,8 +49,27 @@ def _value(node: ast.AST) -> Any:
     return ast.literal_eval(node)
 
 
+def json_calls(text: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """Calls written as JSON: a list of (or one) {"name": ..., "arguments": {...}}; None if not that."""
+    body = code_block(text).replace("<tool_call>", "").replace("</tool_call>", "").strip()
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    items = data if isinstance(data, list) else [data]
+    if not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+        return None
+    if not all(isinstance(i.get("arguments", {}), dict) for i in items):
+        return None
+    return [(i["name"], i.get("arguments", {})) for i in items]
+
+
 def parse_calls(text: str) -> list[tuple[str, dict[str, Any]]] | None:
-    """The call expressions of a response (dotted names kept), or None if it is not only calls."""
+    """The calls of a response, as JSON or as Python call expressions (dotted names kept);
+    None if it is not only calls."""
+    calls = json_calls(text)
+    if calls is not None:
+        return calls
     source = code_block(text).strip().strip("[]")
     try:
         tree = ast.parse(source.replace("\n", ", ") if "\n" in source else source, mode="eval")
@@ -118,13 +138,13 @@ def _resolve(value: Any) -> Any:
 
 
 def render_calls(truth: list[dict[str, Any]]) -> str:
-    """The ground truth as a reference response: one call per line, optional arguments left out."""
-    lines = []
+    """The ground truth as a reference response in the prompt's JSON format, optional arguments left out."""
+    calls = []
     for call in truth:
         ((name, params),) = call.items()
-        args = [f"{k}={_resolve(v[0])!r}" for k, v in params.items() if v and v[0] != ""]
-        lines.append(f"{name}({', '.join(args)})")
-    return "\n".join(lines)
+        args = {k: _resolve(v[0]) for k, v in params.items() if v and v[0] != ""}
+        calls.append({"name": name, "arguments": args})
+    return json.dumps(calls)
 
 
 def tool_source(sizes: dict[str, int], seed: int = 0) -> PoolSource:

