@@ -49,14 +49,18 @@ def export_tasks(
     out_dir: Path,
     max_tokens: int | dict[str, int] = 64,
     chat: bool = False,
+    bos: str | None = None,
 ) -> list[str]:
     """Write one lm-eval task per named example set into `out_dir`; returns the task names.
 
-    `max_tokens` is the generation length (per set name, or one for all); with `chat` the
-    prompt goes bare into lm-eval's chat template instead of ending in the answer cue.
+    `max_tokens` is the generation length (per set name, or one for all). The context is the
+    one `prompt_ids` gives the model: `bos` (the tokenizer's BOS text, which lm-eval would not
+    add for a tokenizer whose post-processor adds none), the prompt and the answer cue; with
+    `chat` the prompt goes bare into lm-eval's chat template instead.
     """
     encoded = json.dumps(spec, sort_keys=True)
     prompt_end = "" if chat else PROMPT_END
+    prefix = "" if chat or bos is None else bos
     return [
         write_task(
             out_dir,
@@ -65,7 +69,7 @@ def export_tasks(
                 {"prompt": e.prompt, "answer": e.answer, "example": json.dumps(asdict(e)), "world": encoded}
                 for e in examples
             ],
-            doc_to_text="{{prompt}}" + prompt_end,
+            doc_to_text=prefix + "{{prompt}}" + prompt_end,
             doc_to_target="{{answer}}",
             until=[],
             max_tokens=max_tokens[name] if isinstance(max_tokens, dict) else max_tokens,
@@ -98,7 +102,7 @@ def lmeval_scores(
     sets = {**sources.probes, task_set: sources.task_eval(task_source)}
     source = {**{n: sources.capabilities[n] for n in sources.probes}, task_set: sources.all_sources.get(task_source)}
     lengths = {name: generation_length(tokenizer, source[name], examples) for name, examples in sets.items()}
-    tasks = export_tasks(sources.spec, sets, out_dir, lengths, chat)
+    tasks = export_tasks(sources.spec, sets, out_dir, lengths, chat, tokenizer.bos_token)
     scores = evaluate_with_lmeval(model, tokenizer, out_dir, tasks, batch_size, chat)
     by_set = dict(zip(sets, scores.values()))
     return {"probe": {n: by_set[n] for n in sources.probes}, "task_utility": by_set[task_set], "tasks": scores}
