@@ -23,7 +23,6 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 import capdistill
 from capdistill.allocation import Allocator, RoundContext, build_allocator
-from capdistill.capabilities import WEIGHTED
 from capdistill.config.schema import ModelKind
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
@@ -32,7 +31,7 @@ from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
-from capdistill.evaluation.scores import evaluate, weighted_utility
+from capdistill.evaluation.scores import evaluate, suite_utility
 from capdistill.io import atomic_dir, atomic_write_json
 from capdistill.losses import DistillLoss, build_loss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
@@ -367,11 +366,7 @@ def final_lmeval(cfg: DictConfig, student: WorldModel, sources: WorldSources, ou
     else:
         chat = uses_chat_template(tokenizer)
         suite = sources.suite.score(hf_lm(model, tokenizer, batch, chat), cfg.evaluation.limit, chat, capped=False)
-        utility = (
-            weighted_utility(suite["probe"], sources.requirements)
-            if cfg.task.source == WEIGHTED
-            else suite["probe"][cfg.task.source]
-        )
+        utility = suite_utility(suite["probe"], sources, cfg.task.source)
         scores = {"probe": suite["probe"], "task_utility": utility, "tasks": suite["benchmarks"]}
     scores["timing_s"] = time.time() - t0
     log.info("lm-eval: task utility %.1f, probe %s", scores["task_utility"], scores["probe"])

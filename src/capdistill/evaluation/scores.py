@@ -49,6 +49,11 @@ def weighted_utility(probe: dict[str, float], requirements: dict[str, float]) ->
     return sum(w * probe[c] for c, w in requirements.items()) / total
 
 
+def suite_utility(probe: dict[str, float], sources: WorldSources, task_source: str) -> float:
+    """A task's utility from capability scores alone: WEIGHTED, or one capability's score (a benchmark suite)."""
+    return weighted_utility(probe, sources.requirements) if task_source == WEIGHTED else probe[task_source]
+
+
 def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -77,10 +82,8 @@ def evaluate(
             )
             if predictions is not None:
                 predictions[name] = completions
-    if task_source == WEIGHTED:
-        utility = weighted_utility(probe, sources.requirements)
-    elif task_source in probe and sources.suite is not None:
-        utility = probe[task_source]
+    if task_source == WEIGHTED or sources.suite is not None:
+        utility = suite_utility(probe, sources, task_source)
     else:
         task = sources.all_sources[task_source]
         utility = probe_accuracy(model, tokenizer, task, sources.task_eval(task_source), batch_size)[0]
