@@ -65,6 +65,15 @@ def test_fixed_split_spends_within_budget_and_writes_the_record(run_micro) -> No
     assert (out / "rounds" / "round-001" / "student" / "config.json").is_file()
 
 
+def test_weighted_task_utility_is_the_requirement_weighted_probe_mean(run_micro) -> None:
+    record, _ = run_micro(*FIXED, "task.source=weighted", "budget.rounds=1")
+    requirements = record["config"]["task"]["requirements"]
+    for scores in (record["final"], record["lmeval"], record["reference"]["student_base"]):
+        expected = sum(w * scores["probe"][c] for c, w in requirements.items()) / sum(requirements.values())
+        assert scores["task_utility"] == pytest.approx(expected)
+    assert record["lmeval"]["probe"] == record["final"]["probe"]
+
+
 def test_resume_after_a_crash_repeats_no_round(run_micro, monkeypatch: pytest.MonkeyPatch) -> None:
     real, calls = run_module.train_round, []
 

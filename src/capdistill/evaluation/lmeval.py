@@ -14,9 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from capdistill.capabilities import Example, Source
+from capdistill.capabilities import WEIGHTED, Example, Source
 from capdistill.evaluation.lmeval_tasks import hf_lm, run_tasks, write_task
 from capdistill.evaluation.probes import generation_length
+from capdistill.evaluation.scores import weighted_utility
 from capdistill.training.data import PROMPT_END, uses_chat_template
 from capdistill.world.sources import WorldSources
 
@@ -95,14 +96,18 @@ def lmeval_scores(
 
     The probe sets and the task's evaluation set are exported to `out_dir` (kept with the run,
     so `lm_eval --include_path` can re-score a saved student) and generated with the same
-    length budget as the project's probes.
+    length budget as the project's probes. A WEIGHTED task has no set of its own: its utility
+    is the requirement-weighted mean of the lm-eval probe scores.
     """
     chat = uses_chat_template(tokenizer)
     task_set = f"task_{task_source}"
-    sets = {**sources.probes, task_set: sources.task_eval(task_source)}
-    source = {**{n: sources.capabilities[n] for n in sources.probes}, task_set: sources.all_sources.get(task_source)}
+    sets, source = dict(sources.probes), {n: sources.capabilities[n] for n in sources.probes}
+    if task_source != WEIGHTED:
+        sets[task_set], source[task_set] = sources.task_eval(task_source), sources.all_sources[task_source]
     lengths = {name: generation_length(tokenizer, source[name], examples) for name, examples in sets.items()}
     tasks = export_tasks(sources.spec, sets, out_dir, lengths, chat, tokenizer.bos_token)
     scores = evaluate_with_lmeval(model, tokenizer, out_dir, tasks, batch_size, chat)
     by_set = dict(zip(sets, scores.values()))
-    return {"probe": {n: by_set[n] for n in sources.probes}, "task_utility": by_set[task_set], "tasks": scores}
+    probe = {n: by_set[n] for n in sources.probes}
+    utility = weighted_utility(probe, sources.requirements) if task_source == WEIGHTED else by_set[task_set]
+    return {"probe": probe, "task_utility": utility, "tasks": scores}
