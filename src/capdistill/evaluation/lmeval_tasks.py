@@ -88,7 +88,7 @@ def run_tasks(
 
 
 def hf_lm(model: Any, tokenizer: Any, batch_size: int = 16, chat: bool = False) -> Any:
-    """lm-eval's HFLM around an in-memory model, on the model's device, with BOS as `prompt_ids` adds it."""
+    """lm-eval's HFLM around an in-memory model, on the model's device (exported contexts carry their own BOS)."""
     from lm_eval.models.huggingface import HFLM
 
     device = str(next(model.parameters()).device)
