@@ -13,7 +13,7 @@ from capdistill.config.schema import validate
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.models import packaged
-from capdistill.models.hf import keep_layers, scratch_model
+from capdistill.models.hf import keep_layers, narrow, scratch_model
 from capdistill.results.record import check_record
 from capdistill.world.build import world_tokenizer
 from capdistill.world.sources import WorldSources
@@ -71,6 +71,63 @@ def test_keeping_every_layer_changes_nothing_and_a_subset_generates_with_its_cac
     assert torch.equal(cached, uncached)  # the renumbered layers index the KV cache correctly
 
 
+def test_narrowing_to_full_width_changes_nothing(tiny_llama) -> None:
+    load, _ = tiny_llama
+    ids = torch.randint(0, 500, (2, 12))
+    full, same = load(), load()
+    narrow(same, full.config.hidden_size, full.config.intermediate_size)
+    torch.testing.assert_close(same(ids).logits, full(ids).logits)
+
+
+def test_mlp_narrowing_equals_zeroing_the_dropped_neurons(tiny_llama) -> None:
+    """Brute-force reference: the pruned model computes what the full model does with the
+    dropped neurons' down-projection columns zeroed, and it drops the smallest-norm neurons."""
+    load, _ = tiny_llama
+    ids = torch.randint(0, 500, (2, 12))
+    full, small = load(), load()
+    mlp = full.model.layers[0].mlp
+    with torch.no_grad():
+        mlp.down_proj.weight[:, 5] *= 100  # a neuron that must be kept
+        mlp.gate_proj.weight[7] = 0  # one that must be dropped
+        mlp.up_proj.weight[7] = 0
+        mlp.down_proj.weight[:, 7] = 0
+    small.load_state_dict(full.state_dict())
+    narrow(small, intermediate_size=40)
+    scores = mlp.gate_proj.weight.pow(2).sum(1) + mlp.up_proj.weight.pow(2).sum(1)
+    scores += mlp.down_proj.weight.pow(2).sum(0)
+    kept = scores.topk(40).indices.sort().values
+    assert 5 in kept and 7 not in kept and small.config.intermediate_size == 40
+    dropped = torch.ones(mlp.down_proj.weight.shape[1], dtype=torch.bool)
+    dropped[kept] = False
+    with torch.no_grad():
+        mlp.down_proj.weight[:, dropped] = 0
+    torch.testing.assert_close(small(ids).logits, full(ids).logits)
+
+
+def test_hidden_narrowing_keeps_the_heaviest_channels_and_saves(tiny_llama, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    load, _ = tiny_llama
+    ids = torch.randint(0, 500, (2, 12))
+    model = load()
+    embed = model.get_input_embeddings().weight
+    with torch.no_grad():
+        embed[:, 3] *= 50  # an outlier channel of the residual stream
+    outlier = embed[:, 3].detach().clone()
+    head_dim = model.config.head_dim
+    narrow(model, hidden_size=20)
+    assert model.config.hidden_size == 20 and model.config.head_dim == head_dim
+    narrowed = model.get_input_embeddings().weight
+    assert narrowed.shape[1] == 20 and model.model.norm.weight.shape == (20,)
+    assert any(torch.equal(narrowed[:, j], outlier) for j in range(20))  # the heaviest channel survived
+    assert model.lm_head.weight is narrowed or model.lm_head.weight.shape[1] == 20
+    cached = model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=True)
+    assert torch.equal(cached, model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False))
+    model.save_pretrained(tmp_path / "narrow")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "narrow").eval()
+    torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
+
+
 def test_scratch_student_matches_its_tokenizer(tiny_llama) -> None:
     _, tokenizer = tiny_llama
     arch = OmegaConf.create(
@@ -100,6 +157,11 @@ REAL = ["capabilities=offline_real", "teacher=smollm2-135m-instruct", "evaluatio
             "layer 30 is outside packaged:smollm2-135m-instruct's depth \\(30 layers",
         ),
         (["student=gpt2-scratch", "student.init.scratch=false"], "is a tokenizer only: set student.init.scratch=true"),
+        (
+            ["student=smollm2-pruned", "student.init.hidden_size=640"],
+            "student.init.hidden_size=640 must be in 1..576",
+        ),
+        (["student=smollm2-small-scratch", "student.init.intermediate_size=64"], "intermediate_size and scratch"),
         (["student=smollm2-pruned", "capabilities.names=[math,vision]"], "unknown capability 'vision'"),
     ],
 )

@@ -23,7 +23,7 @@ from capdistill.capabilities.real import REAL_CAPABILITIES
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
 from capdistill.losses import build_loss
-from capdistill.models.hf import checkpoint_depth, resolve_path
+from capdistill.models.hf import checkpoint_shape, resolve_path
 from capdistill.supervision.collect import Generation, Overflow
 
 
@@ -99,6 +99,9 @@ class InitConf:
 
     # keep these decoder layers of the checkpoint, in order (layer-dropping initialisation)
     layers: list[int] | None = None
+    # width pruning: keep this many residual channels / MLP neurons per layer (largest weight norms)
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
     # random weights shaped by `arch` (a Llama), with the tokenizer at `path`
     scratch: bool = False
 
@@ -445,8 +448,9 @@ def validate_benchmark_world(cfg: DictConfig, names: list[str]) -> None:
 
 
 def check_init(mcfg: DictConfig, role: str) -> None:
-    """An HF model's initialisation: a kept-layer list within the checkpoint's depth, or a scratch shape."""
-    layers, depth = mcfg.init.layers, checkpoint_depth(mcfg.path)
+    """An HF model's initialisation: kept layers and widths within the checkpoint's, or a scratch shape."""
+    shape = checkpoint_shape(mcfg.path)
+    layers, depth = mcfg.init.layers, None if shape is None else shape.get("num_hidden_layers", 0)
     if depth == 0 and not mcfg.init.scratch:
         raise ConfigError(f"{role}.path {mcfg.path} is a tokenizer only: set {role}.init.scratch=true")
     if layers is not None:
@@ -459,6 +463,15 @@ def check_init(mcfg: DictConfig, role: str) -> None:
             raise ConfigError(
                 f"{role}.init.layers: layer {bad[0]} is outside {mcfg.path}'s depth ({depth} layers, 0-{depth - 1})"
             )
+    for key in ("hidden_size", "intermediate_size"):
+        width = mcfg.init[key]
+        if width is None:
+            continue
+        if mcfg.init.scratch:
+            raise ConfigError(f"{role}.init: {key} and scratch exclude each other (a scratch shape is arch.{key})")
+        full = (shape or {}).get(key)
+        if width <= 0 or (full is not None and width > full):
+            raise ConfigError(f"{role}.init.{key}={width} must be in 1..{full or 'the checkpoint width'} ({mcfg.path})")
     if mcfg.init.scratch:
         _positive(mcfg, "arch.hidden_size", "arch.num_layers", "arch.num_heads", "arch.intermediate_size")
         if mcfg.arch.hidden_size % mcfg.arch.num_heads:

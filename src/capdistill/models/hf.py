@@ -51,14 +51,20 @@ def resolve_path(path: str | None, what: str, cache_dir: str | Path | None = Non
     return path
 
 
-def checkpoint_depth(path: str | None) -> int | None:
-    """Decoder layers of the checkpoint at `path` where known without loading weights: a packaged
-    model's or a local directory's; 0 for a packaged tokenizer; None for a hub name."""
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size")
+
+
+def checkpoint_shape(path: str | None) -> dict[str, int] | None:
+    """Depth and widths of the checkpoint at `path` where known without loading weights (a packaged
+    model's or a local directory's); {} for a packaged tokenizer; None for a hub name."""
     name = packaged_name(path)
     if name is not None:
-        return PACKAGED[name].num_layers or 0
+        return dict(PACKAGED[name].shape or {})
     config = Path(path or "").expanduser() / "config.json"
-    return AutoConfig.from_pretrained(config.parent).num_hidden_layers if config.is_file() else None
+    if not config.is_file():
+        return None
+    loaded = AutoConfig.from_pretrained(config.parent)
+    return {key: getattr(loaded, key) for key in SHAPE_KEYS if isinstance(getattr(loaded, key, None), int)}
 
 
 def load_tokenizer(mcfg: Any, what: str, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
@@ -78,8 +84,9 @@ def load_model(
 ) -> PreTrainedModel:
     """The causal LM in eval mode, in `mcfg.dtype`, with `mcfg.attn_implementation` if set.
 
-    `init.layers` keeps those layers of the checkpoint; `init.scratch` builds a random Llama
-    shaped by `arch` for `tokenizer` instead of loading weights.
+    `init.layers` keeps those layers of the checkpoint, `init.hidden_size` and
+    `init.intermediate_size` narrow it; `init.scratch` builds a random Llama shaped by `arch`
+    for `tokenizer` instead of loading weights.
     """
     dtype = getattr(mcfg.dtype, "value", mcfg.dtype)  # an Enum member from a DictConfig, or a plain str
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
@@ -94,6 +101,8 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if mcfg.init.layers is not None:
         keep_layers(model, list(mcfg.init.layers))
+    if mcfg.init.hidden_size is not None or mcfg.init.intermediate_size is not None:
+        narrow(model, mcfg.init.hidden_size, mcfg.init.intermediate_size)
     return model.eval()
 
 
@@ -109,6 +118,79 @@ def keep_layers(model: PreTrainedModel, layers: list[int]) -> None:
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[i] for i in layers]
     config.num_hidden_layers = len(layers)
+
+
+def _keep(linear: torch.nn.Linear, index: torch.Tensor, dim: int) -> None:
+    """Keep `index` of a linear layer's outputs (dim 0) or inputs (dim 1), in place."""
+    linear.weight = torch.nn.Parameter(linear.weight.data.index_select(dim, index).clone())
+    if dim == 0 and linear.bias is not None:
+        linear.bias = torch.nn.Parameter(linear.bias.data[index].clone())
+    if dim == 0:
+        linear.out_features = len(index)
+    else:
+        linear.in_features = len(index)
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the `k` largest scores, in their original order."""
+    return scores.topk(k).indices.sort().values
+
+
+def narrow(model: PreTrainedModel, hidden_size: int | None = None, intermediate_size: int | None = None) -> None:
+    """Width pruning of a Llama-style model, in place (the weight-magnitude criterion).
+
+    `intermediate_size`: each layer keeps the MLP neurons with the largest squared weight norm
+    over their gate, up and down connections. `hidden_size`: the residual stream keeps the
+    channels with the largest squared weight norm over every matrix reading or writing them
+    (embeddings, attention and MLP projections, LM head) and norm scales; head_dim is unchanged.
+    """
+    config, decoder = model.config, model.get_decoder()
+    if intermediate_size is not None:
+        for layer in decoder.layers:
+            mlp = layer.mlp
+            scores = mlp.gate_proj.weight.pow(2).sum(1) + mlp.up_proj.weight.pow(2).sum(1)
+            keep = _top(scores + mlp.down_proj.weight.pow(2).sum(0), intermediate_size)
+            for linear, dim in ((mlp.gate_proj, 0), (mlp.up_proj, 0), (mlp.down_proj, 1)):
+                _keep(linear, keep, dim)
+        config.intermediate_size = intermediate_size
+    if hidden_size is None:
+        return
+    readers = [
+        m
+        for layer in decoder.layers
+        for m in (
+            layer.self_attn.q_proj,
+            layer.self_attn.k_proj,
+            layer.self_attn.v_proj,
+            layer.mlp.gate_proj,
+            layer.mlp.up_proj,
+        )
+    ]
+    writers = [m for layer in decoder.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+    norms = [n for layer in decoder.layers for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+    norms.append(decoder.norm)
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head.weight is embed.weight
+    with torch.no_grad():
+        scores = embed.weight.pow(2).sum(0) + sum(n.weight.pow(2) for n in norms)
+        scores += sum(m.weight.pow(2).sum(0) for m in readers) + sum(m.weight.pow(2).sum(1) for m in writers)
+        if not tied:
+            scores += head.weight.pow(2).sum(0)
+    keep = _top(scores, hidden_size)
+    config.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    for m in readers:
+        _keep(m, keep, 1)
+    for m in writers:
+        _keep(m, keep, 0)
+    for n in norms:
+        n.weight = torch.nn.Parameter(n.weight.data[keep].clone())
+    embed.weight = torch.nn.Parameter(embed.weight.data[:, keep].clone())
+    embed.embedding_dim = hidden_size
+    if tied:
+        head.weight = embed.weight
+    else:
+        _keep(head, keep, 1)
+    config.hidden_size = hidden_size
 
 
 def scratch_model(
