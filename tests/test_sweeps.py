@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from capdistill.config.hydra_setup import CONF_DIR, setup
 from capdistill.config.schema import validate
@@ -152,7 +153,12 @@ def test_every_experiment_sweep_composes_and_validates(make_cfg, experiment: str
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         swept = compose("train", [f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params or {}
-    values = {key: str(choices).split(",") for key, choices in swept.items()}
+    parser = OverridesParser.create()
+    values = {}
+    for key, choices in swept.items():
+        override = parser.parse_override(f"{key}={choices}")
+        sweep = override.is_sweep_override()
+        values[key] = list(override.sweep_string_iterator()) if sweep else [override.get_value_element_as_str()]
     for i in range(max((len(v) for v in values.values()), default=1)):
         job = [f"{key}={v[min(i, len(v) - 1)]}" for key, v in values.items()]
         validate(make_cfg(f"experiment={experiment}", *job))
