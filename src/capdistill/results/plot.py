@@ -109,7 +109,7 @@ def bars(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     summary = summarize(table, ["variant", "budget_tokens"], "task_utility")
     budgets, variants = sorted(summary["budget_tokens"].unique()), sorted(summary["variant"].unique())
     width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(budgets) * len(variants) ** 0.5 + 3), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(budgets) * len(variants) ** 0.5 + 3) + 1.8, 3.8))
     for i, name in enumerate(variants):
         part = summary[summary["variant"] == name].set_index("budget_tokens").reindex(budgets)
         xs = [b + (i - (len(variants) - 1) / 2) * width for b in range(len(budgets))]
@@ -119,7 +119,7 @@ def bars(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     ax.set_ylabel("task utility (exact match, %)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     fig.tight_layout()
     return fig, markdown(summary, "variant", "budget_tokens")
 
