@@ -114,6 +114,12 @@ def test_schedules_report_the_best_fixed_split_as_grid(tmp_path: Path) -> None:
     assert "fixed:" not in text
 
 
+def test_transfer_reports_the_marginal_gain_per_budget_increment(tmp_path: Path) -> None:
+    text = plot(fake_table(), "transfer", tmp_path)["markdown"]
+    # single:math gains 5 points on math at 3k and 20 at 12k: 5/3k and 15/9k, both 1.67 per 1k tokens
+    assert "| distilled | 0→3k | 3k→12k |" in text and "| math | +1.67 | +1.67 |" in text
+
+
 def test_transfer_needs_single_runs(tmp_path: Path) -> None:
     table = fake_table()
     with pytest.raises(CapdistillError, match="allocator=single"):

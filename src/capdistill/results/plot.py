@@ -125,13 +125,14 @@ def bars(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
 
 
 def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
-    """T_ij(B) heatmaps per budget, then negative spillover vs budget (runs with allocator=single)."""
+    """T_ij(B) heatmaps per budget, negative spillover vs budget, and the marginal on-target gain
+    per budget increment (paper Fig 1 a-d; runs with allocator=single)."""
     single = table[table["allocator"] == "single"]
     if single.empty:
         raise CapdistillError("plot --figure transfer needs allocator=single runs (experiment=transfer)")
     caps = [c.split("/", 1)[1] for c in table.columns if c.startswith("delta/")]
     budgets = sorted(single["budget_tokens"].unique())
-    fig, axes = _grid(len(budgets) + 1, 4.2, 3.8)
+    fig, axes = _grid(len(budgets) + 2, 4.2, 3.8)
     text = []
     for ax, budget in zip(axes, budgets):
         part = single[single["budget_tokens"] == budget]
@@ -151,7 +152,7 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
             text.append(f"| {name} | " + " | ".join(f"{v:+.1f}" for v in values) + " |\n")
         text.append("\n")
     spill = summarize(single, ["budget_tokens"], "negative_spillover")
-    ax = axes[-1]
+    ax = axes[-2]
     ax.errorbar(spill["budget_tokens"], spill["mean"], yerr=spill["ci"], marker="o", capsize=3)
     ax.set_xscale("log")
     ax.set_xticks(budgets, [tokens(b) for b in budgets])
@@ -160,9 +161,45 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     ax.set_ylabel("negative off-target change (points)")
     ax.set_title("negative spillover vs budget", fontsize=9)
     ax.grid(alpha=0.3)
+    text.append(marginal_gains(single, budgets, axes[-1]))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig, "".join(text)
+
+
+def marginal_gains(single: pd.DataFrame, budgets: list[int], ax: Any) -> str:
+    """Per distilled capability: the gain on itself per 1k tokens between consecutive budgets
+    (from 0 tokens, where the gain is 0), drawn on `ax`; returns the markdown table."""
+    target = single["variant"].str.split(":", n=1).str[1]
+    own = single.assign(target=target, gain=[row[f"delta/{t}"] for t, (_, row) in zip(target, single.iterrows())])
+    means = own.groupby(["target", "budget_tokens"])["gain"].mean().unstack().reindex(columns=budgets)
+    steps = [0, *budgets]
+    marginal = pd.DataFrame(
+        {b: (means[b] - (means[a] if a else 0.0)) * 1000 / (b - a) for a, b in zip(steps, steps[1:])}
+    )
+    for name, values in marginal.iterrows():
+        ax.plot(budgets, values.to_numpy(), marker="o", label=name)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{tokens(a)}→{tokens(b)}" for a, b in zip(steps, steps[1:])])
+    ax.minorticks_off()
+    ax.set_xlabel("budget increment (tokens)")
+    ax.set_ylabel("on-target gain per 1k tokens (points)")
+    ax.set_title("marginal gain per budget increment", fontsize=9)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    header = " | ".join(f"{tokens(a)}→{tokens(b)}" for a, b in zip(steps, steps[1:]))
+    rows = [f"| {name} | " + " | ".join(f"{v:+.2f}" for v in values) + " |" for name, values in marginal.iterrows()]
+    return (
+        "marginal on-target gain per 1k tokens\n\n| distilled | "
+        + header
+        + " |\n"
+        + "|"
+        + " --- |" * (len(budgets) + 1)
+        + "\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def with_grid(table: pd.DataFrame) -> pd.DataFrame:
