@@ -98,8 +98,33 @@ def test_resume_refuses_a_different_config(run_micro, monkeypatch: pytest.Monkey
     monkeypatch.setattr(run_module, "train_round", _crash_on_round(run_module.train_round, 1))
     with pytest.raises(RuntimeError):
         run_micro(*FIXED)
-    with pytest.raises(CapdistillError, match="different config"):
+    with pytest.raises(CapdistillError, match="different config \\(allocator.name, allocator.weights\\)"):
         run_micro("allocator=uniform")
+
+
+def test_resume_accepts_rounds_saved_before_a_config_field_was_added(
+    run_micro, make_cfg, micro_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rounds written by a version whose schema lacked a field that is unset now still resume."""
+    real = run_module.train_round
+    monkeypatch.setattr(run_module, "train_round", _crash_on_round(real, 1))
+    with pytest.raises(RuntimeError):
+        run_micro(*FIXED)
+    path = Path(make_cfg("experiment=micro", *FIXED, cache_dir=micro_cache).paths.output_dir) / "rounds"
+    path = path / "round-000" / "round.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["student"]["init"]["hidden_size"]  # as a version without width pruning wrote it
+    saved["fingerprint"] = "0" * 16
+    path.write_text(json.dumps(saved))
+    calls: list[int] = []
+
+    def counting(cfg, index, *args, **kwargs):
+        calls.append(index)
+        return real(cfg, index, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_round", counting)
+    record, _ = run_micro(*FIXED)
+    assert calls == [1] and record["rounds"][0] == saved["entry"]
 
 
 def _crash_on_round(real, crash_index: int):

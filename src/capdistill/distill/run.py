@@ -158,33 +158,59 @@ def reference_scores(
 # --------------------------------------------------------------------------- rounds on disk
 
 
+def run_identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """What must match for a run directory to be resumed: the config but its paths and logging."""
+    data = OmegaConf.to_container(config, resolve=True, enum_to_str=True) if isinstance(config, DictConfig) else config
+    return {k: v for k, v in data.items() if k not in ("paths", "logger", "rebuild")}
+
+
 def run_fingerprint(cfg: DictConfig) -> str:
-    """What must match for a run directory to be resumed (everything but paths and logging)."""
-    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    for key in ("paths", "logger", "rebuild"):
-        data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def finished_record(output_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ. A key one side lacks counts only if the other side sets it:
+    a config field added since (or removed) and left unset is no change, so runs stay resumable."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}")
+    return changes
+
+
+def same_run(saved_fingerprint: str | None, saved_config: dict[str, Any] | None, cfg: DictConfig) -> list[str]:
+    """[] when saved state belongs to this run's config, else the differing keys (['?'] if unknown)."""
+    if saved_fingerprint == run_fingerprint(cfg):
+        return []
+    if saved_config is None:
+        return ["?"]
+    return config_changes(run_identity(saved_config), run_identity(cfg))
+
+
+def finished_record(output_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The record of a completed run of this config in `output_dir` (a relaunched sweep skips it)."""
     path = output_dir / RECORD_FILE
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    return record if record.get("fingerprint") == fingerprint else None
+    return None if same_run(record.get("fingerprint"), record.get("config"), cfg) else record
 
 
-def completed_rounds(output_dir: Path, fingerprint: str) -> list[dict[str, Any]]:
+def completed_rounds(output_dir: Path, cfg: DictConfig) -> list[dict[str, Any]]:
     """Record entries of the rounds a previous run in this directory completed, in order."""
     entries = []
     for path in sorted((output_dir / ROUNDS_DIR).glob("round-*")):
         if not (path / ROUND_FILE).is_file():
             continue
         saved = json.loads((path / ROUND_FILE).read_text())
-        if saved["fingerprint"] != fingerprint:
+        changes = same_run(saved["fingerprint"], saved.get("config"), cfg)
+        if changes:
+            differs = "" if changes == ["?"] else f" ({', '.join(changes[:3])}{', ...' if len(changes) > 3 else ''})"
             raise CapdistillError(
-                f"{output_dir} holds rounds of a run with a different config; resume with the same "
+                f"{output_dir} holds rounds of a run with a different config{differs}; resume with the same "
                 "overrides or choose a new output directory (hydra.run.dir=...)"
             )
         entries.append(saved["entry"])
@@ -197,12 +223,13 @@ def round_dir(output_dir: Path, index: int) -> Path:
     return output_dir / ROUNDS_DIR / f"round-{index:03d}"
 
 
-def save_round(output_dir: Path, index: int, student: WorldModel, entry: dict[str, Any], fingerprint: str) -> None:
+def save_round(output_dir: Path, index: int, student: WorldModel, entry: dict[str, Any], cfg: DictConfig) -> None:
     """Write the round's entry and student atomically; drop the previous round's weights (its entry stays)."""
     with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
         student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
-        (tmp / ROUND_FILE).write_text(json.dumps({"fingerprint": fingerprint, "entry": entry}, indent=2))
+        saved = {"fingerprint": run_fingerprint(cfg), "config": run_identity(cfg), "entry": entry}
+        (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
     if index > 0:
         shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)
 
@@ -248,12 +275,11 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     check_tokenizers(cfg, loss)
     sources = WorldSources.from_config(cfg)
     sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
-    fingerprint = run_fingerprint(cfg)
-    finished = finished_record(out, fingerprint)
+    finished = finished_record(out, cfg)
     if finished is not None:
         log.info("%s already holds this run's complete record: skipping it", out)
         return finished
-    history = completed_rounds(out, fingerprint)
+    history = completed_rounds(out, cfg)
 
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
@@ -277,7 +303,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         responses,
         reference["student_base"],
         device,
-        fingerprint,
+        run_fingerprint(cfg),
     )
     if history:
         log.info("resuming after round %d of %d from %s", len(history), rounds, out / ROUNDS_DIR)
@@ -329,7 +355,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             }
             entry["decision"] = allocator.decision
             entry["update"] = allocator.update(context, allocation, entry)
-            save_round(out, index, student, entry, fingerprint)
+            save_round(out, index, student, entry, cfg)
             history.append(entry)
             logger.log_round(entry, offset + steps)
             log.info(
@@ -342,7 +368,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             )
         final_eval = final_lmeval(cfg, student, sources, out)
         record = build_record(cfg, history, reference, identification, total, setup_probing, time.time() - start)
-        record["fingerprint"] = fingerprint
+        record["fingerprint"] = run_fingerprint(cfg)
         if final_eval is not None:
             record["lmeval"] = final_eval
         check_record(record)
