@@ -39,7 +39,7 @@ demo: $(STAMP)
 
 ## The test suite (slow tests included, the real-model distillations apart), offline.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not real"
+	$(BIN)/python -m pytest -q -m "not real" --durations=15
 
 ## The real tier's end-to-end tests: SmolLM2 loaded from its wheel, tiny distillations per loss family.
 test-real: $(STAMP)
