@@ -128,6 +128,15 @@ def test_hidden_narrowing_keeps_the_heaviest_channels_and_saves(tiny_llama, tmp_
     torch.testing.assert_close(reloaded(ids).logits, model(ids).logits)
 
 
+def test_width_pruning_of_a_non_llama_model_is_refused(tmp_path: Path, tiny_llama) -> None:
+    from transformers import AutoModelForCausalLM
+
+    _, tokenizer = tiny_llama
+    gpt2 = AutoModelForCausalLM.from_pretrained(save_tiny(tmp_path / "gpt2", "gpt2", tokenizer, 16))
+    with pytest.raises(CapdistillError, match="width pruning needs a Llama-style model"):
+        narrow(gpt2, intermediate_size=8)
+
+
 def test_scratch_student_matches_its_tokenizer(tiny_llama) -> None:
     _, tokenizer = tiny_llama
     arch = OmegaConf.create(
@@ -204,7 +213,14 @@ def real_run(tmp_path: Path, cache: Path, *overrides: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.real
 @pytest.mark.parametrize(
-    ("student", "loss"), [("smollm2-pruned", "fkl"), ("smollm2-pruned", "sft"), ("gpt2-scratch", "uld")]
+    ("student", "loss"),
+    [
+        ("smollm2-pruned", "fkl"),
+        ("smollm2-pruned", "sft"),
+        ("smollm2-pruned-narrow", "topk"),
+        ("gpt2-scratch", "uld"),
+        ("gpt2-scratch", "mlot"),
+    ],
 )
 def test_tiny_distillation_from_the_real_teacher(tmp_path: Path, real_cache: Path, student: str, loss: str) -> None:
     record = real_run(tmp_path, real_cache, f"student={student}", f"loss={loss}")

@@ -136,6 +136,7 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.topk(k).indices.sort().values
 
 
+@torch.no_grad()
 def narrow(model: PreTrainedModel, hidden_size: int | None = None, intermediate_size: int | None = None) -> None:
     """Width pruning of a Llama-style model, in place (the weight-magnitude criterion).
 
@@ -145,6 +146,9 @@ def narrow(model: PreTrainedModel, hidden_size: int | None = None, intermediate_
     (embeddings, attention and MLP projections, LM head) and norm scales; head_dim is unchanged.
     """
     config, decoder = model.config, model.get_decoder()
+    layers = getattr(decoder, "layers", [None])
+    if not all(hasattr(getattr(layer, "mlp", None), "gate_proj") for layer in layers):
+        raise CapdistillError(f"width pruning needs a Llama-style model (gated MLP); got {type(model).__name__}")
     if intermediate_size is not None:
         for layer in decoder.layers:
             mlp = layer.mlp
@@ -171,11 +175,10 @@ def narrow(model: PreTrainedModel, hidden_size: int | None = None, intermediate_
     norms.append(decoder.norm)
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head.weight is embed.weight
-    with torch.no_grad():
-        scores = embed.weight.pow(2).sum(0) + sum(n.weight.pow(2) for n in norms)
-        scores += sum(m.weight.pow(2).sum(0) for m in readers) + sum(m.weight.pow(2).sum(1) for m in writers)
-        if not tied:
-            scores += head.weight.pow(2).sum(0)
+    scores = embed.weight.pow(2).sum(0) + sum(n.weight.pow(2) for n in norms)
+    scores += sum(m.weight.pow(2).sum(0) for m in readers) + sum(m.weight.pow(2).sum(1) for m in writers)
+    if not tied:
+        scores += head.weight.pow(2).sum(0)
     keep = _top(scores, hidden_size)
     config.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     for m in readers:
