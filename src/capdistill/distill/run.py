@@ -59,8 +59,7 @@ def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Pat
     cache = cfg.paths.cache_dir
     tokenizer = load_tokenizer(mcfg, role, cache)
     model = load_model(mcfg, role, cache, tokenizer)
-    # unset options are left out, so the cache keys of models stay put when options are added
-    init = {k: v for k, v in OmegaConf.to_container(mcfg.init).items() if v is not None}
+    init = OmegaConf.to_container(mcfg.init)
     if mcfg.init.scratch:
         init["arch"] = OmegaConf.to_container(mcfg.arch)
         init["seed"] = mcfg.seed
