@@ -115,6 +115,8 @@ def test_hidden_narrowing_keeps_the_heaviest_channels_and_saves(tiny_llama, tmp_
         embed[:, 3] *= 50  # an outlier channel of the residual stream
     outlier = embed[:, 3].detach().clone()
     head_dim = model.config.head_dim
+    with pytest.raises(CapdistillError, match="hidden_size=21 must be a multiple of the 2 attention heads"):
+        narrow(model, hidden_size=21)  # transformers refuses to save such a config
     narrow(model, hidden_size=20)
     assert model.config.hidden_size == 20 and model.config.head_dim == head_dim
     narrowed = model.get_input_embeddings().weight
@@ -171,6 +173,7 @@ REAL = ["capabilities=offline_real", "teacher=smollm2-135m-instruct", "evaluatio
             "student.init.hidden_size=640 must be in 1..576",
         ),
         (["student=smollm2-small-scratch", "student.init.intermediate_size=64"], "intermediate_size and scratch"),
+        (["student=smollm2-pruned", "student.init.hidden_size=384"], "must be a multiple of .*'s 9 heads"),
         (["student=smollm2-pruned", "capabilities.names=[math,vision]"], "unknown capability 'vision'"),
     ],
 )

