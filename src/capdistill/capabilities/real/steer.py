@@ -46,6 +46,7 @@ def ifbench_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache
 def has_nltk_data(resource: str) -> bool:
     import nltk
 
