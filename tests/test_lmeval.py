@@ -40,7 +40,7 @@ def test_lmeval_conditions_the_model_on_exactly_the_probe_tokens(make_cfg, tmp_p
     student = load_entry(next(ASSETS.glob("student-*")))
     examples = sources.probes["safety"][:8]
     (task,) = export_tasks(sources.spec, {"safety": examples}, tmp_path, bos=student.tokenizer.bos_token)
-    loaded = get_task_dict([task], TaskManager(include_path=str(tmp_path)))[task]
+    loaded = get_task_dict([task], TaskManager(include_path=str(tmp_path), include_defaults=False))[task]
     lm = hf_lm(student.model, student.tokenizer)
     for doc, example in zip(loaded.test_docs(), examples):
         ids = lm.tok_batch_encode([loaded.doc_to_text(doc)])[0][0].tolist()

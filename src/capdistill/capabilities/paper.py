@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from capdistill.capabilities.base import Example
@@ -27,6 +27,15 @@ def _leaves(node: Any) -> Iterator[Any]:
             yield from _leaves(child)
     else:
         yield node
+
+
+@cache
+def task_manager(include_path: tuple[str, ...] = ()) -> Any:
+    """lm-eval's task index (with extra task directories), built once per process: indexing its
+    thousands of task YAMLs takes seconds, and loading tasks leaves the index unchanged."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(include_path) or None)
 
 
 def primary_metric(results: dict[str, Any], task: str, metric: str | None = None) -> float:
@@ -47,11 +56,9 @@ class PaperSuite:
     include_path: list[str] = field(default_factory=list)  # extra task directories (local tasks)
     max_gen_toks: int | None = None  # cap every generation task's length (quick probes); None: each task's own
 
-    @cached_property
+    @property
     def task_manager(self) -> Any:
-        from lm_eval.tasks import TaskManager
-
-        return TaskManager(include_path=self.include_path or None)
+        return task_manager(tuple(self.include_path))
 
     def check(self) -> None:
         """Every benchmark is a registered lm-eval name; local data only for single tasks (fails before compute)."""

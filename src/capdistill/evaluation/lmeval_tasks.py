@@ -79,7 +79,7 @@ def run_tasks(
     results = simple_evaluate(
         model=lm,
         tasks=tasks,
-        task_manager=TaskManager(include_path=str(task_dir)),
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),  # not lm-eval's ~10k tasks
         apply_chat_template=chat,
         log_samples=False,
         verbosity="ERROR",

@@ -50,11 +50,13 @@ def _gym() -> Any:
 @contextlib.contextmanager
 def contained() -> Iterator[None]:
     """Run reasoning-gym generators (codeio executes its programs) in a scratch directory, quietly:
-    files they write, their prints and their warnings stay out of the run."""
+    files they write, their prints (stderr too: a codeio program's threads can die noisily) and their
+    warnings stay out of the run."""
     cwd = os.getcwd()
     with (
         tempfile.TemporaryDirectory(prefix="capdistill-gym-") as tmp,
         contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")
