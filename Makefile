@@ -37,9 +37,10 @@ demo: $(STAMP)
 	$(BIN)/capdistill collect $(DEMO_DIR)
 	$(BIN)/capdistill plot $(DEMO_DIR)/results.csv --figure budget_curves
 
-## The test suite (slow tests included, the real-model distillations apart), offline.
+## The test suite (slow tests included, the real-model distillations apart), offline, on one
+## pytest-xdist worker per core (at most 4: each holds torch, transformers and lm-eval).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not real" --durations=15
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not real" --durations=15
 
 ## The real tier's end-to-end tests: SmolLM2 loaded from its wheel, tiny distillations per loss family.
 test-real: $(STAMP)

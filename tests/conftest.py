@@ -20,6 +20,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # `pytest -n N`: share the cores instead of oversubscribing them
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
     """The root config as a command line would compose it, with run paths under tmp."""
