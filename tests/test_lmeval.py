@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from capdistill.evaluation.lmeval import evaluate_with_lmeval, export_tasks
-from capdistill.evaluation.lmeval_tasks import hf_lm
+from capdistill.evaluation.lmeval_tasks import hf_lm, local_task_manager
 from capdistill.evaluation.probes import probe_accuracy
 from capdistill.training.data import prompt_ids
 from capdistill.world.build import load_entry
@@ -33,14 +33,14 @@ def test_lmeval_scores_match_the_checkers(make_cfg, tmp_path: Path, monkeypatch)
 def test_lmeval_conditions_the_model_on_exactly_the_probe_tokens(make_cfg, tmp_path: Path, monkeypatch) -> None:
     """The context lm-eval builds and encodes is `prompt_ids`: BOS, prompt, answer cue (a missing BOS
     leaves a trained student's answers to drift)."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import get_task_dict
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     sources = WorldSources.from_config(make_cfg())
     student = load_entry(next(ASSETS.glob("student-*")))
     examples = sources.probes["safety"][:8]
     (task,) = export_tasks(sources.spec, {"safety": examples}, tmp_path, bos=student.tokenizer.bos_token)
-    loaded = get_task_dict([task], TaskManager(include_path=str(tmp_path), include_defaults=False))[task]
+    loaded = get_task_dict([task], local_task_manager(tmp_path))[task]
     lm = hf_lm(student.model, student.tokenizer)
     for doc, example in zip(loaded.test_docs(), examples):
         ids = lm.tok_batch_encode([loaded.doc_to_text(doc)])[0][0].tolist()

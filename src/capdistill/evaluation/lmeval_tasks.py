@@ -69,17 +69,24 @@ def write_task(
     return task
 
 
+def local_task_manager(task_dir: Path) -> Any:
+    """lm-eval's task index over `task_dir` only: the exported tasks are self-contained, and
+    indexing lm-eval's own ~10k task YAMLs as well would take seconds per evaluation."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(task_dir), include_defaults=False)
+
+
 def run_tasks(
     lm: Any, task_dir: Path, tasks: list[str], metric: str = "exact_match", chat: bool = False
 ) -> dict[str, float]:
     """`metric` (0-100) per local task of any lm-eval `LM`, through `simple_evaluate`."""
     from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
 
     results = simple_evaluate(
         model=lm,
         tasks=tasks,
-        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),  # not lm-eval's ~10k tasks
+        task_manager=local_task_manager(task_dir),
         apply_chat_template=chat,
         log_samples=False,
         verbosity="ERROR",
