@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -15,7 +16,7 @@ from capdistill.config.hydra_setup import CONF_DIR, setup
 from capdistill.config.schema import validate
 from capdistill.errors import CapdistillError
 from capdistill.results.collect import collect, variant
-from capdistill.results.plot import FIGURES, plot, upload_to_wandb
+from capdistill.results.plot import BASELINES, DRAW, FIGURES, plot, upload_to_wandb
 from test_cli import capdistill
 
 CAPS = ["math", "code", "safety"]
@@ -68,11 +69,12 @@ def test_multirun_collect_plot_and_relaunch_skips_finished_jobs(tmp_path: Path, 
 
 
 def fake_table() -> pd.DataFrame:
-    """A collected table as `collect` writes it, for figure tests without training."""
+    """A collected table as `collect` writes it, for figure tests without training (read = uniform + 5 per seed)."""
     rows = []
     for name, budget, seed, loss in itertools.product(
         ["uniform", "read", "single:math", "single:code"], [3000, 12000], [0, 1], ["sft", "fkl"]
     ):
+        utility = 30 + budget / 1000 + seed + (5 if name == "read" else 0)
         row = {
             "run": f"{name}-{budget}-{seed}-{loss}",
             "experiment": "test",
@@ -81,7 +83,10 @@ def fake_table() -> pd.DataFrame:
             "loss": loss,
             "seed": seed,
             "budget_tokens": budget,
-            "task_utility": 30 + budget / 1000 + seed + (5 if name == "read" else 0),
+            "task_utility": utility,
+            "dev_task_utility": utility - 1,
+            "base_task_utility": 20.0,
+            "teacher_task_utility": 80.0,
         }
         for i, c in enumerate(CAPS):
             row[f"probe/{c}"] = 20 + i * 10 + budget / 2000
@@ -91,27 +96,97 @@ def fake_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def one_seed(table: pd.DataFrame) -> pd.DataFrame:
+    """One run per variant and budget: no interval anywhere."""
+    return table[(table["seed"] == 0) & (table["loss"] == "sft")]
+
+
+@pytest.mark.parametrize("single", [False, True], ids=["seeds", "one-seed"])
 @pytest.mark.parametrize("figure", FIGURES)
-def test_every_figure_is_drawn_with_its_table(tmp_path: Path, figure: str) -> None:
-    files = plot(fake_table(), figure, tmp_path)
+def test_every_figure_is_drawn_with_its_table(tmp_path: Path, figure: str, single: bool) -> None:
+    files = plot(one_seed(fake_table()) if single else fake_table(), figure, tmp_path)
     for key in ("png", "pdf", "md"):
         assert Path(files[key]).stat().st_size > 0
     assert "3k" in files["markdown"] and "12k" in files["markdown"]
 
 
+@pytest.mark.parametrize("single", [False, True], ids=["seeds", "one-seed"])
+@pytest.mark.parametrize("figure", BASELINES)
+def test_allocator_figures_are_drawn_against_a_baseline(tmp_path: Path, figure: str, single: bool) -> None:
+    files = plot(one_seed(fake_table()) if single else fake_table(), figure, tmp_path, baseline="uniform")
+    for key in ("png", "pdf", "md"):
+        assert Path(files[key]).stat().st_size > 0
+    text = files["markdown"]
+    assert text.startswith("baseline: uniform (paired per-seed differences); cells: mean ± Student-t 95% CI")
+    assert "task utility (exact match, %)\n\n| variant | 3k | 12k |" in text
+    assert "paired difference vs uniform\n\n| variant | 3k | 12k |" in text
+    # read beats uniform by exactly 5 on every seed: the paired interval has no width
+    pair = "+5.0 (n=1)" if single else "+5.0 ± 0.0 (n=4)"
+    assert f"| read | {pair} | {pair} |" in text
+    if single:
+        assert "±" not in text.split("\n", 1)[1] and "| read | 38.0 (n=1) | 47.0 (n=1) |" in text
+
+
+def test_budget_curves_show_reference_levels_and_the_paired_panel() -> None:
+    fig, _ = DRAW["budget_curves"](fake_table(), "uniform")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert {"teacher", "student base", "read", "uniform"} <= set(labels)
+    assert fig.axes[1].get_title() == "paired difference vs uniform"
+    assert [ax.get_title() for ax in fig.axes[2:] if ax.get_visible()] == sorted(CAPS)
+    plt.close(fig)
+
+
+def test_the_baseline_defaults_to_task_static_or_read(tmp_path: Path) -> None:
+    table = fake_table()
+    assert "no baseline" in plot(table, "budget_curves", tmp_path)["markdown"]
+    assert "paired difference vs read" in plot(table, "ablation", tmp_path)["markdown"]
+    static = table[table["variant"] == "uniform"].assign(variant="task_static")
+    text = plot(pd.concat([table, static]), "schedules", tmp_path)["markdown"]
+    assert "paired difference vs task_static" in text and "| uniform | +0.0 ± 0.0 (n=4) |" in text
+
+
+@pytest.mark.parametrize("figure", ["losses", "transfer"])
+def test_a_baseline_is_only_for_allocator_figures(tmp_path: Path, figure: str) -> None:
+    with pytest.raises(CapdistillError, match="--baseline compares allocators"):
+        plot(fake_table(), figure, tmp_path, baseline="uniform")
+
+
+def test_an_unknown_baseline_is_a_one_line_error(tmp_path: Path) -> None:
+    fake_table().to_csv(tmp_path / "results.csv", index=False)
+    result = capdistill("plot", str(tmp_path / "results.csv"), "--figure", "schedules", "--baseline", "static")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "capdistill plot: error: unknown baseline 'static'; the table's variants: read, single:code" in result.stderr
+
+
 def test_budget_table_reports_seed_means_and_confidence(tmp_path: Path) -> None:
     text = plot(fake_table(), "schedules", tmp_path)["markdown"]
-    # read at 3k: utilities 38 and 39 for each of two losses -> mean 38.5, 4 runs
-    assert "| read | 38.5 ± 0.6 (n=4) |" in text
+    # read at 3k: utilities 38 and 39 for each of two losses -> mean 38.5, Student-t half-width
+    # t(0.975, 3) * sd / sqrt(4) = 3.182 * 0.577 / 2 = 0.92, 4 runs
+    assert "| read | 38.5 ± 0.9 (n=4) |" in text
 
 
-def test_schedules_report_the_best_fixed_split_as_grid(tmp_path: Path) -> None:
-    table = fake_table()
-    fixed = table[table["variant"] == "uniform"].assign(variant="fixed:math=1", task_utility=90.0)
-    worse = fixed.assign(variant="fixed:code=1", task_utility=10.0)
-    text = plot(pd.concat([table, fixed, worse]), "schedules", tmp_path)["markdown"]
-    assert "| grid | 90.0 ± 0.0 (n=4) | 90.0 ± 0.0 (n=4) |" in text
+def with_fixed_splits(table: pd.DataFrame) -> pd.DataFrame:
+    """Two fixed splits: math=1 is best on eval (90 vs 10), code=1 is best on dev (80 vs 20)."""
+    uniform = table[table["variant"] == "uniform"]
+    on_eval = uniform.assign(variant="fixed:math=1", task_utility=90.0, dev_task_utility=20.0)
+    on_dev = uniform.assign(variant="fixed:code=1", task_utility=10.0, dev_task_utility=80.0)
+    return pd.concat([table, on_eval, on_dev], ignore_index=True)
+
+
+@pytest.mark.parametrize("figure", ["schedules", "budget_curves"])
+def test_grid_is_the_best_fixed_split_on_dev(tmp_path: Path, figure: str) -> None:
+    text = plot(with_fixed_splits(fake_table()), figure, tmp_path, baseline="uniform")["markdown"]
+    assert "| grid | 10.0 ± 0.0 (n=4) | 10.0 ± 0.0 (n=4) |" in text  # its eval score, chosen on dev
+    assert "| grid | -23.5 ± 0.9 (n=4) |" in text  # paired: 10 - (33 or 34) at 3k
     assert "fixed:" not in text
+
+
+@pytest.mark.parametrize("figure", ["schedules", "budget_curves"])
+def test_grid_needs_dev_scores(tmp_path: Path, figure: str) -> None:
+    table = with_fixed_splits(fake_table())
+    for unscored in (table.drop(columns="dev_task_utility"), table.assign(dev_task_utility=float("nan"))):
+        with pytest.raises(CapdistillError, match="grid picks the best fixed split .* have no dev scores"):
+            plot(unscored, figure, tmp_path)
 
 
 def test_transfer_reports_the_marginal_gain_per_budget_increment(tmp_path: Path) -> None:
@@ -136,6 +211,8 @@ def test_collect_of_an_empty_directory_is_an_error(tmp_path: Path) -> None:
 def test_variant_names_the_ablations() -> None:
     assert variant({"name": "read", "beta": 0.5, "adapt": True, "use_requirements": True}) == "read"
     assert variant({"name": "read", "beta": 0.0, "adapt": False}) == "read-no-adaptation-no-spillover"
+    assert variant({"name": "read", "trust_radius": 0.3, "context": "paper"}) == "read-trust-paper-context"
+    assert variant({"name": "read", "calibration": "off", "trust_radius": None}) == "read-no-calibration"
     assert variant({"name": "single", "capability": "math"}) == "single:math"
     assert variant({"name": "fixed", "weights": {"math": 0.5, "code": 0.5}}) == "fixed:code=0.5,math=0.5"
 

@@ -9,6 +9,7 @@ nothing else.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,15 @@ from capdistill.results.record import RECORD_FILE
 
 RESULTS_CSV, RESULTS_PARQUET, ROUNDS_CSV = "results.csv", "results.parquet", "rounds.csv"
 
-# config fields of `read` whose non-default values name the paper's ablations
+# config fields of `read` whose non-default values name the paper's ablations, then the ablations
+# of this implementation's deviations from the paper (allocation/bandit.py)
 ABLATIONS = (
     ("use_requirements", False, "no-identification"),
     ("adapt", False, "no-adaptation"),
     ("beta", 0.0, "no-spillover"),
+    ("context", "paper", "paper-context"),
+    ("calibration", "off", "no-calibration"),
+    ("one_hots", True, "one-hots"),
 )
 
 
@@ -38,14 +43,34 @@ def variant(allocator: dict[str, Any]) -> str:
         return "fixed:" + ",".join(f"{c}={w:g}" for c, w in sorted(weights.items()))
     if name == "read":
         off = [label for key, value, label in ABLATIONS if allocator.get(key) == value]
+        trust = ["trust"] if allocator.get("trust_radius") is not None else []
         learned = ["learned-requirements"] if allocator.get("identify") == "learned" else []
-        return "-".join([name, *off, *learned])
+        return "-".join([name, *trust, *off, *learned])
     return name
 
 
+def scores(entry: dict[str, Any], capabilities: list[str]) -> dict[str, float]:
+    """An evaluation's scores as columns: exact match on eval (`task_utility`, `probe/<c>`; NaN where the
+    entry has none, as rounds between evaluation checkpoints) and the dev log-likelihood proxies."""
+    probe, loglik = entry.get("probe", {}), entry.get("probe_loglik", {})
+    row = {"task_utility": entry.get("task_utility", math.nan), "task_loglik": entry.get("task_loglik", math.nan)}
+    for c in capabilities:
+        row[f"probe/{c}"] = probe.get(c, math.nan)
+        row[f"loglik/{c}"] = loglik.get(c, math.nan)
+    return row
+
+
 def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
-    """One table row: a run's settings, final scores and their change from the student base."""
+    """One table row: a run's settings, final scores and their change from the student base.
+
+    Keys later versions added are read when present and NaN otherwise, so older records still collect:
+    the final eval sizes (`final.n`) give one run's binomial standard error of the task utility, and
+    `final_dev` the task utility on the dev split (what `grid` chooses on, never eval).
+    """
     cfg, final, base = record["config"], record["final"], record["reference"]["student_base"]
+    spent, capabilities = record["budget"]["spent_by_capability"], list(final["probe"])
+    n = final.get("n", {}).get("task", math.nan)
+    p = final["task_utility"] / 100
     row: dict[str, Any] = {
         "run": run,
         "experiment": record.get("experiment", cfg.get("experiment_name")),
@@ -57,34 +82,37 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         "budget_tokens": record["budget"]["total_tokens"],
         "spent_tokens": record["budget"]["spent_tokens"],
         "rounds": len(record["rounds"]),
-        "task_utility": final["task_utility"],
+        **scores(final, capabilities),
+        "task_utility_n": n,
+        "task_utility_se": 100 * math.sqrt(p * (1 - p) / n) if n > 0 else math.nan,
+        "eval_split": final.get("splits", {}).get("task_utility"),
+        "dev_task_utility": record.get("final_dev", {}).get("task_utility", math.nan),
         "base_task_utility": base["task_utility"],
         "teacher_task_utility": record["reference"]["teacher"]["task_utility"],
         "total_s": record["timing"]["total_s"],
     }
     if "lmeval" in record:  # the final evaluation through lm-eval
         row["lmeval_task_utility"] = record["lmeval"]["task_utility"]
-    deltas = {c: final["probe"][c] - base["probe"][c] for c in final["probe"]}
+    deltas = {c: final["probe"][c] - base["probe"][c] for c in capabilities}
     row["task_gain"] = final["task_utility"] - base["task_utility"]
     # off-target change: what the capabilities the run did not spend on gained or lost
-    targets = {c for c, t in record["budget"]["spent_by_capability"].items() if t > 0}
-    off = [d for c, d in deltas.items() if c not in targets]
+    off = [d for c, d in deltas.items() if spent[c] == 0]
     row["off_target_change"] = sum(off) / len(off) if off else 0.0
-    row["negative_spillover"] = sum(min(d, 0.0) for c, d in deltas.items() if c not in targets)
-    for c in final["probe"]:
-        row[f"probe/{c}"] = final["probe"][c]
+    row["negative_spillover"] = sum(min(d, 0.0) for d in off)
+    for c in capabilities:
         row[f"delta/{c}"] = deltas[c]
-        row[f"spent/{c}"] = record["budget"]["spent_by_capability"][c]
+        row[f"spent/{c}"] = spent[c]
     return row
 
 
 def round_rows(record: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    """One row per round: its allocation, spend and scores (exact match only at evaluation checkpoints)."""
     rows = []
     for entry in record["rounds"]:
-        row = {"run": run, "round": entry["round"], "task_utility": entry["task_utility"]}
+        capabilities = list(entry["spent_by_capability"])
+        row = {"run": run, "round": entry["round"], **scores(entry, capabilities)}
         row.update({f"allocation/{c}": w for c, w in entry["allocation"].items()})
         row.update({f"spent/{c}": t for c, t in entry["spent_by_capability"].items()})
-        row.update({f"probe/{c}": s for c, s in entry["probe"].items()})
         rows.append(row)
     return rows
 

@@ -1,12 +1,15 @@
 """`capdistill plot`: the paper's figures from a collected table, as PNG + PDF + a markdown table.
 
-Every figure shows seed means with 95% confidence bands (normal approximation, 1.96 standard
-errors; none with a single seed) and budgets in tokens:
+Every figure shows seed means with Student-t 95% confidence intervals (none with a single
+seed) and budgets in tokens. Seeds are common random numbers (every allocator sees the same
+prompts and eval items for a seed), so allocators are compared to a baseline by paired per-seed
+differences (`capdistill.results.stats`):
 
-* `budget_curves` - task utility and every capability's probe score vs budget, one line per
-  allocator (paper RQ2); `losses` - the same with one line per KD loss;
-* `schedules`, `ablation` - task utility per allocator at each budget, as bars (the
-  schedule table and the ablation figure);
+* `budget_curves` - task utility vs budget, one line per allocator, against the teacher's and
+  the student base's levels; the paired difference to the baseline; every capability's probe
+  score (paper RQ2); `losses` - task utility and probes with one line per KD loss;
+* `schedules`, `ablation` - paired differences to the baseline per allocator at each budget
+  (absolute task utility without a baseline), as bars (the schedule table and the ablation figure);
 * `transfer` - transfer matrices T_ij(B) (probe change of capability j after distilling only
   i at budget B) and negative spillover vs budget (paper Fig 1 a, b, d), from
   `allocator=single` runs.
@@ -29,6 +32,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from capdistill.errors import CapdistillError  # noqa: E402
 from capdistill.io import atomic_file, atomic_write_text  # noqa: E402
+from capdistill.results.stats import cell, paired, summarize  # noqa: E402
 
 FIGURES = ("budget_curves", "losses", "schedules", "ablation", "transfer")
 
@@ -41,16 +45,8 @@ def tokens(n: float) -> str:
     return f"{n:g}"
 
 
-def summarize(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    """Mean, 95% half-width and seed count of `value` per group."""
-    grouped = table.groupby(by, sort=True)[value]
-    out = grouped.agg(["mean", "std", "count"]).reset_index()
-    out["ci"] = [1.96 * s / math.sqrt(n) if n > 1 else 0.0 for s, n in zip(out["std"].fillna(0), out["count"])]
-    return out.drop(columns="std").rename(columns={"count": "n"})
-
-
-def markdown(summary: pd.DataFrame, rows: str, cols: str) -> str:
-    """A `rows` x `cols` markdown table of 'mean ± ci (n)'."""
+def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False) -> str:
+    """A `rows` x `cols` markdown table of `summary`'s cells 'mean ± ci (n=...)' (`signed` for differences)."""
     col_values = sorted(summary[cols].unique())
     header = f"| {rows} | " + " | ".join(tokens(c) if cols == "budget_tokens" else str(c) for c in col_values) + " |"
     lines = [header, "|" + " --- |" * (len(col_values) + 1)]
@@ -58,11 +54,20 @@ def markdown(summary: pd.DataFrame, rows: str, cols: str) -> str:
         cells = []
         for c in col_values:
             hit = part[part[cols] == c]
-            cells.append(
-                "" if hit.empty else f"{hit['mean'].iloc[0]:.1f} ± {hit['ci'].iloc[0]:.1f} (n={hit['n'].iloc[0]})"
-            )
+            cells.append("" if hit.empty else cell(hit["mean"].iloc[0], hit["ci"].iloc[0], hit["n"].iloc[0], signed))
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report(table: pd.DataFrame, hue: str, baseline: str | None, pairs: pd.DataFrame | None) -> str:
+    """The markdown beside a figure: task utility per `hue` x budget and, with a baseline, the paired differences."""
+    against = f"baseline: {baseline} (paired per-seed differences)" if baseline else "no baseline"
+    absolute = markdown(summarize(table, [hue, "budget_tokens"], "task_utility"), hue, "budget_tokens")
+    text = f"{against}; cells: mean ± Student-t 95% CI over seeds (n: runs or seed pairs)\n\n"
+    text += f"task utility (exact match, %)\n\n{absolute}"
+    if pairs is not None:
+        text += f"\npaired difference vs {baseline}\n\n" + markdown(pairs, "variant", "budget_tokens", signed=True)
+    return text
 
 
 def _grid(n: int, width: float = 3.4, height: float = 2.8) -> tuple[Figure, list[Any]]:
@@ -79,34 +84,58 @@ def _label(metric: str) -> str:
     return "task utility" if metric == "task_utility" else metric.split("/", 1)[1].replace("_", " ")
 
 
-def curves(table: pd.DataFrame, hue: str, title: str) -> tuple[Figure, str]:
-    """One panel per metric (task utility, then each capability's probe), one line per `hue` value."""
-    metrics = ["task_utility"] + sorted(c for c in table.columns if c.startswith("probe/"))
-    fig, axes = _grid(len(metrics))
-    for ax, metric in zip(axes, metrics):
-        summary = summarize(table, [hue, "budget_tokens"], metric)
-        for key, part in summary.groupby(hue, sort=True):
-            ax.plot(part["budget_tokens"], part["mean"], marker="o", label=str(key))
-            ax.fill_between(part["budget_tokens"], part["mean"] - part["ci"], part["mean"] + part["ci"], alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_xticks(
-            sorted(table["budget_tokens"].unique()), [tokens(b) for b in sorted(table["budget_tokens"].unique())]
-        )
-        ax.minorticks_off()
+def _budget_axis(ax: Any, budgets: list[int]) -> None:
+    """A log-scaled budget axis labelled in tokens, with a light grid."""
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [tokens(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("budget (tokens)")
+    ax.grid(alpha=0.3)
+
+
+# table column -> label of the reference levels drawn on the task utility panel
+REFERENCES = {"teacher_task_utility": "teacher", "base_task_utility": "student base"}
+
+
+def curves(table: pd.DataFrame, hue: str, title: str, baseline: str | None = None) -> tuple[Figure, str]:
+    """Task utility vs budget per `hue` value against the teacher's and the student base's levels; with a
+    `baseline` variant, the paired difference to it; then one panel per capability's probe score."""
+    pairs = paired(table, baseline) if baseline else None
+    probes = sorted(c for c in table.columns if c.startswith("probe/"))
+    budgets = sorted(table["budget_tokens"].unique())
+    colors = {key: f"C{i}" for i, key in enumerate(sorted(table[hue].unique()))}
+    fig, axes = _grid(1 + (pairs is not None) + len(probes))
+    for ax, metric in zip([axes[0], *axes[len(axes) - len(probes) :]], ["task_utility", *probes]):
+        for key, part in summarize(table, [hue, "budget_tokens"], metric).groupby(hue, sort=True):
+            x, low, high = part["budget_tokens"], part["mean"] - part["ci"], part["mean"] + part["ci"]
+            ax.plot(x, part["mean"], marker="o", color=colors[key], label=str(key))
+            ax.fill_between(x, low, high, color=colors[key], alpha=0.2)  # NaN (one seed): no band
+        _budget_axis(ax, budgets)
         ax.set_title(_label(metric))
-        ax.set_xlabel("budget (tokens)")
         ax.set_ylabel("exact match (%)")
-        ax.grid(alpha=0.3)
+    for (column, name), color in zip(REFERENCES.items(), ("black", "grey")):
+        if column in table.columns:
+            axes[0].axhline(table[column].mean(), color=color, linestyle="--", lw=1, label=name)
+    if pairs is not None:
+        ax = axes[1]
+        for key, part in pairs.groupby("variant", sort=True):
+            ax.errorbar(part["budget_tokens"], part["mean"], yerr=part["ci"], marker="o", capsize=3, color=colors[key])
+        ax.axhline(0, color="grey", lw=0.8)
+        _budget_axis(ax, budgets)
+        ax.set_title(f"paired difference vs {baseline}")
+        ax.set_ylabel("Δ task utility (points)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle(title, y=0.995, fontsize=12)
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=min(len(labels), 6), title=hue)
     fig.tight_layout(rect=(0, 0, 1, 0.86))
-    return fig, markdown(summarize(table, [hue, "budget_tokens"], "task_utility"), hue, "budget_tokens")
+    return fig, report(table, hue, baseline, pairs)
 
 
-def bars(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
-    """Task utility per allocator variant, grouped by budget, with 95% error bars."""
-    summary = summarize(table, ["variant", "budget_tokens"], "task_utility")
+def bars(table: pd.DataFrame, title: str, baseline: str | None = None) -> tuple[Figure, str]:
+    """Per allocator variant, grouped by budget, with 95% error bars: the paired difference to `baseline`,
+    or the absolute task utility without one."""
+    pairs = paired(table, baseline) if baseline else None
+    summary = summarize(table, ["variant", "budget_tokens"], "task_utility") if pairs is None else pairs
     budgets, variants = sorted(summary["budget_tokens"].unique()), sorted(summary["variant"].unique())
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(budgets) * len(variants) ** 0.5 + 3) + 1.8, 3.8))
@@ -116,12 +145,17 @@ def bars(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
         ax.bar(xs, part["mean"], width, yerr=part["ci"], capsize=3, label=name)
     ax.set_xticks(range(len(budgets)), [tokens(b) for b in budgets])
     ax.set_xlabel("budget (tokens)")
-    ax.set_ylabel("task utility (exact match, %)")
-    ax.set_title(title)
+    if pairs is None:
+        ax.set_ylabel("task utility (exact match, %)")
+        ax.set_title(f"{title}: task utility")
+    else:
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylabel(f"Δ task utility vs {baseline} (points)")
+        ax.set_title(f"{title}: task utility, paired difference vs {baseline}")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     fig.tight_layout()
-    return fig, markdown(summary, "variant", "budget_tokens")
+    return fig, report(table, "variant", baseline, pairs)
 
 
 def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
@@ -154,13 +188,9 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     spill = summarize(single, ["budget_tokens"], "negative_spillover")
     ax = axes[-2]
     ax.errorbar(spill["budget_tokens"], spill["mean"], yerr=spill["ci"], marker="o", capsize=3)
-    ax.set_xscale("log")
-    ax.set_xticks(budgets, [tokens(b) for b in budgets])
-    ax.minorticks_off()
-    ax.set_xlabel("budget (tokens)")
+    _budget_axis(ax, budgets)
     ax.set_ylabel("negative off-target change (points)")
     ax.set_title("negative spillover vs budget", fontsize=9)
-    ax.grid(alpha=0.3)
     text.append(marginal_gains(single, budgets, axes[-1]))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -203,32 +233,53 @@ def marginal_gains(single: pd.DataFrame, budgets: list[int], ax: Any) -> str:
 
 
 def with_grid(table: pd.DataFrame) -> pd.DataFrame:
-    """Add `grid`: at each budget, the runs of the fixed split with the best mean task utility."""
+    """Replace the fixed splits by `grid`: at each budget, the runs of the split with the best mean task utility
+    on the dev split, reported by their eval scores (choosing on eval would leak the test items into the pick)."""
     fixed = table[table["variant"].str.startswith("fixed:")]
     if fixed.empty:
         return table
-    means = fixed.groupby(["budget_tokens", "variant"])["task_utility"].mean().reset_index()
-    best = means.loc[means.groupby("budget_tokens")["task_utility"].idxmax(), ["budget_tokens", "variant"]]
+    scored = fixed.dropna(subset=["dev_task_utility"]) if "dev_task_utility" in fixed.columns else fixed.iloc[:0]
+    unscored = sorted(set(fixed["budget_tokens"]) - set(scored["budget_tokens"]))
+    if unscored:
+        raise CapdistillError(
+            "plot: grid picks the best fixed split by its task utility on the dev split, but the fixed runs at "
+            f"{', '.join(tokens(b) for b in unscored)} tokens have no dev scores (dev_task_utility, in records "
+            "from this version of capdistill)"
+        )
+    means = scored.groupby(["budget_tokens", "variant"])["dev_task_utility"].mean().reset_index()
+    best = means.loc[means.groupby("budget_tokens")["dev_task_utility"].idxmax(), ["budget_tokens", "variant"]]
     chosen = fixed.merge(best, on=["budget_tokens", "variant"]).assign(variant="grid")
     return pd.concat([table[~table.index.isin(fixed.index)], chosen], ignore_index=True)
 
 
-DRAW: dict[str, Callable[[pd.DataFrame], tuple[Figure, str]]] = {
-    "budget_curves": lambda t: curves(t, "variant", "performance vs token budget, per allocator"),
-    "losses": lambda t: curves(t, "loss", "performance vs token budget, per KD loss"),
-    "schedules": lambda t: bars(with_grid(t), "allocation schedules: task utility (grid: best fixed split)"),
-    "ablation": lambda t: bars(t, "ReAD and its ablations: task utility"),
-    "transfer": lambda t: transfer(t, "cross-capability transfer"),
+DRAW: dict[str, Callable[[pd.DataFrame, str | None], tuple[Figure, str]]] = {
+    "budget_curves": lambda t, b: curves(with_grid(t), "variant", "performance vs token budget, per allocator", b),
+    "losses": lambda t, b: curves(t, "loss", "performance vs token budget, per KD loss"),
+    "schedules": lambda t, b: bars(with_grid(t), "allocation schedules (grid: best fixed split on dev)", b),
+    "ablation": lambda t, b: bars(t, "ReAD and its ablations", b),
+    "transfer": lambda t, b: transfer(t, "cross-capability transfer"),
 }
+# the figures that compare allocators, and the variant each compares to when the table has it
+BASELINES = {"budget_curves": "task_static", "schedules": "task_static", "ablation": "read"}
 
 
-def plot(table: pd.DataFrame, figure: str, out_dir: Path) -> dict[str, Path | str]:
-    """Draw `figure` from a collected table into `out_dir`; returns the file paths and the markdown table."""
+def plot(table: pd.DataFrame, figure: str, out_dir: Path, baseline: str | None = None) -> dict[str, Path | str]:
+    """Draw `figure` from a collected table into `out_dir`; returns the file paths and the markdown table.
+
+    `baseline`: the variant the allocator figures compare to by paired per-seed differences (default:
+    `BASELINES`' when the table has it, else none: absolute values only).
+    """
     if figure not in DRAW:
         raise CapdistillError(f"plot: --figure must be one of {', '.join(FIGURES)}, got {figure!r}")
     if table.empty:
         raise CapdistillError("plot: the table has no runs")
-    fig, text = DRAW[figure](table)
+    if baseline is None:
+        baseline = BASELINES.get(figure) if BASELINES.get(figure) in set(table["variant"]) else None
+    elif figure not in BASELINES:
+        raise CapdistillError(
+            f"plot: --baseline compares allocators; use it with --figure {', '.join(BASELINES)}, not {figure}"
+        )
+    fig, text = DRAW[figure](table, baseline)
     out: dict[str, Path | str] = {"markdown": text}
     for ext in ("png", "pdf"):
         path = Path(out_dir) / f"{figure}.{ext}"

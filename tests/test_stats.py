@@ -1,0 +1,160 @@
+"""Seed statistics: Student-t intervals, paired differences against a baseline, and the table cells."""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+
+import pandas as pd
+import pytest
+
+from capdistill.errors import CapdistillError
+from capdistill.results.collect import record_row, round_rows
+from capdistill.results.stats import cell, mean_ci, paired, summarize
+
+T_975_4 = 2.776445  # Student-t 97.5% quantile, 4 degrees of freedom (tables)
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    mean, half, n = mean_ci([1, 2, 3, 4, 5])
+    assert (mean, n) == (3.0, 5)
+    assert half == pytest.approx(T_975_4 * statistics.stdev([1, 2, 3, 4, 5]) / math.sqrt(5), rel=1e-6)
+
+
+def test_one_run_has_no_interval() -> None:
+    assert mean_ci([12.34]) == (12.34, None, 1)
+    summary = summarize(pd.DataFrame({"variant": ["a"], "task_utility": [12.34]}), ["variant"], "task_utility")
+    assert math.isnan(summary["ci"].iloc[0]) and summary["n"].iloc[0] == 1
+    assert cell(12.34, None, 1) == cell(12.34, summary["ci"].iloc[0], 1) == "12.3 (n=1)"
+
+
+def test_cells() -> None:
+    assert cell(12.34, 1.44, 5) == "12.3 ± 1.4 (n=5)"
+    assert cell(1.2, 0.8, 5, signed=True) == "+1.2 ± 0.8 (n=5)"
+    assert cell(-1.2, None, 1, signed=True) == "-1.2 (n=1)"
+
+
+NOISE = [0.01, -0.02, 0.015, 0.0, -0.01]
+
+
+def crossed_table() -> pd.DataFrame:
+    """`better` = `base` + 2 (+ tiny noise) on every seed, while seeds differ by 30 points, at two budgets."""
+    rows = []
+    for budget, (seed, noise) in zip([1000] * 5 + [2000] * 5, [*enumerate(NOISE)] * 2):
+        base = 30.0 * seed + budget / 100
+        rows.append({"variant": "base", "seed": seed, "budget_tokens": budget, "loss": "sft", "task_utility": base})
+        rows.append(
+            {
+                "variant": "better",
+                "seed": seed,
+                "budget_tokens": budget,
+                "loss": "sft",
+                "task_utility": base + 2 + noise,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_are_taken_per_seed() -> None:
+    table = crossed_table()
+    pairs = paired(table, "base").set_index("budget_tokens")
+    assert list(pairs["variant"]) == ["better", "better"] and list(pairs["n"]) == [5, 5]
+    for budget, row in pairs.iterrows():
+        # brute force: the difference of each seed's two runs
+        part = table[table["budget_tokens"] == budget]
+        side = {v: dict(zip(p["seed"], p["task_utility"])) for v, p in part.groupby("variant")}
+        mean, half, n = mean_ci([side["better"][s] - side["base"][s] for s in side["base"]])
+        assert (row["mean"], row["ci"], row["n"]) == (pytest.approx(mean), pytest.approx(half), n)
+        assert row["variant_mean"] == pytest.approx(statistics.mean(side["better"].values()))
+        assert row["baseline_mean"] == pytest.approx(statistics.mean(side["base"].values()))
+        assert row["mean"] - row["ci"] > 0 and row["ci"] < 0.05  # narrow, and excludes 0
+    unpaired = summarize(table, ["budget_tokens", "variant"], "task_utility").set_index(["budget_tokens", "variant"])
+    for budget in (1000, 2000):
+        better, base = unpaired.loc[(budget, "better")], unpaired.loc[(budget, "base")]
+        assert better["mean"] - better["ci"] < base["mean"] + base["ci"]  # unpaired intervals overlap
+
+
+def test_pairs_match_every_setting_column() -> None:
+    table = crossed_table()
+    other = table.assign(loss="fkl", task_utility=table["task_utility"] + 100 * (table["variant"] == "base"))
+    pairs = paired(pd.concat([table, other]), "base", by=("budget_tokens", "loss")).set_index("loss")
+    assert pairs.loc["sft", "mean"].tolist() == pytest.approx([2.0, 2.0], abs=0.05)
+    assert pairs.loc["fkl", "mean"].tolist() == pytest.approx([-98.0, -98.0], abs=0.05)
+
+
+def test_seeds_without_a_partner_are_left_out() -> None:
+    table = crossed_table()
+    extra = pd.DataFrame(
+        [
+            {"variant": "better", "seed": 9, "budget_tokens": 1000, "loss": "sft", "task_utility": 500.0},
+            {"variant": "base", "seed": 8, "budget_tokens": 1000, "loss": "sft", "task_utility": -500.0},
+        ]
+    )
+    pairs = paired(pd.concat([table, extra]), "base").set_index("budget_tokens")
+    assert pairs.loc[1000, "n"] == 5
+    assert pairs.loc[1000, "mean"] == pytest.approx(2 + statistics.mean(NOISE))
+    assert pairs.loc[1000, "baseline_mean"] == pytest.approx(statistics.mean(30.0 * s + 10 for s in range(5)))
+
+
+def test_an_unknown_baseline_names_the_variants() -> None:
+    with pytest.raises(CapdistillError, match="unknown baseline 'static'; the table's variants: base, better") as err:
+        paired(crossed_table(), "static")
+    assert "\n" not in str(err.value)
+
+
+RECORD = {
+    "config": {"allocator": {"name": "uniform"}, "loss": {"name": "sft"}, "task": {"name": "t"}},
+    "seed": 0,
+    "budget": {"total_tokens": 100, "spent_tokens": 90, "spent_by_capability": {"math": 90, "code": 0}},
+    "rounds": [
+        {
+            "round": 0,
+            "allocation": {"math": 1.0, "code": 0.0},
+            "spent_by_capability": {"math": 90, "code": 0},
+            "probe": {"math": 40.0, "code": 10.0},
+            "probe_loglik": {"math": -1.0, "code": -2.0},
+            "task_utility": 20.0,
+        }
+    ],
+    "final": {
+        "probe": {"math": 40.0, "code": 10.0},
+        "probe_loglik": {"math": -1.0, "code": -2.0},
+        "task_utility": 20.0,
+    },
+    "reference": {
+        "teacher": {"task_utility": 80.0},
+        "student_base": {"probe": {"math": 30.0, "code": 12.0}, "task_utility": 10.0},
+    },
+    "timing": {"total_s": 1.0},
+}
+
+
+def test_older_records_collect_with_the_new_columns_empty() -> None:
+    row, [step] = record_row(RECORD, "r"), round_rows(RECORD, "r")
+    assert row["task_utility"] == 20.0 and row["probe/math"] == 40.0 and row["loglik/code"] == -2.0
+    assert row["eval_split"] is None
+    for column in ("task_utility_n", "task_utility_se", "dev_task_utility", "task_loglik"):
+        assert math.isnan(row[column])
+    assert step["task_utility"] == 20.0 and step["loglik/math"] == -1.0 and math.isnan(step["task_loglik"])
+
+
+def test_new_records_give_the_binomial_error_dev_score_and_rounds_between_checkpoints() -> None:
+    record = copy.deepcopy(RECORD)
+    record["final"].update(
+        n={"math": 50, "code": 50, "task": 64},
+        splits={"probe": "eval", "task_utility": "eval", "probe_loglik": "dev", "task_loglik": "dev"},
+        task_loglik=-1.5,
+    )
+    record["final_dev"] = {"split": "dev", "task_utility": 25.0, "n": 32}
+    checkpoint = record["rounds"][0]
+    record["rounds"] = [
+        {k: v for k, v in checkpoint.items() if k not in ("probe", "task_utility")} | {"task_loglik": -1.7},
+        checkpoint | {"round": 1},
+    ]
+    row = record_row(record, "r")
+    assert (row["task_utility_n"], row["dev_task_utility"], row["eval_split"]) == (64, 25.0, "eval")
+    assert row["task_utility_se"] == pytest.approx(100 * math.sqrt(0.2 * 0.8 / 64)) and row["task_loglik"] == -1.5
+    between, at = round_rows(record, "r")
+    assert math.isnan(between["task_utility"]) and math.isnan(between["probe/math"]) and between["task_loglik"] == -1.7
+    assert between["loglik/math"] == -1.0 and at["probe/math"] == 40.0
