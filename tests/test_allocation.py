@@ -12,7 +12,7 @@ NAMES = ["math", "code", "safety"]
 
 def context() -> RoundContext:
     zeros = dict.fromkeys(NAMES, 0.0)
-    return RoundContext(0, 4, NAMES, {"math": 1.0}, zeros, zeros, 0.0, 1000, 0)
+    return RoundContext(0, 4, NAMES, {"math": 1.0}, zeros, 0.0, 1000, 0)
 
 
 def test_uniform_splits_equally() -> None:
@@ -48,4 +48,4 @@ def test_registry_names_match_config_options() -> None:
     options = {p.stem: p for p in (CONF_DIR / "allocator").glob("*.yaml")}
     assert set(ALLOCATORS) <= set(options)  # every allocator has a config of its own name
     for stem, path in options.items():  # the others are variants (ablations) of one of them
-        assert stem in ALLOCATORS or stem.split("_no_")[0] in ALLOCATORS, path
+        assert stem in ALLOCATORS or stem.split("_")[0] in ALLOCATORS, path

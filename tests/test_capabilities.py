@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capdistill.capabilities.base import SPLITS, Example, Source, normalize, split_of
+from capdistill.capabilities.base import ROLES, SPLITS, Example, Source, normalize, split_of
 from capdistill.capabilities.lexicon import (
     ENTITIES,
     LINGO,
@@ -101,6 +101,26 @@ def test_splits_are_disjoint(name):
         assert not leaked, f"{split} prompts in train: {leaked}"
     for (a, xs), (b, ys) in itertools.combinations(held.items(), 2):
         assert not {e.prompt for e in xs} & {e.prompt for e in ys}, (a, b)
+
+
+@pytest.mark.parametrize("name", ["math", "knowledge"])
+def test_held_out_roles_are_distinct_disjoint_and_seeded(name):
+    """dev and eval sets never share a prompt (nor with train); a population smaller than asked
+    (knowledge's) is taken whole, every prompt once; another seed draws another set or order."""
+    source = SOURCES[name]
+    dev, eval_ = (source.held_out(role, 400, 0, LEVELS) for role in ("dev", "eval"))
+    for role, examples in (("dev", dev), ("eval", eval_)):
+        assert {split_of(e.prompt) for e in examples} <= set(ROLES[role])
+        assert len({e.prompt for e in examples}) == len(examples)
+    assert not {e.prompt for e in dev} & {e.prompt for e in eval_}
+    if name == "knowledge":  # 57 dev and 249 eval prompts exist in all (1260 prompts, hash-split)
+        assert len(dev) < 100 and len(eval_) < 400
+        assert {e.prompt for e in eval_} == {e.prompt for e in source.held_out("eval", 1000, 3, LEVELS)}
+    else:
+        assert len(dev) == len(eval_) == 400
+        assert [e.prompt for e in eval_] != [e.prompt for e in source.held_out("eval", 400, 1, LEVELS)]
+    with pytest.raises(CapdistillError, match="role"):
+        source.held_out("probe", 4, 0, LEVELS)
 
 
 @FAST

@@ -96,13 +96,13 @@ def test_exhausted_prompt_pool_fails_before_building(tmp_path: Path) -> None:
     result = capdistill(
         "build-world",
         "experiment=micro",
-        "capabilities.params.num_entities=2",  # a knowledge base too small for the probe set
-        "capabilities.probe_size=50",
+        "capabilities.params.num_entities=2",  # a knowledge base too small for the teacher's dev set
+        "teacher.train.dev_size=50",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={tmp_path}",
     )
     assert result.returncode == 2
-    assert "knowledge" in result.stderr and "probe" in result.stderr
+    assert "knowledge" in result.stderr and "dev" in result.stderr
     assert "building" not in result.stdout + result.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 

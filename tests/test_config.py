@@ -114,6 +114,13 @@ def test_unknown_group_option_fails(make_cfg) -> None:
             "curriculum_steps",
         ),
         (["allocator=read", "allocator.identify=guess"], "identify"),
+        (["allocator=read", "allocator.context=full"], "allocator.context"),
+        (["allocator=read", "allocator.calibration=isotonic"], "allocator.calibration"),
+        (["allocator=read_trust", "allocator.trust_radius=1.5"], "trust_radius"),
+        (["capabilities.dev_size=0"], "capabilities.dev_size"),
+        (["evaluation.checkpoints=[0.5,1.5]"], "evaluation.checkpoints"),
+        (["distill.lr=0"], "distill.lr"),
+        (["distill.min_lr_ratio=2"], "distill.min_lr_ratio"),
     ],
 )
 def test_validate_rejects_bad_values_in_one_line(make_cfg, overrides: list[str], needle: str) -> None:

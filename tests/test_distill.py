@@ -9,6 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from capdistill.capabilities.base import ROLES, split_of
 from capdistill.config.schema import validate
 from capdistill.distill import run as run_module
 from capdistill.distill.data import DistillDataModule, SupervisedBatches
@@ -17,7 +18,8 @@ from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.losses import build_loss
 from capdistill.results.record import RECORD_FILE, check_record
-from capdistill.supervision.collect import Generation, collect_slice
+from capdistill.supervision.collect import Generation, PromptStream, collect_slice
+from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import ensure_model
 from capdistill.world.sources import WorldSources
 from conftest import compose_config
@@ -53,8 +55,20 @@ def test_fixed_split_spends_within_budget_and_writes_the_record(run_micro) -> No
     assert budget["student_trained_tokens"] > budget["spent_tokens"]  # prompts are processed too
     base = record["reference"]["student_base"]["probe_loglik"]
     assert record["final"]["probe_loglik"] != base  # the student changed
+    # every number names its split: eval exact match reports, the dev proxy decides
+    assert record["final"]["splits"] == {
+        "probe": "eval",
+        "task_utility": "eval",
+        "n": "eval",
+        "probe_loglik": "dev",
+        "task_loglik": "dev",
+    }
+    assert record["final_dev"]["split"] == "dev" and 0 <= record["final_dev"]["task_utility"] <= 100
+    assert record["final"]["n"]["task"] == 8 and set(record["final"]["n"]) == {*record["final"]["probe"], "task"}
     assert set(record["reference"]["teacher"]) >= {"probe", "task_utility"}
-    assert all(record["timing"][k] >= 0 for k in ("generation_s", "training_s", "probing_s", "total_s"))
+    timing = record["timing"]
+    assert all(timing[k] >= 0 for k in ("generation_s", "training_s", "probing_s", "proxy_s", "eval_s", "total_s"))
+    assert timing["decision_s"] == pytest.approx(timing["allocator_s"] + timing["proxy_s"])
     assert (out / "logs" / "version_0" / "metrics.csv").is_file()
     # the final evaluation through lm-eval agrees with the project's probes on the same student
     lmeval = record["lmeval"]
@@ -184,17 +198,11 @@ def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path,
     teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
     student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    stream = PromptStream(sources.capabilities["math"], "t", sources.difficulties)
     examples = collect_slice(
-        sources.capabilities["math"],
-        400,
-        teacher.model,
-        teacher.tokenizer,
-        student.tokenizer,
-        Generation(max_new_tokens=16),
-        sources.difficulties,
-        seed="t",
+        stream, 0, 400, teacher.model, teacher.tokenizer, student.tokenizer, Generation(max_new_tokens=16)
     ).examples
-    module = DistillationModule(student.model, teacher.model, build_loss("fkl"), 1e-2, 0.0, 1, 4)
+    module = DistillationModule(student.model, teacher.model, build_loss("fkl"), OptimizerSettings(1e-2))
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
@@ -256,7 +264,7 @@ def test_read_runs_three_steps_and_records_its_decisions(run_micro) -> None:
         decision, update = entry["decision"], entry["update"]
         assert decision["chosen"] == pytest.approx(entry["allocation"])
         assert decision["essential"][:2] == ["math", "tool_use"]
-        assert set(update) >= {"reward", "gain", "spill", "cost", "delta_probe"}
+        assert set(update) >= {"reward", "gain", "spill", "cost", "delta_loglik"}
 
 
 def test_read_learns_requirements_from_pilot_runs_and_resume_reuses_them(run_micro) -> None:
@@ -265,6 +273,7 @@ def test_read_learns_requirements_from_pilot_runs_and_resume_reuses_them(run_mic
     found = record["identification"]
     assert found["tokens_per_pilot"] == 1000 and found["pilot_tokens"] == 2000
     assert len(found["interventions"]) == 2
+    assert found["split"] == "dev"  # pilots are measured on the dev proxy, never on eval
     for pilot in found["interventions"]:
         assert sum(w > 0 for w in pilot["split"].values()) == 2
         assert set(pilot["delta_probe"]) == set(record["config"]["capabilities"]["names"])
@@ -281,3 +290,70 @@ def test_read_learns_requirements_from_pilot_runs_and_resume_reuses_them(run_mic
     (out / RECORD_FILE).unlink()
     again, _ = run_micro(*overrides, "budget.total_tokens=4k", "allocator.pilot_fraction=0.25")
     assert [p["delta_utility"] for p in again["identification"]["interventions"]] == [123.0, 123.0]
+
+
+READ_DECIDING = ("allocator=read", "allocator.warmup=1", "budget.rounds=4", "budget.total_tokens=6k")
+
+
+def decisions(record: dict) -> list[tuple]:
+    """What a run decided, round by round: the splits, what the bandit weighed, and its state."""
+    return [(e["allocation"], e["decision"], e["update"]) for e in record["rounds"]]
+
+
+def run_in(make_cfg, cache: Path, out: Path, *overrides: str) -> dict:
+    """A micro run in its own output directory (run_micro's is one per test)."""
+    cfg = make_cfg("experiment=micro", *overrides, cache_dir=cache)
+    cfg.paths.output_dir = str(out)
+    validate(cfg)
+    return distill(cfg)
+
+
+def test_nothing_that_decides_reads_eval(run_micro, make_cfg, micro_cache, tmp_path, monkeypatch) -> None:
+    """Other eval items, and eval scores replaced by noise, leave every allocation of a run unchanged."""
+    baseline, _ = run_micro(*READ_DECIDING, "evaluation.checkpoints=[0.25,0.5,0.75]", "evaluation.lmeval=false")
+    real_exact_match = run_module.exact_match
+    scrambled: list[float] = []
+
+    def noisy(model, tokenizer, sources, sets, task_source, batch_size):
+        scores = real_exact_match(model, tokenizer, sources, sets, task_source, batch_size)
+        if split_of(next(iter(sets.values()))[0].prompt) not in ROLES["eval"]:
+            return scores  # the final dev score (after every decision) stays as it is
+        scores["probe"] = {c: 100.0 * ((hash(c) + len(scrambled)) % 7) / 7 for c in scores["probe"]}
+        scores["task_utility"] = 100.0 * (len(scrambled) % 5) / 5
+        scrambled.append(scores["task_utility"])
+        return scores
+
+    monkeypatch.setattr(run_module, "exact_match", noisy)
+    overrides = ("evaluation.checkpoints=[0.25,0.5,0.75]", "evaluation.lmeval=false", "evaluation.seed=7")
+    perturbed = run_in(make_cfg, micro_cache, tmp_path / "perturbed", *READ_DECIDING, *overrides)
+    assert len(scrambled) == 4  # every round was an eval checkpoint, each one perturbed
+    assert [e["task_utility"] for e in perturbed["rounds"]] != [e["task_utility"] for e in baseline["rounds"]]
+    assert not all(e["decision"].get("warmup") for e in baseline["rounds"])  # the bandit itself decided
+    assert decisions(perturbed) == decisions(baseline)
+
+
+def test_eval_items_differ_by_evaluation_seed(make_cfg, micro_cache: Path) -> None:
+    """The perturbation above is real: another evaluation.seed draws other eval items."""
+    cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
+    sources = WorldSources.from_config(cfg)
+    a, b = (sources.held_out_sets("eval", cfg.task.source, seed) for seed in (0, 7))
+    assert any([e.prompt for e in a[n]] != [e.prompt for e in b[n]] for n in a)
+    dev = sources.held_out_sets("dev", cfg.task.source, 0)
+    assert not {e.prompt for s in dev.values() for e in s} & {e.prompt for s in a.values() for e in s}
+
+
+def test_resume_continues_exactly(run_micro, make_cfg, micro_cache: Path, monkeypatch, tmp_path: Path) -> None:
+    """A run killed after a round and resumed matches an uninterrupted one exactly, optimizer state included."""
+    whole, _ = run_micro(*READ_DECIDING, "evaluation.lmeval=false")
+    real = run_module.train_round
+    monkeypatch.setattr(run_module, "train_round", _crash_on_round(real, 2))
+    with pytest.raises(RuntimeError, match="killed"):
+        run_in(make_cfg, micro_cache, tmp_path / "resumed", *READ_DECIDING, "evaluation.lmeval=false")
+    assert (tmp_path / "resumed" / "rounds" / "round-001" / "optimizer.pt").is_file()
+    assert not (tmp_path / "resumed" / "rounds" / "round-000" / "optimizer.pt").exists()  # only the last is kept
+    monkeypatch.setattr(run_module, "train_round", real)
+    resumed = run_in(make_cfg, micro_cache, tmp_path / "resumed", *READ_DECIDING, "evaluation.lmeval=false")
+    drop = ("timing",)
+    strip = [{k: v for k, v in e.items() if k not in drop} for e in resumed["rounds"]]
+    assert strip == [{k: v for k, v in e.items() if k not in drop} for e in whole["rounds"]]
+    assert resumed["final"] == whole["final"]

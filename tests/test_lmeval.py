@@ -18,8 +18,8 @@ def test_lmeval_scores_match_the_checkers(make_cfg, tmp_path: Path, monkeypatch)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     sources = WorldSources.from_config(make_cfg())
     student = load_entry(next(ASSETS.glob("student-*")))  # weak: scores strictly between 0 and 100
-    sets = {n: sources.probes[n][:16] for n in ("math", "tool_use", "safety")}
-    sets["word_problem_formatted"] = sources.task_evals["word_problem_formatted"][:16]
+    sets = {n: sources.build_probes[n][:16] for n in ("math", "tool_use", "safety")}
+    sets["word_problem_formatted"] = sources.build_task_sets["word_problem_formatted"][:16]
     tasks = export_tasks(sources.spec, sets, tmp_path, bos=student.tokenizer.bos_token)
     got = evaluate_with_lmeval(student.model, student.tokenizer, tmp_path, tasks)
     ours = {
@@ -38,7 +38,7 @@ def test_lmeval_conditions_the_model_on_exactly_the_probe_tokens(make_cfg, tmp_p
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     sources = WorldSources.from_config(make_cfg())
     student = load_entry(next(ASSETS.glob("student-*")))
-    examples = sources.probes["safety"][:8]
+    examples = sources.build_probes["safety"][:8]
     (task,) = export_tasks(sources.spec, {"safety": examples}, tmp_path, bos=student.tokenizer.bos_token)
     loaded = get_task_dict([task], local_task_manager(tmp_path))[task]
     lm = hf_lm(student.model, student.tokenizer)

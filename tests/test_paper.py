@@ -63,12 +63,14 @@ def test_capability_score_is_the_mean_of_its_benchmarks(suite: PaperSuite) -> No
 
 
 def test_prompt_pools_are_the_train_splits_rendered_by_lmeval(suite: PaperSuite) -> None:
-    pools = suite.pools(probe_size=2)
+    pools = suite.pools(probe_size=2, dev_size=4)
     gsm = suite.tasks["gsm8k"][0]
     train = {gsm.doc_to_text(d) for d in gsm.training_docs()}
     held_out = {gsm.doc_to_text(d) for d in gsm.test_docs()}
     prompts = {e.prompt for e in pools["math"].splits["train"]}
     assert prompts and prompts <= train and not prompts & held_out  # decontaminated
+    dev = {e.prompt for e in pools["math"].splits["dev"]}
+    assert dev and dev <= train and not dev & prompts  # the proxy's prompts are held out of training
     assert all(p.startswith("Question: ") and p.endswith("\nAnswer:") for p in prompts)  # lm-eval's template
     assert {e.prompt for e in pools["math"].splits["probe"]} <= held_out and len(pools["math"].splits["probe"]) == 2
     # an ARC probe's reference response is the key's text, not its index
@@ -85,14 +87,14 @@ def test_bad_suites_fail_before_compute() -> None:
         PaperSuite({"general": ["mmlu_pro"]}, data_files={"mmlu_pro": {"test": "x"}}).check()
     few_shot = PaperSuite({"math": ["gsm8k"]}, data_files={"gsm8k": {"test": FILES["gsm8k"]["test"]}})
     with pytest.raises(CapdistillError, match="data_files.gsm8k: lm-eval's gsm8k task reads split 'train'"):
-        few_shot.pools(2)  # gsm8k's 5-shot examples come from its train split
+        few_shot.pools(2, 2)  # gsm8k's 5-shot examples come from its train split
     no_train = PaperSuite(
         {"reasoning": ["arc_challenge"]}, data_files={"arc_challenge": {"test": FILES["arc_challenge"]["test"]}}
     )
     with pytest.raises(
         CapdistillError, match="capability reasoning: none of its benchmarks \\(arc_challenge\\) has a train"
     ):
-        no_train.pools(2)
+        no_train.pools(2, 2)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ SIZES = {"probe": 32, "eval": 64}
 
 @pytest.fixture(scope="module")
 def sources():
-    return real_sources(REAL_CAPABILITIES, SIZES["probe"], SIZES["eval"], train_size=200)
+    return real_sources(REAL_CAPABILITIES, SIZES["probe"], SIZES["eval"], train_size=200, dev_size=16)
 
 
 def held_out(source):

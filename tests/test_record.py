@@ -9,7 +9,13 @@ import pytest
 from capdistill.errors import CapdistillError
 from capdistill.results.record import check_record
 
-ROUND = {"allocation": {"math": 1.0}, "spent_by_capability": {"math": 40}, "probe": {}, "probe_loglik": {}}
+ROUND = {
+    "allocation": {"math": 1.0},
+    "spent_by_capability": {"math": 40},
+    "probe": {},
+    "probe_loglik": {},
+    "task_loglik": 0.0,
+}
 RECORD = {
     "config": {},
     "seed": 0,

@@ -41,7 +41,7 @@ def test_shipped_model_reproduces_its_recorded_scores(default_cfg, role: str) ->
     model = load_entry(find_entry(default_cfg, role))
     sources = WorldSources.from_config(default_cfg)
     recorded = model.info["scores"]
-    for name, examples in sources.probes.items():
+    for name, examples in sources.build_probes.items():
         score, predictions = probe_accuracy(
             model.model,
             model.tokenizer,

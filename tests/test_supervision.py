@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from capdistill.capabilities.base import split_of
-from capdistill.supervision.collect import Generation, Overflow, collect_slice
+from capdistill.supervision.collect import Generation, Overflow, PromptStream, collect_round, collect_slice
 from capdistill.training.data import response_ids
 from capdistill.world.build import ensure_model
 from capdistill.world.sources import WorldSources
@@ -25,18 +25,19 @@ def world(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     return sources, teacher, student
 
 
+GENERATION = Generation(max_new_tokens=12, batch_size=16)
+
+
+def stream(world, seed: str = "s", name: str = "code") -> PromptStream:
+    sources, _, _ = world
+    return PromptStream(sources.capabilities[name], seed, sources.difficulties)
+
+
 def spend(world, allotted: int, overflow: Overflow = Overflow.drop, seed: str = "s", name: str = "code"):
-    sources, teacher, student = world
+    _, teacher, student = world
+    prompts = stream(world, seed, name)
     return collect_slice(
-        sources.capabilities[name],
-        allotted,
-        teacher.model,
-        teacher.tokenizer,
-        student.tokenizer,
-        Generation(max_new_tokens=12, batch_size=16),
-        sources.difficulties,
-        seed=seed,
-        overflow=overflow,
+        prompts, 0, allotted, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION, overflow
     )
 
 
@@ -63,3 +64,34 @@ def test_same_seed_same_supervision(world) -> None:
     a, b, c = spend(world, 120), spend(world, 120), spend(world, 120, seed="other")
     assert [e.prompt for e in a.examples] == [e.prompt for e in b.examples]
     assert [e.prompt for e in a.examples] != [e.prompt for e in c.examples]
+
+
+def test_prompt_streams_are_common_random_numbers(world) -> None:
+    """Spending a capability in two rounds draws the same prompts, in order, as spending it in one:
+    allocators with the same seed train on the same prompts as far as both spend."""
+    _, teacher, student = world
+    whole = spend(world, 200)
+    prompts = stream(world)
+    first = collect_slice(prompts, 0, 90, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION)
+    cursor = len(first.examples)  # a dropped overflowing response does not consume its prompt
+    second = collect_slice(prompts, cursor, 110, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION)
+    split = [e.prompt for e in first.examples + second.examples]
+    joined = [e.prompt for e in whole.examples]
+    assert split[: min(len(split), len(joined))] == joined[: min(len(split), len(joined))]
+    assert len(split) >= len(joined) - 1
+
+
+def test_a_round_fills_every_share_from_its_own_stream(world) -> None:
+    """All capabilities' prompts go to the teacher together; each slice is what it would be alone."""
+    _, teacher, student = world
+    shares = {"code": 120, "math": 80, "safety": 0}
+    streams = {name: stream(world, name=name) for name in shares}
+    pieces = {
+        s.capability: s
+        for s in collect_round(shares, streams, {}, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION)
+    }
+    assert set(pieces) == {"code", "math"}  # nothing is generated for an empty share
+    for name in ("code", "math"):
+        alone = spend(world, shares[name], name=name)
+        assert [e.prompt for e in pieces[name].examples] == [e.prompt for e in alone.examples]
+        assert pieces[name].spent <= shares[name]

@@ -87,7 +87,7 @@ def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> N
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     teacher = load_entry(find_entry(cfg, "teacher"))
     sources = WorldSources.from_config(cfg)
-    for name, examples in sources.probes.items():
+    for name, examples in sources.build_probes.items():
         source = sources.capabilities[name]
         score, predictions = probe_accuracy(teacher.model, teacher.tokenizer, source, examples)
         again = generate_texts(

@@ -28,7 +28,7 @@ TABLE_COMMANDS = ("collect", "plot")
 
 USAGE = f"""usage: capdistill SUBCOMMAND [hydra overrides] [-m]
        capdistill collect SWEEP_DIR [--out DIR]
-       capdistill plot TABLE_OR_SWEEP_DIR --figure FIGURE [--out DIR] [--wandb]
+       capdistill plot TABLE_OR_SWEEP_DIR --figure FIGURE [--baseline VARIANT] [--out DIR] [--wandb]
 
 subcommands: {", ".join((*SUBCOMMANDS, *TABLE_COMMANDS))}
 `capdistill SUBCOMMAND --help` lists the config groups, their options and the config
@@ -49,6 +49,13 @@ def table_command(name: str, argv: list[str]) -> int:
     else:
         parser.add_argument("source", type=Path, help="results.csv/.parquet, or a sweep directory (collected first)")
         parser.add_argument("--figure", required=True, choices=FIGURES)
+        parser.add_argument(
+            "--baseline",
+            default=None,
+            metavar="VARIANT",
+            help="compare allocators by paired per-seed differences to this variant (budget_curves, schedules, "
+            "ablation; default: task_static, or read for ablation, when the table has it)",
+        )
         parser.add_argument("--out", type=Path, default=None, help="where to write the figure (default: beside source)")
         parser.add_argument(
             "--wandb", action="store_true", help="also log the figure and table to an aggregate W&B run"
@@ -63,7 +70,7 @@ def table_command(name: str, argv: list[str]) -> int:
             return 0
         table = load_table(args.source)
         out_dir = args.out or (args.source if args.source.is_dir() else args.source.parent)
-        files = plot(table, args.figure, out_dir)
+        files = plot(table, args.figure, out_dir, args.baseline)
         print(files["markdown"])
         print(f"figure: {files['png']} ({files['pdf'].name}); table: {files['md']}")
         if args.wandb:
@@ -84,6 +91,20 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*treespec.*")  # inside Lightning, not ours
 
 
+def share_cores() -> None:
+    """Jobs that a parallel launcher (joblib) runs side by side share the cores: each gets its
+    part of them, instead of every job spinning one thread per core."""
+    import os
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs = HydraConfig.get().launcher.get("n_jobs")
+    cores = os.cpu_count() or 1
+    if jobs is not None and jobs != 1:
+        torch.set_num_threads(max(1, cores // (cores if jobs < 0 else jobs)))
+
+
 def run_subcommand(name: str, overrides: list[str]) -> None:
     """Compose the root config with `overrides` through Hydra and run subcommand `name`."""
     module, attr = SUBCOMMANDS[name]
@@ -92,6 +113,7 @@ def run_subcommand(name: str, overrides: list[str]) -> None:
     def job(cfg: DictConfig) -> None:
         try:
             validate(cfg)
+            share_cores()
             task(cfg)
         except CapdistillError as err:
             print(f"capdistill {name}: error: {err}", file=sys.stderr)

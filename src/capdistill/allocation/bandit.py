@@ -1,47 +1,120 @@
-"""ReAD's allocator: an uncertainty-aware contextual bandit with a spillover penalty (arXiv 2605.11290).
+"""ReAD's allocator (arXiv 2605.11290): an uncertainty-aware contextual bandit with a spillover penalty.
 
-Each round it scores a small set of candidate splits with an ensemble of MLP regressors
-(bootstrap-refit on the logged transitions) and picks argmax mu + kappa * sigma. The
-reward of a round is
+One decision per round (T = `budget.rounds`, 20 by default, each round 1/T of the budget):
 
-    R = r^T ds - beta * Spill - lam * cost,   Spill = sum_{c in C_ess} r_c * max(0, -ds_c),
+1. Requirements r over the capabilities (the task card's, or learned from pilot runs with
+   `identify=learned`); the essential set C_ess is its top-k.
+2. Candidates: r itself; local moves of `step` mass between two capabilities around the
+   previous split (r before round 0); sparse actions on C_ess: pairs at 1/4, 1/2, 3/4 and
+   tilts (1 - tilt) r + tilt e_c towards one essential capability.
+3. Warm-up: the first `warmup` rounds play a uniformly random candidate (the released code's rule).
+4. Afterwards every candidate is scored by an ensemble of J two-layer MLPs, each refit on a
+   bootstrap resample of the logged transitions, calibrated on the rewards logged so far,
+   and the bandit plays argmax mu + kappa * sigma.
+5. After the round: R = r . ds - beta * Spill - lam * cost, with ds the change of each
+   capability's dev log-likelihood proxy, Spill = sum_{c in C_ess} r_c max(0, -ds_c) and cost
+   the round's spend as a fraction of the budget. (x, a, R) is logged and the ensemble refit.
+6. Every `kappa_every` of the budget, kappa *= kappa_decay if the task's dev proxy did not
+   improve since the previous check (stagnation: explore less).
 
-with ds the probe change in fractions of 100 points, r the task's requirement vector,
-C_ess its top-k capabilities and cost the round's spend as a fraction of the budget.
+Where this differs from the paper or the released code, each is an option (default first):
 
-Everything the bandit decides is a function of the logged history and the seed (one RNG
-per round), so a resumed run that replays `update` over its completed rounds continues
-exactly as an uninterrupted one.
+* `context="compact"`: x = [budget left; each essential capability's proxy gain since the
+  start], the action as its mass on each of C_ess and on the rest: 2k + 2 inputs (8 for
+  k = 3), which tens of transitions can fit. `"paper"`: x = [r; proxy profile; budget left; previous split;
+  its gains] and the full action (5n + 1 inputs, 46 for nine capabilities).
+* `calibration="affine_sigma"`: mu is mapped affinely onto the realised rewards and sigma
+  rescaled so the standardised residuals have unit variance, both fitted on predictions made
+  before each transition was learned. Scaling sigma against mu changes decisions; an affine
+  map of the whole score with a positive slope (the paper's wording) could not. `"off"`: none.
+  The released code instead rescales later rewards by a dev-utility slope.
+* `lam` is per fraction of the budget (the released code's 1e-5 per raw token made the
+  cost a near-constant that dwarfed the gains).
+* The released code's candidates are only the pairs, built once per run; the paper's local
+  moves and this module's tilts and r are added as the paper describes (`one_hots=true` adds
+  the pure one-hot actions, off in the released code).
+* With no logged transition and no warm-up (`greedy`), r is played: there is nothing to be greedy about.
+
+Beyond the paper (`allocator=read_trust`): with `trust_radius`, candidates stay within that
+total-variation distance of r, and the bandit's choice is played only when the ensemble's
+predicted advantage over r is confidently positive (mean - trust_z * sd of the members'
+paired differences > 0); r is played otherwise.
+
+Everything decided is a function of the logged history and the seed (one RNG per round), so
+a resumed run that replays `update` over its completed rounds continues exactly as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from typing import Any
 
 import torch
-from torch import nn
 
 from capdistill.allocation.base import Allocator, RoundContext
 from capdistill.allocation.requirements import Intervention, identify_requirements, pilot_splits
+from capdistill.capabilities.base import TASK
 from capdistill.errors import CapdistillError
 
 Split = dict[str, float]
+PAIR_WEIGHTS = (0.25, 0.5, 0.75)  # the released code's sparse pair actions
+CONTEXTS = ("compact", "paper")
+CALIBRATIONS = ("affine_sigma", "off")
 
 
-def _check(name: str, value: float, low: float = 0.0) -> float:
-    if value < low:
-        raise CapdistillError(f"allocator.{name} must be >= {low}, got {value}")
+def _check(name: str, value: float, low: float = 0.0, high: float = math.inf) -> float:
+    if not low <= value <= high:
+        raise CapdistillError(f"allocator.{name} must be in [{low}, {high}], got {value}")
     return float(value)
 
 
-class ReadBandit(Allocator):
-    """`read`: the paper's method; ablations through `use_requirements`, `adapt` and `beta=0`.
+def total_variation(a: Split, b: Split) -> float:
+    return 0.5 * sum(abs(a[c] - b[c]) for c in a)
 
-    With `identify=learned` the requirement vector comes from `pilots` short pilot runs
-    (each `pilot_fraction` of the budget, from the student base) instead of the task card.
+
+class Ensemble:
+    """J MLPs (in -> hidden -> hidden -> 1, ReLU) held as batched weights and fit together.
+
+    One Adam spans the run, so every refit is warm-started (the released code's habit).
     """
+
+    def __init__(self, members: int, width: int, hidden: int, lr: float, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+
+        def layer(fan_in: int, fan_out: int) -> list[torch.Tensor]:
+            bound = 1 / math.sqrt(fan_in)  # nn.Linear's default initialisation
+            w = (torch.rand(members, fan_in, fan_out, generator=g) * 2 - 1) * bound
+            b = (torch.rand(members, 1, fan_out, generator=g) * 2 - 1) * bound
+            return [w.requires_grad_(), b.requires_grad_()]
+
+        self.params = layer(width, hidden) + layer(hidden, hidden) + layer(hidden, 1)
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, fused=True)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions [J, N] for per-member rows `x` [J, N, width] (or shared rows [N, width])."""
+        w1, b1, w2, b2, w3, b3 = self.params
+        if x.ndim == 2:
+            x = x.expand(w1.shape[0], *x.shape)
+        h = torch.relu(torch.baddbmm(b1, x, w1))
+        h = torch.relu(torch.baddbmm(b2, h, w2))
+        return torch.baddbmm(b3, h, w3).squeeze(-1)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, steps: int, generator: torch.Generator) -> None:
+        """`steps` full-batch Adam steps, each member on its own bootstrap resample of (x, y)."""
+        members = self.params[0].shape[0]
+        idx = torch.randint(len(y), (members, len(y)), generator=generator)
+        xb, yb = x[idx], y[idx]
+        for _ in range(steps):
+            self.optimizer.zero_grad()
+            ((self(xb) - yb) ** 2).mean().backward()
+            self.optimizer.step()
+
+
+class ReadBandit(Allocator):
+    """`read`: the paper's method; ablations through `use_requirements`, `adapt` and `beta=0`."""
 
     name = "read"
 
@@ -53,15 +126,22 @@ class ReadBandit(Allocator):
         top_k: int = 3,
         kappa: float = 1.0,
         kappa_decay: float = 0.7,
+        kappa_every: float = 0.1,
         beta: float = 0.5,
         lam: float = 0.1,
         ensemble: int = 5,
         hidden: int = 64,
         fit_steps: int = 200,
         fit_lr: float = 1e-3,
-        warmup: int = 3,
+        warmup: int = 5,
         max_candidates: int = 50,
         step: float = 0.1,
+        tilt: float = 0.5,
+        one_hots: bool = False,
+        context: str = "compact",
+        calibration: str = "affine_sigma",
+        trust_radius: float | None = None,
+        trust_z: float = 1.0,
         use_requirements: bool = True,
         adapt: bool = True,
         identify: str = "card",
@@ -70,56 +150,68 @@ class ReadBandit(Allocator):
         entropy_weight: float = 0.01,
     ) -> None:
         super().__init__(capabilities, seed)
-        if not 1 <= top_k <= len(self.capabilities):
-            raise CapdistillError(f"allocator.top_k must be in [1, {len(self.capabilities)}], got {top_k}")
-        self.top_k = top_k
-        self.kappa = _check("kappa", kappa)
-        self.kappa_decay = _check("kappa_decay", kappa_decay)
+        n = len(self.capabilities)
+        self.top_k = int(_check("top_k", top_k, 1, n))
+        self.kappa, self.kappa_decay = _check("kappa", kappa), _check("kappa_decay", kappa_decay, 0, 1)
+        self.kappa_every = _check("kappa_every", kappa_every, 1e-9, 1)
         self.beta, self.lam = _check("beta", beta), _check("lam", lam)
-        self.ensemble, self.hidden = int(_check("ensemble", ensemble, 1)), int(_check("hidden", hidden, 1))
-        self.fit_steps, self.fit_lr = int(_check("fit_steps", fit_steps, 1)), _check("fit_lr", fit_lr)
-        self.warmup, self.max_candidates = (
-            int(_check("warmup", warmup)),
-            int(_check("max_candidates", max_candidates, 1)),
-        )
-        self.step = _check("step", step)
-        self.use_requirements, self.adapt = use_requirements, adapt
-        if identify not in ("card", "learned"):
-            raise CapdistillError(f"allocator.identify must be 'card' or 'learned', got {identify!r}")
-        if not 0 < pilot_fraction <= 1:
-            raise CapdistillError(f"allocator.pilot_fraction must be in (0, 1], got {pilot_fraction}")
-        self.identify_from = identify
+        self.fit_steps, self.warmup = int(_check("fit_steps", fit_steps, 1)), int(_check("warmup", warmup))
+        self.max_candidates = int(_check("max_candidates", max_candidates, 2))
+        self.step, self.tilt = _check("step", step, 0, 1), _check("tilt", tilt, 0, 1)
+        self.one_hots, self.use_requirements, self.adapt = one_hots, use_requirements, adapt
+        for option, value, allowed in (
+            ("context", context, CONTEXTS),
+            ("calibration", calibration, CALIBRATIONS),
+            ("identify", identify, ("card", "learned")),
+        ):
+            if value not in allowed:
+                raise CapdistillError(f"allocator.{option} must be one of {', '.join(allowed)}; got {value!r}")
+        self.context, self.calibration_kind, self.identify_from = context, calibration, identify
+        self.trust_radius = None if trust_radius is None else _check("trust_radius", trust_radius, 0, 1)
+        self.trust_z = _check("trust_z", trust_z)
         self.pilots = int(_check("pilots", pilots, 1))
-        self.pilot_fraction = float(pilot_fraction)
+        self.pilot_fraction = _check("pilot_fraction", pilot_fraction, 1e-9, 1)
         self.entropy_weight = _check("entropy_weight", entropy_weight)
         self.learned: Split | None = None
-        n = len(self.capabilities)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.models = [self._mlp(5 * n + 1) for _ in range(self.ensemble)]  # context 4n+1, action n
-        self.features: list[torch.Tensor] = []
+        self.members_count, self.hidden = int(_check("ensemble", ensemble, 2)), int(_check("hidden", hidden, 1))
+        self.fit_lr = _check("fit_lr", fit_lr, 1e-12)
+        self.ensemble: Ensemble | None = None  # built at the first row, once r (and so C_ess) is known
+        self.rows: list[torch.Tensor] = []  # logged (context, action) rows
         self.rewards: list[float] = []
-        self.predicted: list[float] = []  # the ensemble's mean for each logged action before its refit
-        self.first: Split | None = None
+        self.predicted: list[tuple[float, float]] = []  # (mu, sigma) of each logged row before it was learned
+        self.start: Split | None = None  # the proxy profile before round 0 (compact context's origin)
+        self.first: Split | None = None  # the first split played (the no-adaptation ablation freezes it)
+        self.last_check: float | None = None  # the task's dev proxy at the previous kappa check
 
-    # ------------------------------------------------------------------ features
-
-    def _mlp(self, width: int) -> nn.Module:
-        return nn.Sequential(
-            nn.Linear(width, self.hidden),
-            nn.ReLU(),
-            nn.Linear(self.hidden, self.hidden),
-            nn.ReLU(),
-            nn.Linear(self.hidden, 1),
-        )
+    # ------------------------------------------------------------------ 1. requirements
 
     def requirements(self, context: RoundContext) -> Split:
-        """r_tau: uniform (the no-identification ablation), learned from pilots, or the task card's."""
+        """r: uniform (the no-identification ablation), learned from pilots, or the task card's."""
+        return self.requirements_from(context.requirements)
+
+    def requirements_from(self, card: Split) -> Split:
         if not self.use_requirements:
             return {c: 1.0 / len(self.capabilities) for c in self.capabilities}
         if self.learned is not None:
             return dict(self.learned)
-        return {c: float(context.requirements.get(c, 0.0)) for c in self.capabilities}
+        return {c: float(card.get(c, 0.0)) for c in self.capabilities}
+
+    def essential(self, r: Split) -> list[str]:
+        """C_ess: the top-k capabilities by requirement weight, with every one tied with the k-th
+        (a uniform r makes all of them essential rather than the first k in config order), and
+        none of weight 0 (a task that needs two capabilities has two essential ones)."""
+        ranked = sorted(self.capabilities, key=lambda c: -r[c])
+        cut = r[ranked[self.top_k - 1]]
+        return [c for c in ranked if r[c] >= cut - 1e-12 and r[c] > 0] or ranked[:1]
+
+    def signals(self, requirements: Split) -> list[str]:
+        """The dev proxies a decision reads: the task's (kappa decay) and the capabilities the reward
+        weighs and C_ess, or every capability (the paper's context, a uniform or a learned r)."""
+        if self.context == "paper" or not self.use_requirements or self.identify_from == "learned":
+            return [*self.capabilities, TASK]
+        r = self.requirements_from(requirements)
+        needed = {c for c in self.capabilities if r[c] > 0} | set(self.essential(r))
+        return [*(c for c in self.capabilities if c in needed), TASK]
 
     def pilot_splits(self) -> list[Split]:
         if self.identify_from == "card" or not self.use_requirements:
@@ -130,147 +222,169 @@ class ReadBandit(Allocator):
         self.learned = identify_requirements(interventions, self.capabilities, self.entropy_weight)
         return dict(self.learned)
 
-    def essential(self, r: Split) -> list[str]:
-        """C_ess: the top-k capabilities by requirement weight (ties by config order)."""
-        return sorted(self.capabilities, key=lambda c: -r[c])[: self.top_k]
+    # ------------------------------------------------------------------ 2. candidates
 
-    def context_vector(self, context: RoundContext) -> list[float]:
-        """x_t = [r ; probe profile / 100 ; remaining budget fraction ; previous split ; its probe gains]."""
-        r = self.requirements(context)
-        prev = context.history[-1] if context.history else None
-        last_split = [prev["allocation"].get(c, 0.0) for c in self.capabilities] if prev else [0.0] * len(r)
-        gains = self.deltas(context.history[-2]["probe"] if len(context.history) > 1 else None, prev)
-        return (
-            [r[c] for c in self.capabilities]
-            + [context.probe[c] / 100 for c in self.capabilities]
-            + [context.budget_left / max(context.total_tokens, 1)]
-            + last_split
-            + [gains[c] for c in self.capabilities]
-        )
-
-    def deltas(self, before: dict[str, float] | None, outcome: dict[str, Any] | None) -> Split:
-        if outcome is None or before is None:
-            return dict.fromkeys(self.capabilities, 0.0)
-        return {c: (outcome["probe"][c] - before[c]) / 100 for c in self.capabilities}
-
-    def row(self, x: list[float], split: Split) -> torch.Tensor:
-        return torch.tensor(x + [split[c] for c in self.capabilities], dtype=torch.float32)
-
-    # ------------------------------------------------------------------ candidates and scores
-
-    def candidates(self, r: Split, previous: Split | None, rng: random.Random) -> list[Split]:
-        """Sparse actions on C_ess (one-hots first, then pairs at 1/4, 1/2, 3/4) and moves of `step`
-        around the previous split."""
+    def candidates(self, r: Split, previous: Split, rng: random.Random) -> list[Split]:
+        """r, the previous split, sparse actions on C_ess (pairs, tilts, one-hots if asked), then
+        local moves around the previous split in a seeded order; distinct, at most `max_candidates`."""
         zero = dict.fromkeys(self.capabilities, 0.0)
         ess = self.essential(r)
-        out = [{**zero, c: 1.0} for c in ess]
-        for a, b in itertools.combinations(ess, 2):
-            out += [{**zero, a: w, b: 1.0 - w} for w in (0.25, 0.5, 0.75)]
-        local: list[Split] = []
-        if previous is not None:
-            local.append(dict(previous))
-            for a, b in itertools.permutations(self.capabilities, 2):
-                if previous[a] >= self.step > 0:
-                    local.append({**previous, a: previous[a] - self.step, b: previous[b] + self.step})
+        sparse = [{**zero, a: w, b: 1.0 - w} for a, b in itertools.combinations(ess, 2) for w in PAIR_WEIGHTS]
+        sparse += [{c: (1 - self.tilt) * r[c] + self.tilt * (c == e) for c in self.capabilities} for e in ess]
+        if self.one_hots:
+            sparse += [{**zero, e: 1.0} for e in ess]
+        local = [
+            {**previous, a: previous[a] - self.step, b: previous[b] + self.step}
+            for a, b in itertools.permutations(self.capabilities, 2)
+            if previous[a] >= self.step > 0
+        ]
+        rng.shuffle(sparse)
         rng.shuffle(local)
         unique: dict[tuple[float, ...], Split] = {}
-        for split in out + local:
-            unique.setdefault(tuple(round(split[c], 6) for c in self.capabilities), split)
+        for split in [r, previous, *sparse, *local]:
+            if self.trust_radius is None or total_variation(split, r) <= self.trust_radius + 1e-9:
+                unique.setdefault(tuple(round(split[c], 6) for c in self.capabilities), split)
         return list(unique.values())[: self.max_candidates]
 
-    def raw_predict(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ensemble's mean and standard deviation of the reward of each row, in reward units."""
+    # ------------------------------------------------------------------ 4. scoring
+
+    def row(self, context: RoundContext, split: Split) -> torch.Tensor:
+        """The regressors' input for playing `split` in `context` (see the module docstring)."""
+        r = self.requirements(context)
+        left = [context.budget_left / max(context.total_tokens, 1)]
+        if self.context == "compact":
+            ess = self.essential(r)
+            origin = self.start or context.probe_loglik
+            gains = [context.probe_loglik[c] - origin[c] for c in ess]
+            action = [split[c] for c in ess] + [1.0 - sum(split[c] for c in ess)]
+            return torch.tensor(left + gains + action, dtype=torch.float32)
+        last = context.history[-1] if context.history else None
+        before = context.history[-2]["probe_loglik"] if len(context.history) > 1 else self.start
+        previous = [last["allocation"][c] if last else 0.0 for c in self.capabilities]
+        gains = [last["probe_loglik"][c] - before[c] if last and before else 0.0 for c in self.capabilities]
+        return torch.tensor(
+            [r[c] for c in self.capabilities]
+            + [context.probe_loglik[c] for c in self.capabilities]
+            + left
+            + previous
+            + gains
+            + [split[c] for c in self.capabilities],
+            dtype=torch.float32,
+        )
+
+    def members(self, rows: torch.Tensor) -> torch.Tensor:
+        """Each member's predicted reward [J, N], in reward units."""
+        if self.ensemble is None:
+            self.ensemble = Ensemble(self.members_count, rows.shape[-1], self.hidden, self.fit_lr, self.seed)
         with torch.no_grad():
-            preds = torch.stack([m(rows).squeeze(-1) for m in self.models])
-        scale, shift = self._target_scale()
-        return preds.mean(0) * scale + shift, preds.std(0, unbiased=False) * scale
+            predictions = self.ensemble(rows)
+        scale, shift = self.target_scale()
+        return predictions * scale + shift
 
-    def predict(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Calibrated mean and standard deviation (see `calibration`)."""
-        mu, sigma = self.raw_predict(rows)
-        a, b = self.calibration()
-        return a * mu + b, abs(a) * sigma
-
-    def _target_scale(self) -> tuple[float, float]:
+    def target_scale(self) -> tuple[float, float]:
+        """Rewards are standardised for fitting; this maps predictions back."""
         if len(self.rewards) < 2:
             return 1.0, (self.rewards[0] if self.rewards else 0.0)
-        t = torch.tensor(self.rewards)
-        return float(t.std(unbiased=False).clamp_min(1e-6)), float(t.mean())
+        t = torch.tensor(self.rewards, dtype=torch.float64)
+        return float(t.std(unbiased=False).clamp_min(1e-9)), float(t.mean())
 
-    def calibration(self) -> tuple[float, float]:
-        """Affine map from the ensemble's predictions to realised rewards (identity until it is identifiable)."""
-        if len(self.predicted) < 4:
-            return 1.0, 0.0
-        p, y = torch.tensor(self.predicted, dtype=torch.float64), torch.tensor(self.rewards, dtype=torch.float64)
-        var = float(((p - p.mean()) ** 2).mean())
-        if var < 1e-12:
-            return 1.0, 0.0
-        a = float(((p - p.mean()) * (y - y.mean())).mean()) / var
-        if a <= 0:
-            return 1.0, 0.0  # no usable signal yet: do not invert the ranking
-        return a, float(y.mean() - a * p.mean())
+    def calibration(self) -> tuple[float, float, float]:
+        """(a, b, c): calibrated mean a * mu + b and standard deviation c * sigma.
+
+        Fitted on each logged transition's prediction made before it was learned; identity
+        until four exist, or when the fit has no positive slope (no usable signal yet).
+        """
+        if self.calibration_kind == "off" or len(self.predicted) < 4:
+            return 1.0, 0.0, 1.0
+        mu = torch.tensor([m for m, _ in self.predicted], dtype=torch.float64)
+        sigma = torch.tensor([s for _, s in self.predicted], dtype=torch.float64).clamp_min(1e-9)
+        y = torch.tensor(self.rewards, dtype=torch.float64)
+        var = float(((mu - mu.mean()) ** 2).mean())
+        a = float(((mu - mu.mean()) * (y - y.mean())).mean()) / var if var > 1e-18 else 0.0
+        a, b = (a, float(y.mean() - a * mu.mean())) if a > 0 else (1.0, 0.0)
+        c = float((((y - (a * mu + b)) / sigma) ** 2).mean().sqrt())
+        return a, b, min(max(c, 0.1), 10.0)
 
     # ------------------------------------------------------------------ the interface
 
     def allocate(self, context: RoundContext) -> Split:
-        rng = random.Random(f"read/{self.seed}/{context.round}")
+        if self.start is None:
+            self.start = dict(context.probe_loglik)
         if not self.adapt and self.first is not None:
             self.decision = {"frozen": True, "chosen": dict(self.first)}
             return dict(self.first)
         r = self.requirements(context)
-        previous = dict(context.history[-1]["allocation"]) if context.history else None
+        previous = dict(context.history[-1]["allocation"]) if context.history else r
+        rng = random.Random(f"read/{self.seed}/{context.round}")
         options = self.candidates(r, previous, rng)
-        x = self.context_vector(context)
-        mu, sigma = self.predict(torch.stack([self.row(x, s) for s in options]))
-        explore = len(self.rewards) < self.warmup
-        # warm-up: each essential capability alone in turn (the first candidates), for contrasts
-        index = (
-            len(self.rewards) % min(self.top_k, len(options)) if explore else int(torch.argmax(mu + self.kappa * sigma))
+        self.decision = {"essential": self.essential(r), "candidates": len(options), "kappa": self.kappa}
+        if len(self.rewards) < self.warmup:  # 3. warm-up: a random candidate
+            chosen = rng.choice(options)
+            self.decision.update(warmup=True, chosen=chosen)
+            return dict(chosen)
+        if not self.rewards:  # nothing logged and no warm-up (greedy's first round): the prior
+            self.decision.update(warmup=False, chosen=r)
+            return dict(r)
+        members = self.members(torch.stack([self.row(context, s) for s in options]))
+        a, b, c = self.calibration()
+        mu = a * members.mean(0) + b
+        sigma = c * a * members.std(0)
+        index = int(torch.argmax(mu + self.kappa * sigma))
+        chosen = options[index]
+        self.decision.update(
+            warmup=False,
+            chosen=chosen,
+            mu=float(mu[index]),
+            sigma=float(sigma[index]),
+            calibration=[a, b, c],
         )
-        self.decision = {
-            "context": x,
-            "essential": self.essential(r),
-            "candidates": options,
-            "chosen": options[index],
-            "mu": float(mu[index]),
-            "sigma": float(sigma[index]),
-            "kappa": self.kappa,
-            "warmup": explore,
-        }
-        return dict(options[index])
+        if self.trust_radius is not None:  # beyond the paper: play it only if confidently better than r
+            advantage = a * (members[:, index] - members[:, 0])  # options[0] is r
+            margin = float(advantage.mean() - self.trust_z * advantage.std())
+            self.decision["advantage_margin"] = margin
+            if margin <= 0:
+                self.decision.update(chosen=r, kept_prior=True)
+                return dict(r)
+        return dict(chosen)
 
     def update(self, context: RoundContext, allocation: Split, outcome: dict[str, Any]) -> dict[str, Any]:
+        """5. The round's reward on the dev proxy, logged with its context and action; then refit;
+        6. kappa decays at every `kappa_every` of the budget that left the task's dev proxy no better."""
+        if self.start is None:
+            self.start = dict(context.probe_loglik)
         if self.first is None:
             self.first = dict(allocation)
         r = self.requirements(context)
-        ds = self.deltas(context.probe, outcome)
-        gain = sum(r[c] * ds[c] for c in self.capabilities)
+        read = self.signals(context.requirements)
+        ds = {c: outcome["probe_loglik"][c] - context.probe_loglik[c] for c in self.capabilities if c in read}
+        gain = sum(r[c] * d for c, d in ds.items())
         spill = sum(r[c] * max(0.0, -ds[c]) for c in self.essential(r))
         cost = sum(outcome["spent_by_capability"].values()) / max(context.total_tokens, 1)
         reward = gain - self.beta * spill - self.lam * cost
-        row = self.row(self.context_vector(context), {c: allocation.get(c, 0.0) for c in self.capabilities})
-        self.predicted.append(float(self.raw_predict(row[None])[0][0]))
-        self.features.append(row)
+        row = self.row(context, {c: allocation.get(c, 0.0) for c in self.capabilities})
+        members = self.members(row[None])[:, 0]
+        self.predicted.append((float(members.mean()), float(members.std())))
+        self.rows.append(row)
         self.rewards.append(reward)
         self.refit(context.round)
-        if outcome["task_utility"] <= context.task_utility:  # stagnation: explore less
-            self.kappa *= self.kappa_decay
-        return {"reward": reward, "gain": gain, "spill": spill, "cost": cost, "delta_probe": ds, "kappa": self.kappa}
+        self.decay_kappa(context, outcome)
+        return {"reward": reward, "gain": gain, "spill": spill, "cost": cost, "delta_loglik": ds, "kappa": self.kappa}
 
     def refit(self, round_index: int) -> None:
-        """Refit every ensemble member on its own bootstrap resample of the transitions (warm-started)."""
-        x = torch.stack(self.features)
-        scale, shift = self._target_scale()
+        scale, shift = self.target_scale()
         y = (torch.tensor(self.rewards) - shift) / scale
-        g = torch.Generator().manual_seed(self.seed * 100_003 + round_index)
-        for model in self.models:
-            idx = torch.randint(len(y), (len(y),), generator=g)
-            optimizer = torch.optim.Adam(model.parameters(), lr=self.fit_lr)
-            for _ in range(self.fit_steps):
-                optimizer.zero_grad()
-                loss = ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean()
-                loss.backward()
-                optimizer.step()
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + round_index)
+        self.ensemble.fit(torch.stack(self.rows), y, self.fit_steps, generator)
+
+    def decay_kappa(self, context: RoundContext, outcome: dict[str, Any]) -> None:
+        before = context.spent_tokens / max(context.total_tokens, 1)
+        after = before + sum(outcome["spent_by_capability"].values()) / max(context.total_tokens, 1)
+        if self.last_check is None:
+            self.last_check = context.task_loglik
+        if math.floor(after / self.kappa_every + 1e-9) > math.floor(before / self.kappa_every + 1e-9):
+            if outcome["task_loglik"] <= self.last_check:
+                self.kappa *= self.kappa_decay
+            self.last_check = outcome["task_loglik"]
 
 
 class Greedy(ReadBandit):

@@ -4,7 +4,8 @@ Spending a fraction `x_i` of the budget on capability i drives capability j by
 `sum_i x_i * T[i][j]` (T may be negative: harmful transfer); a positive drive closes the gap
 to the ceiling exponentially, a negative one erodes the score. The task's utility is
 `r^T s`. `simulate` runs an allocator through the same round loop as the engine (context,
-allocate, spend, probe, update), so allocators can be compared in milliseconds.
+allocate, spend, probe, update), so allocators can be compared in milliseconds. Its dev
+signal (the engine's log-likelihood proxy) is the noisy score as a fraction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from capdistill.allocation.base import Allocator, RoundContext
+from capdistill.allocation.base import Allocator, RoundContext, decision_view
 from capdistill.allocation.requirements import Intervention
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 
@@ -115,9 +116,13 @@ def simulate(
     truth = list(world.start)
 
     def probe(scores: list[float]) -> dict[str, float]:
-        return {c: s + rng.gauss(0, world.noise) for c, s in zip(names, scores)}
+        """The dev signal: each score plus noise, as a fraction (the proxy's scale)."""
+        return {c: (s + rng.gauss(0, world.noise)) / 100 for c, s in zip(names, scores)}
 
-    observed, utility = probe(truth), world.utility(truth)
+    def task_signal(scores: list[float]) -> float:
+        return (world.utility(scores) + rng.gauss(0, world.noise)) / 100
+
+    observed, signal = probe(truth), task_signal(truth)
     result = Simulation()
     for split in allocator.pilot_splits():  # pilot runs from the start, spent outside the budget
         tokens = split_tokens(max(1, round(allocator.pilot_fraction * total)), split)
@@ -127,7 +132,7 @@ def simulate(
             Intervention(
                 split,
                 {c: seen[c] - observed[c] for c in names},
-                world.utility(after) - utility + rng.gauss(0, world.noise),
+                task_signal(after) - signal,
             )
         )
     if result.interventions:
@@ -139,30 +144,27 @@ def simulate(
             rounds=rounds,
             capabilities=names,
             requirements=requirements,
-            probe=observed,
-            probe_loglik=dict.fromkeys(names, 0.0),
-            task_utility=utility,
+            probe_loglik=observed,
+            task_loglik=signal,
             total_tokens=total,
             spent_tokens=spent_so_far,
-            history=list(result.history),
+            history=[decision_view(e) for e in result.history],
         )
         allocation = normalize_weights(allocator.allocate(context), names)
         spent = split_tokens(round_slice(total, spent_so_far, rounds - index), allocation)
         before = truth
         truth = world.step(truth, spent, total)
         result.spillover += sum(max(0.0, b - a) for c, a, b in zip(names, truth, before) if requirements[c] > 0)
-        observed = probe(truth)
-        utility = world.utility(truth) + rng.gauss(0, world.noise)
+        observed, signal = probe(truth), task_signal(truth)
         entry = {
             "round": index,
             "allocation": allocation,
             "spent_by_capability": spent,
-            "probe": observed,
-            "probe_loglik": dict.fromkeys(names, 0.0),
-            "task_utility": utility,
+            "probe_loglik": observed,
+            "task_loglik": signal,
             "decision": dict(allocator.decision),
         }
-        entry["update"] = allocator.update(context, allocation, entry)
+        entry["update"] = allocator.update(context, allocation, decision_view(entry))
         result.contexts.append(context)
         result.history.append(entry)
     result.utility = world.utility(truth)

@@ -140,8 +140,9 @@ class PaperSuite:
         probe = {c: sum(bench[n] for n in names) / len(names) for c, names in self.benchmarks.items()}
         return {"probe": probe, "benchmarks": bench}
 
-    def pools(self, probe_size: int) -> dict[str, PoolSource]:
-        """One pool source per capability: train prompts from train splits, probes from evaluation docs."""
+    def pools(self, probe_size: int, dev_size: int) -> dict[str, PoolSource]:
+        """One pool source per capability: train prompts from train splits, probes from evaluation docs,
+        dev prompts (the allocator's signal) held out of the train docs (at most half of them)."""
         out = {}
         for capability, names in self.benchmarks.items():
             train, probe = [], []
@@ -155,7 +156,8 @@ class PaperSuite:
                     f"capability {capability}: none of its benchmarks ({', '.join(names)}) has a train split "
                     "to draw prompts from; add a benchmark with one"
                 )
-            source = PoolSource(capability, {"train": train, "probe": probe, "dev": train[:probe_size]})
+            dev = train[: min(dev_size, len(train) // 2)]  # PoolSource drops them from train
+            source = PoolSource(capability, {"train": train, "probe": probe, "dev": dev})
             source.splits["probe"] = source.sample("probe", probe_size, 0, (1,))
             out[capability] = source
         return out

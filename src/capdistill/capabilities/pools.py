@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from capdistill.capabilities.base import SPLITS, Example, Source
+from capdistill.capabilities.base import SPLITS, Example, Source, role_splits
 from capdistill.errors import CapdistillError
 
 Checker = Callable[[Example, str], bool]
@@ -47,6 +47,7 @@ class PoolSource(Source):
         difficulties: tuple[int, ...],
         unique: bool = True,
         max_tries: int = 200,
+        at_most: bool = False,
     ) -> list[Example]:
         """`n` examples of a split in a seeded order (all of a held-out split when it is smaller)."""
         if split not in SPLITS:
@@ -60,6 +61,13 @@ class PoolSource(Source):
                 raise CapdistillError(f"{self.name}: only {len(pool)} train prompts, {n} requested")
             return rng.sample(pool, min(n, len(pool)))
         return [rng.choice(pool) for _ in range(n)]
+
+    def held_out(self, role: str, n: int, seed: int, difficulties: tuple[int, ...]) -> list[Example]:
+        """`n` examples of a held-out role's splits, in a seeded order (all of them when fewer)."""
+        pool = [e for split in role_splits(role) for e in self.splits[split]]
+        if not pool:
+            raise CapdistillError(f"{self.name}: no {role} examples")
+        return random.Random(f"{self.name}/{role}/{seed}").sample(pool, min(n, len(pool)))
 
     def check(self, example: Example, prediction: str) -> bool:
         return self.checker(example, prediction) if self.checker else super().check(example, prediction)

@@ -25,6 +25,7 @@ from capdistill.errors import CapdistillError
 from capdistill.losses import build_loss
 from capdistill.models.hf import checkpoint_shape, resolve_path
 from capdistill.supervision.collect import Generation, Overflow
+from capdistill.training.optim import OptimizerSettings, Schedule, Scope
 
 
 class ConfigError(CapdistillError):
@@ -146,9 +147,11 @@ class CapabilitiesConf:
     world: World = World.synthetic
     names: list[str] = field(default_factory=lambda: list(CAPABILITIES))
     params: WorldParamsConf = field(default_factory=WorldParamsConf)
-    probe_size: int = 64
-    eval_size: int = 128
-    probe_batch_size: int = 128
+    # held-out sets of a run, drawn per seed (the same for every allocator): eval reports, dev decides
+    probe_size: int = 1024  # eval items per capability (exact match)
+    eval_size: int = 1024  # eval items of the task (exact match)
+    dev_size: int = 256  # dev items per capability and task (the log-likelihood proxy)
+    probe_batch_size: int = 256
     # world=paper: capability -> lm-eval task/group/tag names, and how they are run
     benchmarks: dict[str, list[str]] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)  # task -> metric key as lm-eval reports it
@@ -169,7 +172,7 @@ class TaskConf:
 @dataclass
 class BudgetConf:
     total_tokens: Any = "50k"  # int or '50k' / '2M'
-    rounds: int = 4
+    rounds: int = 20  # decision rounds (the paper: T = 20)
 
 
 @dataclass
@@ -186,6 +189,7 @@ class AllocatorConf:
     top_k: int | None = None
     kappa: float | None = None
     kappa_decay: float | None = None
+    kappa_every: float | None = None
     beta: float | None = None
     lam: float | None = None
     ensemble: int | None = None
@@ -195,6 +199,12 @@ class AllocatorConf:
     warmup: int | None = None
     max_candidates: int | None = None
     step: float | None = None
+    tilt: float | None = None
+    one_hots: bool | None = None
+    context: str | None = None  # compact | paper
+    calibration: str | None = None  # affine_sigma | off
+    trust_radius: float | None = None  # read_trust: total-variation distance from r
+    trust_z: float | None = None
     use_requirements: bool | None = None
     adapt: bool | None = None
     identify: str | None = None  # card | learned (requirements from pilot runs)
@@ -228,15 +238,20 @@ class LossConf:
 class DistillConf:
     """Student training per round, and how teacher supervision is produced."""
 
-    # measured on the demo (uniform, 48k tokens, seed 0; task utility from a student base of 18.8):
-    # lr 1e-3 x 1 epoch 7.0, lr 1e-3 x 3 epochs 0.0 (probes rose, the task's format was forgotten),
-    # lr 3e-4 x 3 epochs 27.3
+    # Chosen on the dev split (task exact match and dev proxy, uniform and task_static, 12k-192k
+    # tokens, 2 seeds): lr 1e-3 and 3e-3 lose the task's format (uniform's dev exact match at 12k
+    # 19.3 and 0.6, base 22.7), lr 1e-4 x batch 8 ties 3e-4 x 32, cosine beats constant; the curves rise with
+    # diminishing returns (uniform's dev proxy -0.307, -0.291, -0.271 at 12k, 48k, 192k).
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 5
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # cosine's floor, as a fraction of lr
+    # run: one AdamW and one schedule for the whole run, the schedule following budget progress
+    # (the released ReAD code's regime); round: a fresh AdamW, warmup and schedule every round
+    optimizer_scope: Scope = Scope.run
+    schedule: Schedule = Schedule.cosine  # cosine to min_lr_ratio at the end of the scope, or constant
     batch_size: int = 32
-    epochs: int = 3  # passes over each round's supervision (training tokens count again, budget does not)
+    epochs: int = 1  # passes over each round's supervision (training tokens count again, budget does not)
     grad_clip: float = 1.0
     # a response that would overflow its capability's slice: drop it (slice ends short) or truncate it
     overflow: Overflow = Overflow.drop
@@ -253,6 +268,10 @@ class EvaluationConf:
     lmeval: bool = True
     batch_size: int = 16
     limit: int | None = None  # world=paper: items per benchmark in the final evaluation (null: all)
+    # fractions of the rounds after which the eval sets are also scored (the last round always is)
+    checkpoints: list[float] = field(default_factory=lambda: [0.5])
+    # which eval items a run draws (the run's seed by default, so paired runs share them)
+    seed: int = "${seed}"  # type: ignore[assignment]
 
 
 @dataclass
@@ -340,8 +359,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("capabilities.names is empty")
     if len(set(names)) != len(names):
         raise ConfigError("capabilities.names lists a capability twice")
-    _positive(cfg, "capabilities.probe_size", "capabilities.eval_size", "capabilities.probe_batch_size")
-    _positive(cfg, "evaluation.batch_size")
+    _positive(cfg, "capabilities.probe_size", "capabilities.eval_size", "capabilities.dev_size")
+    _positive(cfg, "capabilities.probe_batch_size", "evaluation.batch_size")
+    bad = [f for f in cfg.evaluation.checkpoints if not 0 < f <= 1]
+    if bad:
+        raise ConfigError(f"evaluation.checkpoints are fractions of the run in (0, 1], got {bad[0]}")
     if cfg.capabilities.world == World.synthetic:
         validate_synthetic_world(cfg, names)
     else:
@@ -500,6 +522,8 @@ def validate_run(cfg: DictConfig, names: list[str]) -> None:
         "distill.generation.max_new_tokens",
         "distill.generation.batch_size",
     )
+    d = cfg.distill
+    OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
     gen = cfg.distill.generation
     if gen.temperature < 0 or not 0 < gen.top_p <= 1:
         raise ConfigError(

@@ -52,9 +52,13 @@ class RunLogger:
             self.logger.log_metrics(metrics, step=step)
 
     def log_round(self, entry: dict[str, Any], step: int) -> None:
-        metrics = {"round": entry["round"], "round/task_utility": entry["task_utility"]}
+        """The round's spend and the dev signals it measured; at evaluation checkpoints its eval scores too."""
+        metrics = {"round": entry["round"]}
+        for key in ("task_loglik", "task_utility"):
+            if key in entry:
+                metrics[f"round/{key}"] = entry[key]
         for group in ("probe", "probe_loglik", "allocation", "spent_by_capability"):
-            metrics.update({f"{group}/{c}": v for c, v in entry[group].items()})
+            metrics.update({f"{group}/{c}": v for c, v in entry.get(group, {}).items()})
         self.log_metrics(metrics, step)
 
     def log_final(self, record: dict[str, Any]) -> None:

@@ -1,4 +1,10 @@
-"""The LightningModule of one distillation round: student trainable, teacher frozen, loss from config."""
+"""The LightningModule of a distillation run: student trainable, teacher frozen, loss from config.
+
+One module spans a run: every round is its own `Trainer.fit` on that round's supervision,
+and with `scope=run` the same AdamW (its moments and step count) carries over from round to
+round while the learning rate follows the run's budget progress (the released ReAD code's
+regime). With `scope=round` every fit builds a fresh AdamW and schedule over its own steps.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from transformers import PreTrainedModel
 
 from capdistill.losses import DistillLoss
 from capdistill.training.data import IGNORE_INDEX
-from capdistill.training.optim import adamw_cosine
+from capdistill.training.optim import OptimizerSettings, Scope, adamw
 
 
 class DistillationModule(pl.LightningModule):
@@ -27,32 +33,64 @@ class DistillationModule(pl.LightningModule):
         student: PreTrainedModel,
         teacher: PreTrainedModel | None,
         loss: DistillLoss,
-        lr: float,
-        weight_decay: float,
-        warmup_steps: int,
-        total_steps: int,
-        min_lr_ratio: float = 0.1,
+        optim: OptimizerSettings,
         run_logger: Any = None,  # anything with log_metrics(metrics, step), e.g. a RunLogger
-        step_offset: int = 0,
         log_every: int = 10,
     ) -> None:
         super().__init__()
         if loss.needs_teacher and teacher is None:
             raise ValueError(f"loss {loss.name!r} needs a teacher")
-        self.student, self.loss = student, loss
+        self.student, self.loss, self.optim = student, loss, optim
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         self.__dict__["teacher"] = teacher  # bypasses nn.Module registration on purpose
-        self.lr, self.weight_decay, self.warmup_steps = lr, weight_decay, warmup_steps
-        self.total_steps, self.min_lr_ratio = total_steps, min_lr_ratio
-        self.run_logger, self.step_offset, self.log_every = run_logger, step_offset, log_every
-        self.trained_tokens = 0  # non-pad tokens (prompt + response) the student processed
-        self.losses: list[float] = []  # training loss per step
+        self.run_logger, self.log_every = run_logger, log_every
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.pending_state: dict[str, Any] | None = None  # optimizer state to restore at the next fit
+        self.steps = 0  # optimizer steps taken in the current scope (the run, or the round)
+        self.span = (0.0, 1.0, 1, 0)  # this fit: progress from, progress to, its steps, `steps` at its start
+        self.step_offset = 0  # steps of earlier rounds, for the run's logged curves
+        self.trained_tokens = 0  # non-pad tokens (prompt + response) the student processed in this fit
+        self.losses: list[float] = []  # training loss per step of this fit
+
+    def begin_fit(self, start: float, end: float, steps: int, step_offset: int) -> None:
+        """Prepare the next `Trainer.fit`: it covers budget progress `start` to `end` in `steps` steps."""
+        if self.optim.scope is Scope.round:
+            self.optimizer, self.steps, start, end = None, 0, 0.0, 1.0
+        self.span = (start, end, max(steps, 1), self.steps)
+        self.step_offset, self.trained_tokens, self.losses = step_offset, 0, []
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """What resumes the optimizer exactly (saved with every round)."""
+        state = self.optimizer.state_dict() if self.optimizer is not None else None
+        return {"optimizer": state, "steps": self.steps}
+
+    def load_optimizer_state(self, saved: dict[str, Any]) -> None:
+        """Restore `optimizer_state()`; the optimizer is rebuilt at the next fit, on the model's device."""
+        self.steps = saved["steps"]
+        self.pending_state = saved["optimizer"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            self.optimizer = adamw(self.student.named_parameters(), self.optim.lr, self.optim.weight_decay)
+            if self.pending_state is not None and self.optim.scope is Scope.run:
+                self.optimizer.load_state_dict(self.pending_state)
+            self.pending_state = None
+        return self.optimizer
 
     def on_fit_start(self) -> None:
         self.student.train()
         if self.teacher is not None:
             self.teacher.to(self.device)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        start, end, steps, first = self.span
+        progress = start + (end - start) * min(self.steps - first + 1, steps) / steps
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = self.optim.lr_at(self.steps, progress)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.steps += 1
 
     def teacher_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Teacher logits (and, cross-tokenizer, the mask of its response positions), without grad."""
@@ -75,19 +113,8 @@ class DistillationModule(pl.LightningModule):
         self.trained_tokens += int(batch["attention_mask"].sum())
         self.losses.append(float(loss.detach()))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        step = self.step_offset + self.global_step
         if self.run_logger is not None and self.global_step % self.log_every == 0:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.run_logger.log_metrics(
-                {"train/loss": self.losses[-1], "train/lr": lr}, step=self.step_offset + self.global_step
-            )
+            self.run_logger.log_metrics({"train/loss": self.losses[-1], "train/lr": lr}, step=step)
         return loss
-
-    def configure_optimizers(self) -> Any:
-        return adamw_cosine(
-            self.student.named_parameters(),
-            self.lr,
-            self.weight_decay,
-            self.warmup_steps,
-            self.total_steps,
-            self.min_lr_ratio,
-        )

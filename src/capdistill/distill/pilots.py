@@ -1,16 +1,18 @@
 """Pilot runs for requirement identification (ReAD's intervention data), run before round 0.
 
 Each pilot distils a copy of the student base on one of the allocator's sparse splits for
-`pilot_fraction` of the budget, then probes every capability and the task; the changes
-are the interventions the allocator fits its requirement vector to. The student is put
-back to its base weights after every pilot. Pilot tokens are spent outside the budget
-and recorded under `identification` in the record; the results are saved atomically, so
-a resumed run fits the same requirements without redoing the pilots.
+`pilot_fraction` of the budget (a fresh optimizer, its own prompt streams), then measures
+every capability's and the task's dev proxy; their changes are the interventions the
+allocator fits its requirement vector to (dev only: nothing here reads eval). The student
+is put back to its base weights after every pilot. Pilot tokens are spent outside the
+budget and recorded under `identification` in the record; the results are saved
+atomically, so a resumed run fits the same requirements without redoing the pilots.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -22,11 +24,15 @@ from omegaconf import DictConfig
 
 from capdistill.allocation import Allocator
 from capdistill.allocation.requirements import Intervention
+from capdistill.distill.module import DistillationModule
+from capdistill.distill.reference import proxy_scores
 from capdistill.distill.rounds import generate_round, train_round
-from capdistill.evaluation.scores import evaluate
+from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.losses import DistillLoss
 from capdistill.supervision.budget import split_tokens
+from capdistill.supervision.collect import PromptStream
+from capdistill.training.optim import OptimizerSettings, Scope
 from capdistill.world.build import WorldModel
 from capdistill.world.sources import WorldSources
 
@@ -42,9 +48,10 @@ def run_pilots(
     teacher: WorldModel,
     student: WorldModel,
     loss: DistillLoss,
+    optim: OptimizerSettings,
     sources: WorldSources,
-    responses: dict[str, list[str]],
-    base: dict[str, Any],
+    proxy: Proxy,
+    reference: dict[str, Any],
     device: torch.device,
     fingerprint: str,
 ) -> dict[str, Any] | None:
@@ -62,24 +69,29 @@ def run_pilots(
         tokens = saved["tokens_per_pilot"]
     else:
         tokens = max(1, round(allocator.pilot_fraction * total))
+        base = reference["student_base"]
+        fresh = dataclasses.replace(optim, scope=Scope.round)
 
         def pilot(index: int, split: dict[str, float]) -> Intervention:
             """One pilot from the student base; the student's weights are restored afterwards."""
             weights = copy.deepcopy(student.model.state_dict())
-            seed_index = cfg.budget.rounds + index  # distinct from every real round's data and shuffling seeds
+            seed_index = cfg.budget.rounds + index  # distinct from every real round's shuffling seed
+            streams = {
+                c: PromptStream(sources.capabilities[c], f"{cfg.seed}/pilot{index}", sources.difficulties)
+                for c in split
+            }
             try:
-                shares = split_tokens(tokens, split)
-                slices = generate_round(cfg, seed_index, shares, teacher, student, sources, device)
-                train_round(cfg, seed_index, slices, teacher, student, loss, None, 0)
+                slices = generate_round(cfg, split_tokens(tokens, split), streams, {}, teacher, student, device)
+                module = DistillationModule(student.model, teacher.model if loss.needs_teacher else None, loss, fresh)
+                train_round(cfg, seed_index, slices, module, teacher, student, (0.0, 1.0), 0)
                 student.model.to(device)
-                batch = cfg.capabilities.probe_batch_size
-                scores = evaluate(student.model, student.tokenizer, sources, cfg.task.source, batch, responses)
+                after = proxy_scores(proxy, student.model, sources, cfg.task.source)
             finally:
                 student.model.load_state_dict(weights)
             return Intervention(
                 split,
-                {c: scores["probe"][c] - base["probe"][c] for c in split},
-                scores["task_utility"] - base["task_utility"],
+                {c: after["probe_loglik"][c] - base["probe_loglik"][c] for c in split},
+                after["task_loglik"] - base["task_loglik"],
             )
 
         interventions = [pilot(index, split) for index, split in enumerate(splits)]
@@ -92,6 +104,7 @@ def run_pilots(
         "pilot_tokens": tokens * len(splits),
         "interventions": [asdict(i) for i in interventions],
         "requirements": requirements,
+        "split": "dev",
     }
     atomic_write_json(path, {"fingerprint": fingerprint, **result})
     return result

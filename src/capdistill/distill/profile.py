@@ -1,6 +1,6 @@
 """`capdistill profile`: teacher and student (before distillation) scored on every capability and the task.
 
-The scores are the ones a distillation run starts from (same probes, same cache), printed
+The scores are the ones a distillation run starts from (same eval sets, same cache), printed
 as a markdown table and written to `profile.json` / `profile.md` in the run directory:
 where does the teacher lead, by how much, and is the gap larger than probe noise?
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from capdistill.distill.run import load_role, reference_scores
+from capdistill.distill.reference import reference_scores
+from capdistill.distill.run import load_role
 from capdistill.io import atomic_write_json, atomic_write_text
 from capdistill.world.sources import WorldSources
 
@@ -27,7 +28,7 @@ def noise(score: float, n: int) -> float:
     return 200 * math.sqrt(max(p * (1 - p), 1 / n) / n)
 
 
-def profile_table(reference: dict[str, Any], probe_size: int, teacher: str, student: str) -> str:
+def profile_table(reference: dict[str, Any], teacher: str, student: str) -> str:
     t, s = reference["teacher"], reference["student_base"]
     rows = [
         f"| capability | {teacher} | {student} | gap | 2 s.e. |",
@@ -35,7 +36,8 @@ def profile_table(reference: dict[str, Any], probe_size: int, teacher: str, stud
     ]
     for name in t["probe"]:
         gap = t["probe"][name] - s["probe"][name]
-        se = max(noise(t["probe"][name], probe_size), noise(s["probe"][name], probe_size))
+        items = t["n"][name]
+        se = max(noise(t["probe"][name], items), noise(s["probe"][name], items))
         rows.append(f"| {name} | {t['probe'][name]:.1f} | {s['probe'][name]:.1f} | {gap:+.1f} | {se:.1f} |")
     rows.append(
         f"| task utility | {t['task_utility']:.1f} | {s['task_utility']:.1f} | "
@@ -52,9 +54,12 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
     teacher.model.eval().requires_grad_(False)
-    reference = reference_scores(cfg, teacher, student, sources)
-    reference.pop("responses")
-    table = profile_table(reference, cfg.capabilities.probe_size, cfg.teacher.name, cfg.student.name)
+    seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
+    dev_sets = sources.held_out_sets("dev", cfg.task.source, seeds["dev"])
+    eval_sets = sources.held_out_sets("eval", cfg.task.source, seeds["eval"])
+    reference = reference_scores(cfg, teacher, student, sources, dev_sets, eval_sets, seeds)
+    reference.pop("dev_responses")
+    table = profile_table(reference, cfg.teacher.name, cfg.student.name)
     atomic_write_json(out / "profile.json", reference)
     atomic_write_text(out / "profile.md", table + "\n")
     print(table)

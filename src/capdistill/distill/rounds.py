@@ -7,53 +7,46 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from capdistill.distill.data import DistillDataModule, SupervisedBatches
-from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
-from capdistill.losses import DistillLoss
-from capdistill.supervision.collect import Slice, collect_slice
+from capdistill.supervision.collect import PromptStream, Slice, collect_round
 from capdistill.world.build import WorldModel
-from capdistill.world.sources import WorldSources
 
 
 def generate_round(
     cfg: DictConfig,
-    index: int,
     shares: dict[str, int],
+    streams: dict[str, PromptStream],
+    cursors: dict[str, int],
     teacher: WorldModel,
     student: WorldModel,
-    sources: WorldSources,
     device: torch.device,
 ) -> list[Slice]:
-    generation = OmegaConf.to_object(cfg.distill.generation)
+    """Each capability's share of the round, written by the teacher from its stream at its cursor."""
     teacher.model.to(device)
-    return [
-        collect_slice(
-            sources.capabilities[name],
-            tokens,
-            teacher.model,
-            teacher.tokenizer,
-            student.tokenizer,
-            generation,
-            sources.difficulties,
-            seed=f"{cfg.seed}/{index}",
-            overflow=cfg.distill.overflow,
-        )
-        for name, tokens in shares.items()
-        if tokens > 0
-    ]
+    return collect_round(
+        shares,
+        streams,
+        cursors,
+        teacher.model,
+        teacher.tokenizer,
+        student.tokenizer,
+        OmegaConf.to_object(cfg.distill.generation),
+        overflow=cfg.distill.overflow,
+    )
 
 
 def train_round(
     cfg: DictConfig,
     index: int,
     slices: list[Slice],
+    module: DistillationModule,
     teacher: WorldModel,
     student: WorldModel,
-    loss: DistillLoss,
-    logger: RunLogger | None,
+    progress: tuple[float, float],
     step_offset: int,
 ) -> tuple[int, int, list[float]]:
-    """Fit the student on the round's examples; returns (optimizer steps, tokens processed, losses)."""
+    """Fit the student on the round's examples, covering budget `progress` (from, to);
+    returns (optimizer steps, tokens processed, losses)."""
     examples = [e for s in slices for e in s.examples]
     if not examples:
         return 0, 0, []
@@ -63,25 +56,12 @@ def train_round(
         SupervisedBatches(
             examples,
             student.tokenizer,
-            teacher.tokenizer if loss.cross_tokenizer else None,
+            teacher.tokenizer if module.loss.cross_tokenizer else None,
             dcfg.batch_size,
             seed=cfg.seed * 1000 + index,
         )
     )
-    steps = len(data.dataset) * dcfg.epochs
-    module = DistillationModule(
-        student.model,
-        teacher.model if loss.needs_teacher else None,
-        loss,
-        dcfg.lr,
-        dcfg.weight_decay,
-        dcfg.warmup_steps,
-        steps,
-        dcfg.min_lr_ratio,
-        logger,
-        step_offset,
-        dcfg.log_every,
-    )
+    module.begin_fit(*progress, len(data.dataset) * dcfg.epochs, step_offset)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -96,5 +76,5 @@ def train_round(
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=data)
-    student.model.eval()
+    module.student.eval()
     return trainer.global_step, module.trained_tokens, module.losses

@@ -1,10 +1,13 @@
 """`capdistill distill`: one distillation run, round by round, ending in an atomic `record.json`.
 
-Each round: the allocator splits the round's slice of the budget across capabilities,
-the teacher writes responses to train prompts until each capability's share is spent,
-the student trains on them (Lightning), and every capability is probed. After each round
-the student and the round's record entry are saved atomically under `rounds/`, so a killed
-run restarted in the same output directory resumes after its last completed round.
+Each round: the allocator splits the round's slice of the budget across capabilities from
+dev signals alone, the teacher writes responses to train prompts until each capability's
+share is spent, the student trains on them (Lightning, one optimizer for the run), and the
+log-likelihood proxy is measured on the dev sets; at evaluation checkpoints and after the
+last round the eval sets are scored by exact match (reports only). After each round the
+student, the optimizer state and the round's record entry are saved atomically under
+`rounds/`, so a killed run restarted in the same output directory resumes after its last
+completed round, exactly.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -23,29 +27,38 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 import capdistill
 from capdistill.allocation import Allocator, RoundContext, build_allocator
+from capdistill.allocation.base import decision_view
+from capdistill.capabilities import Example
 from capdistill.config.schema import ModelKind
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
+from capdistill.distill.module import DistillationModule
 from capdistill.distill.pilots import run_pilots
+from capdistill.distill.reference import proxy_scores, reference_scores
 from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
-from capdistill.evaluation.scores import evaluate, suite_utility
+from capdistill.evaluation.proxy import Proxy
+from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
 from capdistill.io import atomic_dir, atomic_write_json
 from capdistill.losses import DistillLoss, build_loss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
 from capdistill.results.record import RECORD_FILE, check_record
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
+from capdistill.supervision.collect import PromptStream
 from capdistill.training.data import response_ids, uses_chat_template
-from capdistill.world.build import WorldModel, ensure_model, reference_responses
-from capdistill.world.sources import WorldSources
+from capdistill.training.optim import OptimizerSettings
+from capdistill.world.build import WorldModel, ensure_model
+from capdistill.world.sources import TASK, WorldSources
 
 log = logging.getLogger(__name__)
 ROUNDS_DIR = "rounds"
 ROUND_FILE = "round.json"
 STUDENT_DIR = "student"
+OPTIMIZER_FILE = "optimizer.pt"
 LMEVAL_DIR = "lmeval"
+DEV_SIGNALS = {"probe_loglik": "dev", "task_loglik": "dev"}  # the split each recorded signal comes from
 
 
 # --------------------------------------------------------------------------- models
@@ -102,57 +115,14 @@ def align_vocab(loss: DistillLoss, teacher: WorldModel, student: WorldModel) -> 
         log.info("teacher and student logits differ in width %s; comparing the first %d", widths, loss.vocab_size)
 
 
-def check_budget(total: int, rounds: int, sources: WorldSources, tokenizer: PreTrainedTokenizerBase) -> None:
+def check_budget(total: int, rounds: int, sets: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase) -> None:
     """A round's slice must fit at least the shortest reference response of some capability."""
-    shortest = min(
-        len(response_ids(tokenizer, e.response)) for name in sources.capabilities for e in sources.probes[name]
-    )
+    shortest = min(len(response_ids(tokenizer, e.response)) for examples in sets.values() for e in examples)
     if total // rounds < shortest:
         raise CapdistillError(
             f"budget.total_tokens={total} over {rounds} rounds gives {total // rounds} tokens per round, "
             f"smaller than one example ({shortest} tokens); raise the budget or lower budget.rounds"
         )
-
-
-# --------------------------------------------------------------------------- reference scores
-
-
-def model_id(model: WorldModel) -> str:
-    """What identifies a model's weights: a world build's hash, or an HF path and its initialisation."""
-    if model.info.get("hash"):
-        return model.path.name
-    return json.dumps({"path": str(model.info.get("path")), "init": model.info.get("init")}, sort_keys=True)
-
-
-def reference_scores(
-    cfg: DictConfig, teacher: WorldModel, student: WorldModel, sources: WorldSources
-) -> dict[str, Any]:
-    """Teacher and student-base scores and the teacher's probe responses, cached per (pair, world, task)."""
-    key = {
-        "teacher": model_id(teacher),
-        "student": model_id(student),
-        "world": OmegaConf.to_container(cfg.capabilities, resolve=True, enum_to_str=True),
-        "task": cfg.task.source,
-        "requirements": dict(cfg.task.requirements),  # a WEIGHTED task's utility depends on them
-        "version": 1,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cfg.paths.cache_dir) / "reference" / f"{digest}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    batch = cfg.capabilities.probe_batch_size
-    greedy: dict[str, list[str]] = {}
-    teacher_scores = evaluate(teacher.model, teacher.tokenizer, sources, cfg.task.source, batch, predictions=greedy)
-    # the teacher's greedy probe completions are the proxy's targets: reuse them when probing made them
-    responses = greedy if greedy.keys() == sources.probes.keys() else reference_responses(teacher, sources, batch)
-    scores = {
-        "teacher": teacher_scores,
-        "student_base": evaluate(student.model, student.tokenizer, sources, cfg.task.source, batch, responses),
-        "responses": responses,
-        "key": key,
-    }
-    atomic_write_json(path, scores)
-    return scores
 
 
 # --------------------------------------------------------------------------- rounds on disk
@@ -223,15 +193,35 @@ def round_dir(output_dir: Path, index: int) -> Path:
     return output_dir / ROUNDS_DIR / f"round-{index:03d}"
 
 
-def save_round(output_dir: Path, index: int, student: WorldModel, entry: dict[str, Any], cfg: DictConfig) -> None:
-    """Write the round's entry and student atomically; drop the previous round's weights (its entry stays)."""
+def save_round(
+    output_dir: Path,
+    index: int,
+    student: WorldModel,
+    module: DistillationModule,
+    entry: dict[str, Any],
+    cfg: DictConfig,
+) -> None:
+    """Write the round's entry, student and optimizer state atomically; drop the previous round's
+    weights and optimizer state (its entry stays)."""
     with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
         student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
+        torch.save(module.optimizer_state(), tmp / OPTIMIZER_FILE)
         saved = {"fingerprint": run_fingerprint(cfg), "config": run_identity(cfg), "entry": entry}
         (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
     if index > 0:
         shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)
+        (round_dir(output_dir, index - 1) / OPTIMIZER_FILE).unlink(missing_ok=True)
+
+
+def resume_state(
+    output_dir: Path, history: list[dict[str, Any]], student: WorldModel, module: DistillationModule
+) -> None:
+    """Load the student weights and optimizer state saved after the last completed round."""
+    last = round_dir(output_dir, len(history) - 1)
+    resumed = AutoModelForCausalLM.from_pretrained(last / STUDENT_DIR)
+    student.model.load_state_dict(resumed.state_dict())
+    module.load_optimizer_state(torch.load(last / OPTIMIZER_FILE, weights_only=False))
 
 
 # --------------------------------------------------------------------------- one round
@@ -245,18 +235,24 @@ def context_for(
     total: int,
     history: list[dict[str, Any]],
 ) -> RoundContext:
+    """What the allocator sees before round `index`: dev signals and the decision views of earlier rounds."""
     return RoundContext(
         round=index,
         rounds=cfg.budget.rounds,
         capabilities=list(cfg.capabilities.names),
         requirements=requirements,
-        probe=dict(before["probe"]),
-        probe_loglik=dict(before["probe_loglik"]),
-        task_utility=before["task_utility"],
+        probe_loglik=dict(before.get("probe_loglik", {})),
+        task_loglik=before.get("task_loglik"),
         total_tokens=total,
         spent_tokens=sum(sum(e["spent_by_capability"].values()) for e in history),
-        history=list(history),
+        history=[decision_view(e) for e in history],
     )
+
+
+def checkpoint_rounds(rounds: int, fractions: list[float]) -> set[int]:
+    """Rounds (0-based) after which the eval sets are scored: the first round reaching each fraction
+    of the budget's rounds, and the last round."""
+    return {max(math.ceil(f * rounds) - 1, 0) for f in fractions} | {rounds - 1}
 
 
 # --------------------------------------------------------------------------- the run
@@ -271,6 +267,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     loss = build_loss(**OmegaConf.to_container(cfg.loss))
     allocator_options = {k: v for k, v in OmegaConf.to_container(cfg.allocator).items() if k != "name"}
     allocator = build_allocator(cfg.allocator.name, names, cfg.seed, **allocator_options)
+    optim = optimizer_settings(cfg)
     requirements = normalize_weights(dict(cfg.task.requirements), names)
     check_tokenizers(cfg, loss)
     sources = WorldSources.from_config(cfg)
@@ -280,62 +277,70 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s already holds this run's complete record: skipping it", out)
         return finished
     history = completed_rounds(out, cfg)
+    # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
+    seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
+    dev_sets = sources.held_out_sets("dev", cfg.task.source, seeds["dev"])
+    eval_sets = sources.held_out_sets("eval", cfg.task.source, seeds["eval"])
 
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
-    check_budget(total, rounds, sources, student.tokenizer)
+    check_budget(total, rounds, eval_sets, student.tokenizer)
     align_vocab(loss, teacher, student)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     teacher.model.eval().requires_grad_(False)
+    batch = cfg.capabilities.probe_batch_size
 
-    probe_start = time.time()
-    reference = reference_scores(cfg, teacher, student, sources)
-    responses = reference.pop("responses")
-    setup_probing = time.time() - probe_start
+    t0 = time.time()
+    reference = reference_scores(cfg, teacher, student, sources, dev_sets, eval_sets, seeds)
+    responses = reference.pop("dev_responses")
+    proxy = Proxy(student.tokenizer, dev_sets, responses, batch)  # every set: pilots and checkpoints
+    setup_probing = time.time() - t0
     identification = run_pilots(
-        cfg,
-        allocator,
-        total,
-        teacher,
-        student,
-        loss,
-        sources,
-        responses,
-        reference["student_base"],
-        device,
-        run_fingerprint(cfg),
+        cfg, allocator, total, teacher, student, loss, optim, sources, proxy, reference, device, run_fingerprint(cfg)
+    )
+    streams = {c: PromptStream(sources.capabilities[c], str(cfg.seed), sources.difficulties) for c in names}
+    logger = RunLogger(cfg)
+    module = DistillationModule(
+        student.model, teacher.model if loss.needs_teacher else None, loss, optim, logger, cfg.distill.log_every
     )
     if history:
         log.info("resuming after round %d of %d from %s", len(history), rounds, out / ROUNDS_DIR)
-        resumed = AutoModelForCausalLM.from_pretrained(round_dir(out, len(history) - 1) / STUDENT_DIR)
-        student.model.load_state_dict(resumed.state_dict())
+        resume_state(out, history, student, module)
     replay(allocator, cfg, requirements, reference["student_base"], total, history)
+    checkpoints = checkpoint_rounds(rounds, list(cfg.evaluation.checkpoints))
+    # between checkpoints, only the dev sets a decision reads: the loop stays lean
+    signals = allocator.signals(requirements)
+    read = {n for n in signals if n != TASK} | (task_sets(sources, cfg.task.source) if TASK in signals else set())
+    decision_proxy = Proxy(student.tokenizer, {n: dev_sets[n] for n in read}, {n: responses[n] for n in read}, batch)
 
-    logger = RunLogger(cfg)
     try:
         for index in range(len(history), rounds):
             before = history[-1] if history else reference["student_base"]
             context = context_for(index, cfg, requirements, before, total, history)
+            t_allocate = time.time()
             allocation = normalize_weights(allocator.allocate(context), names)
             allotted = round_slice(total, context.spent_tokens, rounds - index)
             shares = split_tokens(allotted, allocation)
+            cursors = {c: sum(e["examples_by_capability"][c] for e in history) for c in names}
 
-            t0 = time.time()
-            slices = generate_round(cfg, index, shares, teacher, student, sources, device)
-            t1 = time.time()
+            t_generate = time.time()
+            slices = generate_round(cfg, shares, streams, cursors, teacher, student, device)
+            t_train = time.time()
+            spent = sum(s.spent for s in slices)
+            progress = (context.spent_tokens / total, (context.spent_tokens + spent) / total)
             offset = sum(e["train_steps"] for e in history)
-            steps, trained, losses = train_round(cfg, index, slices, teacher, student, loss, logger, offset)
-            t2 = time.time()
+            steps, trained, losses = train_round(cfg, index, slices, module, teacher, student, progress, offset)
+            t_proxy = time.time()
             student.model.to(device)
-            scores = evaluate(
-                student.model,
-                student.tokenizer,
-                sources,
-                cfg.task.source,
-                cfg.capabilities.probe_batch_size,
-                responses,
-            )
-            t3 = time.time()
+            checkpoint = index in checkpoints
+            signal = {}
+            if checkpoint or read:
+                signal = proxy_scores(proxy if checkpoint else decision_proxy, student.model, sources, cfg.task.source)
+            t_eval = time.time()
+            scores = {}
+            if checkpoint:
+                scores = exact_match(student.model, student.tokenizer, sources, eval_sets, cfg.task.source, batch)
+            t_update = time.time()
             by_slice = {s.capability: s for s in slices}
             entry = {
                 "round": index,
@@ -345,29 +350,41 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                 "spent_by_capability": {c: by_slice[c].spent if c in by_slice else 0 for c in names},
                 "examples_by_capability": {c: len(by_slice[c].examples) if c in by_slice else 0 for c in names},
                 "truncated_examples": sum(e.truncated for s in slices for e in s.examples),
-                "shortfall_tokens": allotted - sum(s.spent for s in slices),
+                "shortfall_tokens": allotted - spent,
                 "teacher_generated_tokens": sum(s.generated_tokens for s in slices),
                 "student_trained_tokens": trained,
                 "train_steps": steps,
                 "train_loss": {"first": losses[0], "last": losses[-1]} if losses else None,
+                **signal,
                 **scores,
-                "timing": {"generation_s": t1 - t0, "training_s": t2 - t1, "probing_s": t3 - t2},
+                "splits": {**{k: "dev" for k in signal}, **dict.fromkeys(scores, "eval")},
+                "decision": allocator.decision,
             }
-            entry["decision"] = allocator.decision
-            entry["update"] = allocator.update(context, allocation, entry)
-            save_round(out, index, student, entry, cfg)
+            entry["update"] = allocator.update(context, allocation, decision_view(entry))
+            done = time.time()
+            entry["timing"] = {
+                "allocator_s": (t_generate - t_allocate) + (done - t_update),
+                "generation_s": t_train - t_generate,
+                "training_s": t_proxy - t_train,
+                "proxy_s": t_eval - t_proxy,
+                "eval_s": t_update - t_eval,
+                "probing_s": t_update - t_proxy,
+            }
+            save_round(out, index, student, module, entry, cfg)
             history.append(entry)
             logger.log_round(entry, offset + steps)
             log.info(
-                "round %d/%d: spent %d tokens, task utility %.1f, probe %s",
+                "round %d/%d: spent %d tokens%s%s",
                 index + 1,
                 rounds,
                 sum(entry["spent_by_capability"].values()),
-                entry["task_utility"],
-                {c: round(v, 1) for c, v in entry["probe"].items()},
+                f", task dev proxy {entry['task_loglik']:.4f}" if signal else "",
+                f", task utility (eval) {entry['task_utility']:.1f}" if scores else "",
             )
-        final_eval = final_lmeval(cfg, student, sources, out)
+        final_dev = dev_task_utility(student, sources, dev_sets, cfg.task.source, batch)
+        final_eval = final_lmeval(cfg, student, sources, eval_sets, out)
         record = build_record(cfg, history, reference, identification, total, setup_probing, time.time() - start)
+        record["final_dev"] = final_dev
         record["fingerprint"] = run_fingerprint(cfg)
         if final_eval is not None:
             record["lmeval"] = final_eval
@@ -380,15 +397,35 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-def final_lmeval(cfg: DictConfig, student: WorldModel, sources: WorldSources, out: Path) -> dict[str, Any] | None:
-    """The final student scored through lm-eval: the exported probe and task sets (kept under `lmeval/`
-    to re-score it later), or a benchmark suite's tasks on `evaluation.limit` items (all by default)."""
+def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
+    d = cfg.distill
+    return OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
+
+
+def dev_task_utility(
+    student: WorldModel, sources: WorldSources, dev_sets: dict[str, list[Example]], task_source: str, batch: int
+) -> dict[str, Any] | None:
+    """The final student's task exact match on the dev split: what chooses among runs (grid's split)
+    without reading eval. Only the sets the task's score needs are generated. A benchmark suite is
+    scored by lm-eval on its own evaluation docs, so it has none (None)."""
+    if sources.suite is not None:
+        return None
+    sets = {n: dev_sets[n] for n in task_sets(sources, task_source)}
+    scores = exact_match(student.model, student.tokenizer, sources, sets, task_source, batch)
+    return {"split": "dev", "task_utility": scores["task_utility"], "n": scores["n"]["task"]}
+
+
+def final_lmeval(
+    cfg: DictConfig, student: WorldModel, sources: WorldSources, eval_sets: dict[str, list[Example]], out: Path
+) -> dict[str, Any] | None:
+    """The final student scored through lm-eval: the exported eval sets (kept under `lmeval/` to
+    re-score it later), or a benchmark suite's tasks on `evaluation.limit` items (all by default)."""
     if not cfg.evaluation.lmeval:
         return None
     t0 = time.time()
     model, tokenizer, batch = student.model, student.tokenizer, cfg.evaluation.batch_size
     if sources.suite is None:
-        scores = lmeval_scores(model, tokenizer, sources, cfg.task.source, out / LMEVAL_DIR, batch)
+        scores = lmeval_scores(model, tokenizer, sources, eval_sets, cfg.task.source, out / LMEVAL_DIR, batch)
     else:
         chat = uses_chat_template(tokenizer)
         suite = sources.suite.score(hf_lm(model, tokenizer, batch, chat), cfg.evaluation.limit, chat, capped=False)
@@ -411,7 +448,8 @@ def replay(
     for index, entry in enumerate(history):
         before = history[index - 1] if index else base
         context = context_for(index, cfg, requirements, before, total, history[:index])
-        allocator.update(context, entry["allocation"], entry)
+        allocator.allocate(context)
+        allocator.update(context, entry["allocation"], decision_view(entry))
 
 
 def build_record(
@@ -425,9 +463,13 @@ def build_record(
 ) -> dict[str, Any]:
     names = list(cfg.capabilities.names)
     spent = {c: sum(e["spent_by_capability"][c] for e in history) for c in names}
-    timing = {k: sum(e["timing"][k] for e in history) for k in ("generation_s", "training_s", "probing_s")}
+    keys = ("allocator_s", "generation_s", "training_s", "proxy_s", "eval_s", "probing_s")
+    timing = {k: sum(e["timing"][k] for e in history) for k in keys}
+    timing["reference_s"] = setup_probing
     timing["probing_s"] += setup_probing
-    last = history[-1] if history else reference["student_base"]
+    timing["decision_s"] = timing["allocator_s"] + timing["proxy_s"]  # what deciding costs per run
+    timing["decision_fraction"] = timing["decision_s"] / wall
+    last = history[-1]
     return {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "seed": cfg.seed,
@@ -446,8 +488,11 @@ def build_record(
             "student_trained_tokens": sum(e["student_trained_tokens"] for e in history),
         },
         "rounds": history,
-        "final": {k: last[k] for k in ("probe", "probe_loglik", "task_utility")},
-        "reference": reference,
+        "final": {
+            **{k: last[k] for k in ("probe", "task_utility", "n", "probe_loglik", "task_loglik")},
+            "splits": {**DEV_SIGNALS, "probe": "eval", "task_utility": "eval", "n": "eval"},
+        },
+        "reference": {**reference, "splits": {**DEV_SIGNALS, "probe": "eval", "task_utility": "eval"}},
         "identification": identification,
         "timing": {**timing, "total_s": wall},
     }

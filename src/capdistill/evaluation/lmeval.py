@@ -14,12 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from capdistill.capabilities import WEIGHTED, Example, Source
+from capdistill.capabilities import Example, Source
 from capdistill.evaluation.lmeval_tasks import hf_lm, run_tasks, write_task
 from capdistill.evaluation.probes import generation_length
-from capdistill.evaluation.scores import weighted_utility
+from capdistill.evaluation.scores import task_score
 from capdistill.training.data import PROMPT_END, uses_chat_template
-from capdistill.world.sources import WorldSources
+from capdistill.world.sources import TASK, WorldSources
 
 TASK_PREFIX = "capdistill_"
 
@@ -90,24 +90,30 @@ def evaluate_with_lmeval(
 
 
 def lmeval_scores(
-    model: Any, tokenizer: Any, sources: WorldSources, task_source: str, out_dir: Path, batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    sources: WorldSources,
+    sets: dict[str, list[Example]],
+    task_source: str,
+    out_dir: Path,
+    batch_size: int = 16,
 ) -> dict[str, Any]:
-    """A run's final evaluation through lm-eval: `probe` per capability and `task_utility`, as `evaluate` reports.
+    """A run's final evaluation through lm-eval: `probe` per capability and `task_utility`, as
+    `exact_match` reports them on the same eval `sets`.
 
-    The probe sets and the task's evaluation set are exported to `out_dir` (kept with the run,
-    so `lm_eval --include_path` can re-score a saved student) and generated with the same
-    length budget as the project's probes. A WEIGHTED task has no set of its own: its utility
-    is the requirement-weighted mean of the lm-eval probe scores.
+    The sets are exported to `out_dir` (kept with the run, so `lm_eval --include_path` can
+    re-score a saved student) and generated with the same length budget as the project's
+    probes. A task without a set of its own takes its utility from the capability scores.
     """
     chat = uses_chat_template(tokenizer)
-    task_set = f"task_{task_source}"
-    sets, source = dict(sources.probes), {n: sources.capabilities[n] for n in sources.probes}
-    if task_source != WEIGHTED:
-        sets[task_set], source[task_set] = sources.task_eval(task_source), sources.all_sources[task_source]
-    lengths = {name: generation_length(tokenizer, source[name], examples) for name, examples in sets.items()}
-    tasks = export_tasks(sources.spec, sets, out_dir, lengths, chat, tokenizer.bos_token)
+    names = {name: f"task_{task_source}" if name == TASK else name for name in sets}
+    exported = {names[name]: examples for name, examples in sets.items()}
+    lengths = {
+        name: generation_length(tokenizer, sources.all_sources[examples[0].source], examples)
+        for name, examples in exported.items()
+    }
+    tasks = export_tasks(sources.spec, exported, out_dir, lengths, chat, tokenizer.bos_token)
     scores = evaluate_with_lmeval(model, tokenizer, out_dir, tasks, batch_size, chat)
-    by_set = dict(zip(sets, scores.values()))
-    probe = {n: by_set[n] for n in sources.probes}
-    utility = weighted_utility(probe, sources.requirements) if task_source == WEIGHTED else by_set[task_set]
-    return {"probe": probe, "task_utility": utility, "tasks": scores}
+    by_set = {name: scores[f"{TASK_PREFIX}{names[name]}"] for name in sets}
+    probe = {c: by_set[c] for c in sources.capabilities}
+    return {"probe": probe, "task_utility": task_score(by_set, sources, task_source), "tasks": scores}

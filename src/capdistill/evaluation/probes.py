@@ -1,4 +1,4 @@
-"""Exact-match probes by batched greedy generation, and the paper's log-likelihood proxy."""
+"""Exact-match probes by batched greedy generation."""
 
 from __future__ import annotations
 
@@ -87,42 +87,3 @@ def probe_accuracy(
         model, tokenizer, [e.prompt for e in examples], generation_length(tokenizer, source, examples), batch_size
     )
     return accuracy(source, examples, predictions), predictions
-
-
-@torch.no_grad()
-def response_loglik(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    responses: Sequence[str],
-    batch_size: int = 128,
-) -> float:
-    """Mean per-token log-likelihood of `responses` under `model` (the paper's cheap proxy).
-
-    With the teacher's greedy responses this is the released ReAD code's probe score.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(prompts), batch_size):
-        rows = [
-            (prompt_ids(tokenizer, p), response_ids(tokenizer, r))
-            for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
-        ]
-        width = max(len(p) + len(r) for p, r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        target_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (p, r) in enumerate(rows):
-            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-            attn[i, : len(p) + len(r)] = 1
-            target_mask[i, len(p) : len(p) + len(r)] = True
-        ids, attn, target_mask = ids.to(device), attn.to(device), target_mask.to(device)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-        mask = target_mask[:, 1:]
-        total += logp[mask].sum().item()
-        count += int(mask.sum())
-    model.train(was_training)
-    return total / max(count, 1)

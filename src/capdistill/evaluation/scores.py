@@ -1,4 +1,5 @@
-"""A model's scores in one place: probe accuracy and log-likelihood proxy per capability, task utility."""
+"""A model's scores on a run's held-out sets: exact match (the eval role reports it), and the
+log-likelihood proxy (the dev role decides with it, see `evaluation.proxy`)."""
 
 from __future__ import annotations
 
@@ -6,40 +7,30 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from capdistill.capabilities import WEIGHTED
+from capdistill.capabilities import WEIGHTED, Example
 from capdistill.evaluation.lmeval_tasks import hf_lm
-from capdistill.evaluation.probes import generate_texts, generation_length, probe_accuracy, response_loglik
+from capdistill.evaluation.probes import generate_texts, generation_length, probe_accuracy
 from capdistill.training.data import uses_chat_template
-from capdistill.world.sources import WorldSources
+from capdistill.world.sources import TASK, WorldSources
 
 
 def teacher_responses(
-    teacher: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sources: WorldSources, batch_size: int
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sources: WorldSources,
+    sets: dict[str, list[Example]],
+    batch_size: int,
 ) -> dict[str, list[str]]:
-    """The teacher's greedy response to every probe prompt (the proxy's targets)."""
+    """The teacher's greedy response to every prompt of `sets` (the proxy's targets)."""
     return {
         name: generate_texts(
             teacher,
             tokenizer,
             [e.prompt for e in examples],
-            generation_length(tokenizer, sources.capabilities[name], examples),
+            generation_length(tokenizer, sources.all_sources[examples[0].source], examples),
             batch_size,
         )
-        for name, examples in sources.probes.items()
-    }
-
-
-def loglik_scores(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    sources: WorldSources,
-    responses: dict[str, list[str]],
-    batch_size: int,
-) -> dict[str, float]:
-    """The paper's proxy per capability: mean log-likelihood of the teacher's probe responses under `model`."""
-    return {
-        name: response_loglik(model, tokenizer, [e.prompt for e in examples], responses[name], batch_size)
-        for name, examples in sources.probes.items()
+        for name, examples in sets.items()
     }
 
 
@@ -54,40 +45,53 @@ def suite_utility(probe: dict[str, float], sources: WorldSources, task_source: s
     return weighted_utility(probe, sources.requirements) if task_source == WEIGHTED else probe[task_source]
 
 
-def evaluate(
+def task_sets(sources: WorldSources, task_source: str) -> set[str]:
+    """The sets a task's score is computed from: its own (`TASK`), its one capability's, or the
+    capabilities its requirement-weighted utility weighs."""
+    if task_source in sources.composites:
+        return {TASK}
+    if task_source in sources.capabilities:
+        return {task_source}
+    return {c for c, w in sources.requirements.items() if w > 0}
+
+
+def task_score(per_set: dict[str, float], sources: WorldSources, task_source: str) -> float:
+    """The task's score from per-set scores: its own set's (`TASK`), else from the capabilities' (`suite_utility`)."""
+    return per_set[TASK] if TASK in per_set else suite_utility(per_set, sources, task_source)
+
+
+def exact_match(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     sources: WorldSources,
+    sets: dict[str, list[Example]],
     task_source: str,
     batch_size: int,
-    responses: dict[str, list[str]] | None = None,
     predictions: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """`probe` score (0-100) per capability, `probe_loglik` (if teacher `responses` are given) and
-    `task_utility`: accuracy on the held-out evaluation set of the task's source, or with
-    source WEIGHTED the requirement-weighted mean of the probe scores.
+    """`probe` score (0-100) per capability, `task_utility`, and `n`, the items behind each.
 
-    Synthetic capabilities are probed with their exact checkers; a benchmark suite
-    (`world=paper`) through lm-eval on `probe_size` items of each benchmark. A `predictions`
-    dict receives the greedy probe completions (checker-probed worlds).
+    Capabilities are scored on their sets with their exact checkers, a composite task on its
+    own set (`TASK`); a WEIGHTED task's utility is the requirement-weighted mean of the
+    capability scores, a one-capability task's that capability's. A benchmark suite
+    (`world=paper`) is scored through lm-eval on `probe_size` items of each benchmark.
+    `predictions` receives the greedy completions of every set.
     """
     if sources.suite is not None:
-        lm = hf_lm(model, tokenizer, batch_size, uses_chat_template(tokenizer))
-        probe = sources.suite.score(lm, sources.probe_size, uses_chat_template(tokenizer))["probe"]
-    else:
-        probe = {}
-        for name, examples in sources.probes.items():
-            probe[name], completions = probe_accuracy(
-                model, tokenizer, sources.capabilities[name], examples, batch_size
-            )
-            if predictions is not None:
-                predictions[name] = completions
-    if task_source == WEIGHTED or sources.suite is not None:
-        utility = suite_utility(probe, sources, task_source)
-    else:
-        task = sources.all_sources[task_source]
-        utility = probe_accuracy(model, tokenizer, task, sources.task_eval(task_source), batch_size)[0]
-    out: dict[str, Any] = {"probe": probe, "task_utility": utility}
-    if responses is not None:
-        out["probe_loglik"] = loglik_scores(model, tokenizer, sources, responses, batch_size)
-    return out
+        chat = uses_chat_template(tokenizer)
+        probe = sources.suite.score(hf_lm(model, tokenizer, batch_size, chat), sources.probe_size, chat)["probe"]
+        n = dict.fromkeys(probe, sources.probe_size)
+        return {"probe": probe, "task_utility": suite_utility(probe, sources, task_source), "n": n}
+    scores, n = {}, {}
+    for name, examples in sets.items():
+        source = sources.all_sources[examples[0].source]
+        scores[name], completions = probe_accuracy(model, tokenizer, source, examples, batch_size)
+        n[name] = len(examples)
+        if predictions is not None:
+            predictions[name] = completions
+    probe = {c: scores[c] for c in sources.capabilities if c in scores}
+    if TASK in n:
+        n["task"] = n.pop(TASK)
+    else:  # a one-capability task's set, or the weighted capabilities' sets together
+        n["task"] = n[task_source] if task_source in n else sum(n[c] for c, w in sources.requirements.items() if w)
+    return {"probe": probe, "task_utility": task_score(scores, sources, task_source), "n": n}

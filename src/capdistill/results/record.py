@@ -28,7 +28,11 @@ TOP_LEVEL: dict[str, tuple[str, ...] | None] = {
     "reference": ("teacher", "student_base"),
     "timing": ("generation_s", "training_s", "probing_s", "total_s"),
 }
-ROUND_KEYS = ("allocation", "spent_by_capability", "probe", "probe_loglik", "task_utility")
+# every round carries its allocation and spend, and the dev signals its allocator read; rounds
+# that were evaluation checkpoints (the last always is) carry every dev signal and the eval
+# scores too, and `splits` names the split of each
+ROUND_KEYS = ("allocation", "spent_by_capability")
+CHECKPOINT_KEYS = ("probe", "task_utility", "probe_loglik", "task_loglik")
 
 
 def check_record(record: dict[str, Any]) -> None:
@@ -40,7 +44,8 @@ def check_record(record: dict[str, Any]) -> None:
             if sub not in record[key]:
                 raise CapdistillError(f"record: missing key {key}.{sub}")
     for i, entry in enumerate(record["rounds"]):
-        missing = [k for k in ROUND_KEYS if k not in entry]
+        last = i == len(record["rounds"]) - 1
+        missing = [k for k in ROUND_KEYS + (CHECKPOINT_KEYS if last else ()) if k not in entry]
         if missing:
             raise CapdistillError(f"record: rounds[{i}] lacks {missing[0]!r}")
     budget = record["budget"]

@@ -1,7 +1,8 @@
 """Spend one capability's slice of the budget: sample train prompts, have the teacher answer them.
 
-Responses are counted in supervision tokens (student tokenizer, response + EOS) and
-accepted in draw order until the slice is full. The first response that would overflow
+Prompts come from one stream per capability and seed (`PromptStream`), the same for every
+allocator. Responses are counted in supervision tokens (student tokenizer, response + EOS)
+and accepted in stream order until the slice is full. The first response that would overflow
 is dropped (default: the slice ends with a recorded shortfall) or truncated to fit, so a
 slice is never exceeded.
 """
@@ -69,66 +70,121 @@ class Slice:
         return self.allotted - self.spent
 
 
-def train_prompts(source: Source, rng: random.Random, n: int, difficulties: tuple[int, ...]) -> list[str]:
-    """`n` prompts of the source's train split (never a probe, dev or eval prompt)."""
-    out: list[str] = []
-    for _ in range(1000 * n):
-        if len(out) == n:
-            return out
-        example = source.generate(rng, rng.choice(difficulties))
-        if not source.hash_split or split_of(example.prompt) == "train":
-            out.append(example.prompt)
-    raise CapdistillError(f"{source.name}: its train prompt pool yielded {len(out)} prompts, {n} needed")
+class PromptStream:
+    """One capability's train prompts for one seed, in a fixed order.
+
+    A common random number across allocators: whatever the split, a run that spends on a
+    capability consumes its stream from the start, so two allocators with the same seed
+    train on the same prompts, in the same order, as far as both spend. A slice takes the
+    prompts after a cursor (the examples already trained on), so resuming needs no state.
+    """
+
+    def __init__(self, source: Source, seed: str, difficulties: tuple[int, ...]) -> None:
+        self.source, self.difficulties = source, difficulties
+        self.rng = random.Random(f"supervision/{seed}/{source.name}")
+        self.prompts: list[str] = []
+
+    def take(self, start: int, n: int) -> list[str]:
+        """Prompts `start` to `start + n` of the stream (train split only: never a dev, probe or eval prompt)."""
+        misses = 0
+        while len(self.prompts) < start + n:
+            example = self.source.generate(self.rng, self.rng.choice(self.difficulties))
+            if not self.source.hash_split or split_of(example.prompt) == "train":
+                self.prompts.append(example.prompt)
+                continue
+            misses += 1
+            if misses > 1000 * n:
+                raise CapdistillError(f"{self.source.name}: its train prompt pool yielded too few prompts")
+        return self.prompts[start : start + n]
+
+
+def collect_round(
+    shares: dict[str, int],
+    streams: dict[str, PromptStream],
+    cursors: dict[str, int],
+    teacher: PreTrainedModel,
+    teacher_tokenizer: PreTrainedTokenizerBase,
+    student_tokenizer: PreTrainedTokenizerBase,
+    generation: Generation,
+    overflow: Overflow = Overflow.drop,
+    max_batches: int = 10_000,
+) -> list[Slice]:
+    """Fill every capability's share (`shares`: supervision tokens) with teacher-written responses to
+    its stream's prompts from its cursor on; a slice's examples consume that many prompts of its
+    stream (an overflowing response that is dropped does not: its prompt opens the next slice).
+
+    The prompts of all unfilled slices go to the teacher together, so a round costs a few
+    `generate` calls rather than one per capability; each slice asks for as many prompts as its
+    mean response length so far says it still needs, to waste little generation past its end.
+    Sampled generation is seeded by the first prompt's position in its stream.
+    """
+    slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
+    mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
+    open_ = set(slices)
+    for _ in range(max_batches):
+        if not open_:
+            return list(slices.values())
+        asked: list[tuple[str, str]] = []
+        for name in sorted(open_, key=list(slices).index):
+            piece = slices[name]
+            size = min(
+                generation.batch_size, math.ceil((piece.allotted - piece.spent) / max(mean_tokens[name], 1.0)) + 1
+            )
+            position = cursors.get(name, 0) + len(piece.examples)
+            asked += [(name, prompt) for prompt in streams[name].take(position, size)]
+        first = asked[0][0]
+        responses = generate_texts(
+            teacher,
+            teacher_tokenizer,
+            [prompt for _, prompt in asked],
+            generation.max_new_tokens,
+            generation.batch_size,
+            generation.temperature,
+            generation.top_p,
+            seed=cursors.get(first, 0) + len(slices[first].examples),
+        )
+        for (name, prompt), response in zip(asked, responses):
+            piece = slices[name]
+            piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
+            if name not in open_:
+                continue
+            ids = response_ids(student_tokenizer, response)
+            left = piece.allotted - piece.spent
+            if len(ids) <= left:
+                piece.examples.append(Supervised(name, prompt, response, ids))
+                if len(ids) == left:
+                    open_.discard(name)
+                continue
+            if overflow is Overflow.truncate and left > 0:
+                ids = ids[:left]
+                text = student_tokenizer.decode(ids, skip_special_tokens=True)
+                piece.examples.append(Supervised(name, prompt, text, ids, truncated=True))
+            open_.discard(name)
+        for name in open_:
+            mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
+    raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")
 
 
 def collect_slice(
-    source: Source,
+    stream: PromptStream,
+    cursor: int,
     allotted: int,
     teacher: PreTrainedModel,
     teacher_tokenizer: PreTrainedTokenizerBase,
     student_tokenizer: PreTrainedTokenizerBase,
     generation: Generation,
-    difficulties: tuple[int, ...],
-    seed: str,
     overflow: Overflow = Overflow.drop,
-    max_batches: int = 10_000,
 ) -> Slice:
-    """Fill a slice of `allotted` supervision tokens for `source` with teacher-written examples.
-
-    Prompts are drawn with a RNG seeded by `seed` (e.g. run seed, round and capability), so
-    a resumed or repeated run draws the same prompts. Each batch is sized from the mean
-    response length so far, to waste little teacher generation past the slice's end.
-    """
-    rng = random.Random(f"supervision/{seed}/{source.name}")
-    out = Slice(source.name, allotted)
-    mean_tokens = float(generation.max_new_tokens) / 2
-    for _ in range(max_batches):
-        left = allotted - out.spent
-        if left <= 0:
-            return out
-        size = min(generation.batch_size, math.ceil(left / max(mean_tokens, 1.0)) + 1)
-        prompts = train_prompts(source, rng, size, difficulties)
-        responses = generate_texts(
-            teacher,
-            teacher_tokenizer,
-            prompts,
-            generation.max_new_tokens,
-            generation.batch_size,
-            generation.temperature,
-            generation.top_p,
-            seed=rng.randrange(2**31),
-        )
-        out.generated_tokens += sum(len(response_ids(teacher_tokenizer, r)) for r in responses)
-        for prompt, response in zip(prompts, responses):
-            ids = response_ids(student_tokenizer, response)
-            left = allotted - out.spent
-            if len(ids) <= left:
-                out.examples.append(Supervised(source.name, prompt, response, ids))
-                continue
-            if overflow is Overflow.truncate and left > 0:
-                ids = ids[:left]
-                text = student_tokenizer.decode(ids, skip_special_tokens=True)
-                out.examples.append(Supervised(source.name, prompt, text, ids, truncated=True))
-            return out
-        mean_tokens = out.spent / max(len(out.examples), 1)
-    raise CapdistillError(f"{source.name}: slice of {allotted} tokens not filled after {max_batches} batches")
+    """One capability's slice (`collect_round` with one share)."""
+    name = stream.source.name
+    (piece,) = collect_round(
+        {name: allotted},
+        {name: stream},
+        {name: cursor},
+        teacher,
+        teacher_tokenizer,
+        student_tokenizer,
+        generation,
+        overflow,
+    ) or [Slice(name, allotted)]
+    return piece

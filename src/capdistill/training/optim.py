@@ -1,11 +1,75 @@
-"""AdamW with linear warmup and a cosine decay to a floor: the optimizer of every training loop here."""
+"""AdamW with linear warmup and a cosine decay to a floor (world builds), and the distillation's
+optimizer settings: one AdamW and one schedule over a whole run, or a fresh pair per round."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from transformers import get_cosine_schedule_with_warmup
+
+from capdistill.errors import CapdistillError
+
+
+def adamw(
+    named_parameters: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, with no weight decay on biases and norms."""
+    params = [(n, p) for n, p in named_parameters if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
+
+
+class Scope(str, Enum):
+    """What one optimizer and its learning-rate schedule span."""
+
+    run = "run"  # the whole run: moments carry over between rounds, the schedule follows budget progress
+    round = "round"  # each round afresh: new moments, warmup and schedule over the round's steps
+
+
+class Schedule(str, Enum):
+    constant = "constant"  # after warmup (the released ReAD code's: no schedule at all)
+    cosine = "cosine"  # to `min_lr_ratio` of the peak at the end of the scope
+
+
+@dataclass
+class OptimizerSettings:
+    """The distillation's optimizer: AdamW at `lr`, `warmup_steps` of linear warmup, then `schedule`."""
+
+    lr: float
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    schedule: Schedule = Schedule.constant
+    scope: Scope = Scope.run
+
+    def __post_init__(self) -> None:
+        self.schedule, self.scope = Schedule(self.schedule), Scope(self.scope)
+        for name, ok in (
+            ("lr", self.lr > 0),
+            ("weight_decay", self.weight_decay >= 0),
+            ("warmup_steps", self.warmup_steps >= 0),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1),
+        ):
+            if not ok:
+                raise CapdistillError(f"distill.{name} is out of range: {getattr(self, name)!r}")
+
+    def lr_at(self, step: int, progress: float) -> float:
+        """The learning rate of optimizer step `step` (0-based in the scope) at `progress` (0-1) through it."""
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.schedule is Schedule.constant:
+            return self.lr * warm
+        cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return self.lr * warm * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
 
 
 def adamw_cosine(
@@ -22,15 +86,7 @@ def adamw_cosine(
     `first_stage = (steps, ratio)`: the first `steps` steps warm up to and hold `ratio * lr`
     (a curriculum stage); warmup and cosine then run over the remaining steps.
     """
-    params = [(n, p) for n, p in named_parameters if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for _, p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=lr,
-        betas=(0.9, 0.98),
-    )
+    optimizer = adamw(named_parameters, lr, weight_decay)
     stage, ratio = first_stage
     cosine = get_cosine_schedule_with_warmup(optimizer, warmup_steps, max(total_steps - stage, 1)).lr_lambdas[0]
 

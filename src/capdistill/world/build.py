@@ -30,7 +30,7 @@ from capdistill.models.build import build_llama
 from capdistill.models.tokenizers import train_tokenizer
 from capdistill.training.data import BatchStream, StagedStream
 from capdistill.training.lm_module import CausalLMModule
-from capdistill.world.sources import WorldSources
+from capdistill.world.sources import BUILD_PROBE_SIZE, BUILD_TASK_SIZE, WorldSources
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
@@ -113,14 +113,14 @@ def score_model(
     """Probe accuracy per capability, eval accuracy per composite task, the exact check subset,
     and the greedy probe responses (a teacher's are the log-likelihood proxy's targets)."""
     probe, check, responses = {}, {}, {}
-    for name, examples in sources.probes.items():
+    for name, examples in sources.build_probes.items():
         source = sources.capabilities[name]
         probe[name], responses[name] = probe_accuracy(model, tokenizer, source, examples, batch_size)
         hits = sum(source.check(e, p) for e, p in zip(examples[:CHECK_SIZE], responses[name]))
         check[name] = 100.0 * hits / CHECK_SIZE
     task = {
         name: probe_accuracy(model, tokenizer, sources.composites[name], examples, batch_size)[0]
-        for name, examples in sources.task_evals.items()
+        for name, examples in sources.build_task_sets.items()
     }
     return {"probe": probe, "task": task, "check": check, "responses": responses}
 
@@ -128,9 +128,10 @@ def score_model(
 def reference_responses(teacher: WorldModel, sources: WorldSources, batch_size: int) -> dict[str, list[str]]:
     """The teacher's greedy probe responses: recorded at build time, regenerated for older entries."""
     recorded = teacher.info.get("scores", {}).get("responses")
-    if recorded and all(len(recorded.get(n, ())) == len(ex) for n, ex in sources.probes.items()):
-        return {n: recorded[n] for n in sources.probes}
-    return teacher_responses(teacher.model, teacher.tokenizer, sources, batch_size)
+    probes = sources.build_probes
+    if recorded and all(len(recorded.get(n, ())) == len(ex) for n, ex in probes.items()):
+        return {n: recorded[n] for n in probes}
+    return teacher_responses(teacher.model, teacher.tokenizer, sources, probes, batch_size)
 
 
 class DevProbeStopping(pl.Callback):
@@ -241,8 +242,8 @@ def ensure_model(cfg: DictConfig, role: str, sources: WorldSources, output_dir: 
         "hash": spec_hash(spec),
         "version": capdistill.__version__,
         "spec": spec,
-        "probe_size": sources.probe_size,
-        "eval_size": sources.eval_size,
+        "probe_size": BUILD_PROBE_SIZE,
+        "eval_size": BUILD_TASK_SIZE,
         "scores": score_model(model, tokenizer, sources, cfg.capabilities.probe_batch_size),
         "params": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from capdistill.evaluation.scores import loglik_scores
+from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.world.build import WorldModel, ensure_model, reference_responses
 from capdistill.world.sources import WorldSources
@@ -49,9 +49,9 @@ def build_world(cfg: DictConfig) -> dict[str, Any]:
         "teacher": summarize(teacher),
         "student_base": {
             **summarize(student),
-            "proxy": loglik_scores(
-                student.model, student.tokenizer, sources, reference_responses(teacher, sources, batch), batch
-            ),
+            "proxy": Proxy(
+                student.tokenizer, sources.build_probes, reference_responses(teacher, sources, batch), batch
+            )(student.model),
         },
         "teacher_target": target,
         "teacher_meets_target": None if target is None else worst >= target,

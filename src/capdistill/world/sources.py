@@ -11,9 +11,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from capdistill.capabilities import CAPABILITIES, COMPOSITES, Example, Source, WorldParams, build_capabilities
+from capdistill.capabilities.base import TASK
 from capdistill.capabilities.paper import PaperSuite
 from capdistill.capabilities.real import real_sources
 from capdistill.errors import CapdistillError
+
+# The world build's own score sets (build.json, `capdistill build-world`): the probe split at
+# these sizes (or all of a smaller one), fixed so that a shipped build reproduces its recorded scores.
+BUILD_PROBE_SIZE, BUILD_TASK_SIZE = 64, 128
 
 
 def nested_tuples(value: object) -> object:
@@ -45,7 +50,9 @@ class WorldSources:
     """Capabilities (probed) and composite tasks (evaluated) of one world config.
 
     The synthetic world has generator `params`; a benchmark world (`world=paper`) has
-    pool-backed capabilities and the lm-eval `suite` that scores them.
+    pool-backed capabilities and the lm-eval `suite` that scores them. A run's held-out
+    sets have sizes `probe_size` (each capability's eval set), `eval_size` (the task's) and
+    `dev_size` (every dev set).
     """
 
     params: WorldParams | None
@@ -56,6 +63,7 @@ class WorldSources:
     suite: PaperSuite | None = None
     requirements: dict[str, float] = field(default_factory=dict)  # the task card's (for WEIGHTED utility)
     spec_extra: dict[str, Any] | None = None  # how a pool world is rebuilt (see `spec`)
+    dev_size: int = 0
 
     @classmethod
     def from_params(
@@ -71,12 +79,14 @@ class WorldSources:
         caps = cfg.capabilities
         if caps.world == "paper":
             world = cls(None, {}, {}, caps.probe_size, caps.eval_size, paper_suite(cfg))
-            world.capabilities = world.suite.pools(caps.probe_size)
+            world.capabilities = world.suite.pools(caps.probe_size, caps.dev_size)
         elif caps.world == "offline_real":
             spec = {"world": "offline_real", "names": list(caps.names), "train_size": caps.train_size}
-            world = cls.from_spec({**spec, "probe_size": caps.probe_size, "eval_size": caps.eval_size})
+            sizes = {"probe_size": caps.probe_size, "eval_size": caps.eval_size, "dev_size": caps.dev_size}
+            world = cls.from_spec({**spec, **sizes})
         else:
             world = cls.from_params(world_params(cfg), list(caps.names), caps.probe_size, caps.eval_size)
+        world.dev_size = caps.dev_size
         world.requirements = dict(cfg.task.requirements)
         return world
 
@@ -86,8 +96,9 @@ class WorldSources:
         if spec["world"] == "synthetic":
             params = WorldParams(**{k: nested_tuples(v) for k, v in spec["params"].items()})
             return cls.from_params(params)
-        caps = real_sources(spec["names"], spec["probe_size"], spec["eval_size"], spec["train_size"])
-        world = cls(None, caps, {}, spec["probe_size"], spec["eval_size"])
+        dev_size = spec.get("dev_size", min(spec["probe_size"], 32))  # specs exported before dev sets had a size
+        caps = real_sources(spec["names"], spec["probe_size"], spec["eval_size"], spec["train_size"], dev_size)
+        world = cls(None, caps, {}, spec["probe_size"], spec["eval_size"], dev_size=dev_size)
         world.spec_extra = spec
         return world
 
@@ -108,34 +119,39 @@ class WorldSources:
     def all_sources(self) -> dict[str, Source]:
         return {**self.capabilities, **self.composites}
 
-    def examples(self, name: str, split: str, n: int, seed: int = 0) -> list[Example]:
-        return self.all_sources[name].sample(split, n, seed, self.difficulties)
+    def examples(self, name: str, split: str, n: int, seed: int = 0, at_most: bool = False) -> list[Example]:
+        return self.all_sources[name].sample(split, n, seed, self.difficulties, at_most=at_most)
 
     def dev_sets(self, size: int) -> dict[str, list[Example]]:
-        """Dev split of every capability and task (used to decide when training may stop)."""
+        """Dev split of every capability and task (a world build's stopping rule reads it)."""
         return {n: self.examples(n, "dev", size) for n in self.all_sources}
 
-    def check_pools(self, dev_size: int) -> None:
-        """Draw every fixed example set now, so an exhausted prompt pool fails before any model is built.
+    def held_out_sets(self, role: str, task_source: str, seed: int) -> dict[str, list[Example]]:
+        """A run's sets of one role (`capabilities.base.ROLES`): every capability's, and under `TASK`
+        a composite task's own. Eval sets have `probe_size` items per capability and `eval_size`
+        for the task, dev sets `dev_size` each; a population smaller than that is taken whole."""
+        capability_size = self.dev_size if role == "dev" else self.probe_size
+        task_size = self.dev_size if role == "dev" else self.eval_size
+        sets = {n: self.held_out(n, role, capability_size, seed) for n in self.capabilities}
+        if task_source in self.composites:
+            sets[TASK] = self.held_out(task_source, role, task_size, seed)
+        return sets
 
-        Probe and eval sets are cached for the scoring that follows; dev sets are cheap to redraw.
-        """
-        for sets in (self.probes, self.task_evals, self.dev_sets(dev_size)):
+    def held_out(self, name: str, role: str, n: int, seed: int) -> list[Example]:
+        return self.all_sources[name].held_out(role, n, seed, self.difficulties)
+
+    def check_pools(self, dev_size: int) -> None:
+        """Draw the world build's fixed sets now, so an exhausted prompt pool fails before any model is built."""
+        for sets in (self.build_probes, self.build_task_sets, self.dev_sets(dev_size)):
             if not all(sets.values()):
                 raise AssertionError("Source.sample returned an empty set")
 
     @cached_property
-    def probes(self) -> dict[str, list[Example]]:
-        """Held-out probe set of every capability."""
-        return {n: self.examples(n, "probe", self.probe_size) for n in self.capabilities}
-
-    def task_eval(self, source: str) -> list[Example]:
-        """Held-out evaluation set of a task's source: a composite's, or a capability's eval split."""
-        if source in self.composites:
-            return self.task_evals[source]
-        return self.examples(source, "eval", self.eval_size)
+    def build_probes(self) -> dict[str, list[Example]]:
+        """The world build's probe set of every capability (its recorded scores and teacher responses)."""
+        return {n: self.examples(n, "probe", BUILD_PROBE_SIZE, at_most=True) for n in self.capabilities}
 
     @cached_property
-    def task_evals(self) -> dict[str, list[Example]]:
-        """Held-out evaluation set of every composite task."""
-        return {n: self.examples(n, "eval", self.eval_size) for n in self.composites}
+    def build_task_sets(self) -> dict[str, list[Example]]:
+        """The world build's evaluation set of every composite task."""
+        return {n: self.examples(n, "eval", BUILD_TASK_SIZE, at_most=True) for n in self.composites}

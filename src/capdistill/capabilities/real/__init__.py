@@ -32,8 +32,8 @@ REAL_CAPABILITIES = tuple(BUILDERS)
 
 
 def real_sources(
-    names: Sequence[str], probe_size: int, eval_size: int, train_size: int, seed: int = 0
+    names: Sequence[str], probe_size: int, eval_size: int, train_size: int, dev_size: int, seed: int = 0
 ) -> dict[str, PoolSource]:
     """The named capabilities, each with `train_size` train prompts (where its data has that many)."""
-    sizes = {"train": train_size, "dev": min(probe_size, 32), "probe": probe_size, "eval": eval_size}
+    sizes = {"train": train_size, "dev": dev_size, "probe": probe_size, "eval": eval_size}
     return {name: BUILDERS[name](sizes, seed) for name in names}

@@ -1,0 +1,79 @@
+"""A run's reference scores, cached per (teacher, student base, world, task, held-out draws).
+
+The teacher and the student base are scored on the eval sets (the reference lines of every
+figure), the teacher answers the dev prompts greedily (the proxy's targets), and the
+student base's proxy on them is where the allocator starts. Every allocator and budget of
+a sweep shares them, so they are computed once and read from `<cache>/reference/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from capdistill.capabilities import Example
+from capdistill.evaluation.proxy import Proxy
+from capdistill.evaluation.scores import exact_match, task_score, task_sets, teacher_responses
+from capdistill.io import atomic_write_json
+from capdistill.world.build import WorldModel
+from capdistill.world.sources import WorldSources
+
+VERSION = 2  # bump when what is cached changes
+
+
+def model_id(model: WorldModel) -> str:
+    """What identifies a model's weights: a world build's hash, or an HF path and its initialisation."""
+    if model.info.get("hash"):
+        return model.path.name
+    return json.dumps({"path": str(model.info.get("path")), "init": model.info.get("init")}, sort_keys=True)
+
+
+def proxy_scores(proxy: Proxy, model: Any, sources: WorldSources, task_source: str) -> dict[str, Any]:
+    """The dev signal of `model`: `probe_loglik` per capability the proxy covers, and `task_loglik`."""
+    per_set = proxy(model)
+    out: dict[str, Any] = {"probe_loglik": {c: per_set[c] for c in sources.capabilities if c in per_set}}
+    if task_sets(sources, task_source) <= per_set.keys():
+        out["task_loglik"] = task_score(per_set, sources, task_source)
+    return out
+
+
+def reference_scores(
+    cfg: DictConfig,
+    teacher: WorldModel,
+    student: WorldModel,
+    sources: WorldSources,
+    dev_sets: dict[str, list[Example]],
+    eval_sets: dict[str, list[Example]],
+    seeds: dict[str, int],
+) -> dict[str, Any]:
+    """`teacher` and `student_base` scores (eval exact match; the student base's dev proxy too) and
+    the teacher's greedy `dev_responses`, from the cache when this pair and these draws were scored."""
+    key = {
+        "teacher": model_id(teacher),
+        "student": model_id(student),
+        "world": OmegaConf.to_container(cfg.capabilities, resolve=True, enum_to_str=True),
+        "task": cfg.task.source,
+        "requirements": dict(cfg.task.requirements),  # a WEIGHTED task's utility depends on them
+        "seeds": seeds,
+        "version": VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.paths.cache_dir) / "reference" / f"{digest}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    batch, task = cfg.capabilities.probe_batch_size, cfg.task.source
+    responses = teacher_responses(teacher.model, teacher.tokenizer, sources, dev_sets, batch)
+    base = exact_match(student.model, student.tokenizer, sources, eval_sets, task, batch)
+    base.update(proxy_scores(Proxy(student.tokenizer, dev_sets, responses, batch), student.model, sources, task))
+    scores = {
+        "teacher": exact_match(teacher.model, teacher.tokenizer, sources, eval_sets, task, batch),
+        "student_base": base,
+        "dev_responses": responses,
+        "key": key,
+    }
+    atomic_write_json(path, scores)
+    return scores
