@@ -148,8 +148,8 @@ class CapabilitiesConf:
     names: list[str] = field(default_factory=lambda: list(CAPABILITIES))
     params: WorldParamsConf = field(default_factory=WorldParamsConf)
     # held-out sets of a run, drawn per seed (the same for every allocator): eval reports, dev decides
-    probe_size: int = 1024  # eval items per capability (exact match)
-    eval_size: int = 1024  # eval items of the task (exact match)
+    probe_size: int = 1200  # eval items per capability (exact match)
+    eval_size: int = 4800  # eval items of the task (exact match)
     dev_size: int = 256  # dev items per capability and task (the log-likelihood proxy)
     probe_batch_size: int = 256
     # world=paper: capability -> lm-eval task/group/tag names, and how they are run
