@@ -1,7 +1,7 @@
 """Allocators on the simulated capability worlds (no training): final task utility, mean ± std over seeds.
 
-    .venv/bin/python benchmarks/bench_allocators.py --seeds 5 --rounds 12 --world toy
-    .venv/bin/python benchmarks/bench_allocators.py --seeds 5 --rounds 12 --world interference
+    .venv/bin/python benchmarks/bench_allocators.py --seeds 5 --rounds 20 --world toy
+    .venv/bin/python benchmarks/bench_allocators.py --seeds 5 --rounds 20 --world interference
 
 Prints the best split held fixed (brute force, noise-free) as the reference optimum and,
 per allocator, the utility reached, its ratio to that optimum and the spillover (points
@@ -28,7 +28,10 @@ ALLOCATORS = {
     "read (beta=0)": {"beta": 0.0},
     "read (no requirements)": {"use_requirements": False},
     "read (no adaptation)": {"adapt": False},
+    "read (paper context)": {"context": "paper"},
+    "read (no calibration)": {"calibration": "off"},
     "read (learned requirements)": {"identify": "learned", "pilots": 10, "pilot_fraction": 0.05},
+    "read (trust region 0.3)": {"trust_radius": 0.3},
 }
 WORLDS = {"toy": toy_world, "interference": interference_world}
 
@@ -36,7 +39,7 @@ WORLDS = {"toy": toy_world, "interference": interference_world}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--world", choices=sorted(WORLDS), default="toy")
     args = parser.parse_args()
     torch.set_num_threads(1)

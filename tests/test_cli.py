@@ -123,6 +123,15 @@ def test_distill_micro_end_to_end(tmp_path: Path, micro_cache: Path) -> None:
     assert record["budget"]["spent_tokens"] <= record["budget"]["total_tokens"] == 5000
 
 
+def test_profile_micro_scores_teacher_and_student_on_the_eval_sets(tmp_path: Path, micro_cache: Path) -> None:
+    result = capdistill("profile", "experiment=micro", f"paths.cache_dir={micro_cache}", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    profile = json.loads((tmp_path / "profile.json").read_text())
+    assert set(profile) >= {"teacher", "student_base", "splits"} and "dev_responses" not in profile
+    assert profile["teacher"]["n"]["math"] == 8  # capabilities.probe_size of experiment=micro
+    assert "| task utility |" in result.stdout and (tmp_path / "profile.md").is_file()
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [

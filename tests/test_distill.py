@@ -357,3 +357,43 @@ def test_resume_continues_exactly(run_micro, make_cfg, micro_cache: Path, monkey
     strip = [{k: v for k, v in e.items() if k not in drop} for e in resumed["rounds"]]
     assert strip == [{k: v for k, v in e.items() if k not in drop} for e in whole["rounds"]]
     assert resumed["final"] == whole["final"]
+
+
+def test_checkpoint_rounds_are_the_first_rounds_reaching_each_fraction() -> None:
+    assert run_module.checkpoint_rounds(20, [0.25, 0.5, 0.75]) == {4, 9, 14, 19}
+    assert run_module.checkpoint_rounds(20, []) == {19}
+    assert run_module.checkpoint_rounds(3, [0.1, 0.5]) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("scope", ["run", "round"])
+def test_one_optimizer_spans_the_run_or_each_round(micro_cache: Path, make_cfg, scope: str) -> None:
+    """scope=run: the AdamW built in the first fit is the one the second fit steps (its moments and step
+    count carry over) and the learning rate follows budget progress; scope=round: a fresh one per fit."""
+    cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
+    sources = WorldSources.from_config(cfg)
+    teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
+    student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
+    stream = PromptStream(sources.capabilities["math"], "o", sources.difficulties)
+    examples = collect_slice(
+        stream, 0, 300, teacher.model, teacher.tokenizer, student.tokenizer, Generation(max_new_tokens=16)
+    ).examples
+    settings = OptimizerSettings(1e-2, warmup_steps=0, schedule="cosine", scope=scope)
+    module = DistillationModule(student.model, None, build_loss("sft"), settings)
+    seen, lrs = [], []
+    for start, end in ((0.0, 0.5), (0.5, 1.0)):
+        data = DistillDataModule(SupervisedBatches(examples, student.tokenizer, None, 8, seed=0))
+        module.begin_fit(start, end, len(data.dataset), 0)
+        trainer = pl.Trainer(
+            accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+        )
+        trainer.fit(module, datamodule=data)
+        seen.append(module.optimizer)
+        lrs.append(module.optimizer.param_groups[0]["lr"])
+        steps = len(data.dataset)
+    adam_steps = int(next(iter(module.optimizer.state.values()))["step"])
+    if scope == "run":
+        assert seen[0] is seen[1] and adam_steps == module.steps == 2 * steps
+        assert lrs == pytest.approx([settings.lr_at(0, 0.5), settings.lr_at(0, 1.0)])  # half-way, then the floor
+    else:
+        assert seen[0] is not seen[1] and adam_steps == module.steps == steps
+        assert lrs == pytest.approx([settings.lr_at(0, 1.0)] * 2)  # each fit its own cosine to the floor

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from capdistill.training.optim import adamw_cosine
+from capdistill.errors import CapdistillError
+from capdistill.training.optim import OptimizerSettings, adamw_cosine
 
 
 def lrs(steps: int, **kwargs) -> list[float]:
@@ -33,3 +34,17 @@ def test_first_stage_holds_its_rate_then_the_schedule_restarts() -> None:
     assert seen[10:30] == pytest.approx([0.25e-2] * 20)
     assert seen[30:40] == pytest.approx(lrs(70, warmup_steps=10, min_lr_ratio=0.1)[:10])
     assert max(seen[30:]) == pytest.approx(1e-2)
+
+
+def test_distillation_schedule_follows_progress_after_warmup() -> None:
+    """The run's learning rate: linear warmup over steps, then constant or cosine in budget progress."""
+    cosine = OptimizerSettings(1e-3, warmup_steps=4, min_lr_ratio=0.1, schedule="cosine")
+    assert [cosine.lr_at(step, 0.0) for step in range(4)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert cosine.lr_at(100, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert cosine.lr_at(100, 1.0) == pytest.approx(1e-4) and cosine.lr_at(100, 1.7) == pytest.approx(1e-4)
+    constant = OptimizerSettings(1e-3, warmup_steps=0, schedule="constant")
+    assert {constant.lr_at(step, p) for step, p in ((0, 0.0), (50, 0.3), (99, 1.0))} == {1e-3}
+    with pytest.raises(CapdistillError, match="distill.min_lr_ratio"):
+        OptimizerSettings(1e-3, min_lr_ratio=1.5)
+    with pytest.raises(ValueError):
+        OptimizerSettings(1e-3, schedule="linear")

@@ -23,6 +23,8 @@ from capdistill.world.build import WorldModel
 from capdistill.world.sources import WorldSources
 
 VERSION = 2  # bump when what is cached changes
+# the split each reference number comes from
+SPLITS = {"probe": "eval", "task_utility": "eval", "n": "eval", "probe_loglik": "dev", "task_loglik": "dev"}
 
 
 def model_id(model: WorldModel) -> str:
@@ -64,7 +66,7 @@ def reference_scores(
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cfg.paths.cache_dir) / "reference" / f"{digest}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return {**json.loads(path.read_text()), "splits": SPLITS}
     batch, task = cfg.capabilities.probe_batch_size, cfg.task.source
     responses = teacher_responses(teacher.model, teacher.tokenizer, sources, dev_sets, batch)
     base = exact_match(student.model, student.tokenizer, sources, eval_sets, task, batch)
@@ -76,4 +78,4 @@ def reference_scores(
         "key": key,
     }
     atomic_write_json(path, scores)
-    return scores
+    return {**scores, "splits": SPLITS}

@@ -34,7 +34,7 @@ from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.pilots import run_pilots
-from capdistill.distill.reference import proxy_scores, reference_scores
+from capdistill.distill.reference import SPLITS, proxy_scores, reference_scores
 from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
@@ -58,7 +58,6 @@ ROUND_FILE = "round.json"
 STUDENT_DIR = "student"
 OPTIMIZER_FILE = "optimizer.pt"
 LMEVAL_DIR = "lmeval"
-DEV_SIGNALS = {"probe_loglik": "dev", "task_loglik": "dev"}  # the split each recorded signal comes from
 
 
 # --------------------------------------------------------------------------- models
@@ -490,9 +489,9 @@ def build_record(
         "rounds": history,
         "final": {
             **{k: last[k] for k in ("probe", "task_utility", "n", "probe_loglik", "task_loglik")},
-            "splits": {**DEV_SIGNALS, "probe": "eval", "task_utility": "eval", "n": "eval"},
+            "splits": SPLITS,
         },
-        "reference": {**reference, "splits": {**DEV_SIGNALS, "probe": "eval", "task_utility": "eval"}},
+        "reference": reference,
         "identification": identification,
         "timing": {**timing, "total_s": wall},
     }

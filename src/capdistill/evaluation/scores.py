@@ -67,15 +67,14 @@ def exact_match(
     sets: dict[str, list[Example]],
     task_source: str,
     batch_size: int,
-    predictions: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """`probe` score (0-100) per capability, `task_utility`, and `n`, the items behind each.
+    """`probe` score (0-100) per capability, `task_utility`, and `n`, the items behind each (`n["task"]`:
+    the task's own set, its one capability's, or the weighted capabilities' together).
 
     Capabilities are scored on their sets with their exact checkers, a composite task on its
     own set (`TASK`); a WEIGHTED task's utility is the requirement-weighted mean of the
     capability scores, a one-capability task's that capability's. A benchmark suite
     (`world=paper`) is scored through lm-eval on `probe_size` items of each benchmark.
-    `predictions` receives the greedy completions of every set.
     """
     if sources.suite is not None:
         chat = uses_chat_template(tokenizer)
@@ -85,13 +84,9 @@ def exact_match(
     scores, n = {}, {}
     for name, examples in sets.items():
         source = sources.all_sources[examples[0].source]
-        scores[name], completions = probe_accuracy(model, tokenizer, source, examples, batch_size)
+        scores[name] = probe_accuracy(model, tokenizer, source, examples, batch_size)[0]
         n[name] = len(examples)
-        if predictions is not None:
-            predictions[name] = completions
     probe = {c: scores[c] for c in sources.capabilities if c in scores}
-    if TASK in n:
-        n["task"] = n.pop(TASK)
-    else:  # a one-capability task's set, or the weighted capabilities' sets together
-        n["task"] = n[task_source] if task_source in n else sum(n[c] for c, w in sources.requirements.items() if w)
+    if TASK not in n:
+        n[TASK] = n[task_source] if task_source in n else sum(n[c] for c, w in sources.requirements.items() if w)
     return {"probe": probe, "task_utility": task_score(scores, sources, task_source), "n": n}

@@ -118,8 +118,11 @@ def curves(table: pd.DataFrame, hue: str, title: str, baseline: str | None = Non
             axes[0].axhline(table[column].mean(), color=color, linestyle="--", lw=1, label=name)
     if pairs is not None:
         ax = axes[1]
-        for key, part in pairs.groupby("variant", sort=True):
-            ax.errorbar(part["budget_tokens"], part["mean"], yerr=part["ci"], marker="o", capsize=3, color=colors[key])
+        groups = list(pairs.groupby("variant", sort=True))
+        for i, (key, part) in enumerate(groups):
+            dodge = math.exp(0.04 * (i - (len(groups) - 1) / 2))  # side by side on the log axis: bars stay apart
+            x = part["budget_tokens"] * dodge
+            ax.errorbar(x, part["mean"], yerr=part["ci"], marker="o", capsize=3, color=colors[key], label=str(key))
         ax.axhline(0, color="grey", lw=0.8)
         _budget_axis(ax, budgets)
         ax.set_title(f"paired difference vs {baseline}")
