@@ -100,10 +100,13 @@ def test_greedy_never_explores_and_opens_with_r() -> None:
         build_allocator("greedy", WORLD.names, kappa=1.0)
 
 
-def test_no_adaptation_freezes_the_first_split() -> None:
-    result = simulate(build_allocator("read", WORLD.names, 0, adapt=False), WORLD, 5, seed=0)
-    first = result.history[0]["allocation"]
-    assert all(e["allocation"] == first for e in result.history)
+def test_no_adaptation_keeps_the_first_split_decided_after_warm_up() -> None:
+    options = {"adapt": False, "warmup": 2, "fit_steps": 20}
+    result = simulate(build_allocator("read", WORLD.names, 0, **options), WORLD, 6, seed=0)
+    flags = [e["decision"].get("warmup") for e in result.history]
+    assert flags[:3] == [True, True, False]  # it learns from its warm-up once, then decides
+    decided = result.history[2]["allocation"]
+    assert all(e["allocation"] == decided and e["decision"]["frozen"] for e in result.history[3:])
 
 
 def test_the_reward_is_the_papers_on_the_dev_proxy() -> None:
@@ -159,7 +162,7 @@ def test_calibration_fits_the_mean_and_the_spread_and_can_change_the_decision() 
     # a candidate with the higher raw mu + sigma but the lower calibrated score: the decision flips
     raw = [(1.0, 0.5), (1.2, 0.1)]
     assert max(raw, key=lambda p: p[0] + p[1]) == raw[0]
-    assert max(raw, key=lambda p: a * p[0] + b + c * a * p[1]) == raw[1]
+    assert max(raw, key=lambda p: a * p[0] + b + c * p[1]) == raw[1]
     assert build_allocator("read", WORLD.names, 0, calibration="off").calibration() == (1.0, 0.0, 1.0)
 
 

@@ -18,7 +18,7 @@ from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.losses import build_loss
 from capdistill.results.record import RECORD_FILE, check_record
-from capdistill.supervision.collect import Generation, PromptStream, collect_slice
+from capdistill.supervision.collect import Generation, PromptStream, collect_round
 from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import ensure_model
 from capdistill.world.sources import WorldSources
@@ -192,16 +192,22 @@ def test_wandb_offline_writes_an_offline_run(run_micro, monkeypatch: pytest.Monk
     assert wandb.run is None  # finished: the next job of a multirun starts its own run
 
 
+def math_examples(sources: WorldSources, teacher, student, tokens: int) -> list:
+    """`tokens` of teacher-written math supervision."""
+    stream = {"math": PromptStream(sources.capabilities["math"], "t", sources.difficulties)}
+    (piece,) = collect_round(
+        {"math": tokens}, stream, {}, teacher.model, teacher.tokenizer, student.tokenizer, Generation(max_new_tokens=16)
+    )
+    return piece.examples
+
+
 def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path, make_cfg) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     sources = WorldSources.from_config(cfg)
     teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
     student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
-    stream = PromptStream(sources.capabilities["math"], "t", sources.difficulties)
-    examples = collect_slice(
-        stream, 0, 400, teacher.model, teacher.tokenizer, student.tokenizer, Generation(max_new_tokens=16)
-    ).examples
+    examples = math_examples(sources, teacher, student, 400)
     module = DistillationModule(student.model, teacher.model, build_loss("fkl"), OptimizerSettings(1e-2))
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
@@ -373,10 +379,7 @@ def test_one_optimizer_spans_the_run_or_each_round(micro_cache: Path, make_cfg, 
     sources = WorldSources.from_config(cfg)
     teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
     student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
-    stream = PromptStream(sources.capabilities["math"], "o", sources.difficulties)
-    examples = collect_slice(
-        stream, 0, 300, teacher.model, teacher.tokenizer, student.tokenizer, Generation(max_new_tokens=16)
-    ).examples
+    examples = math_examples(sources, teacher, student, 300)
     settings = OptimizerSettings(1e-2, warmup_steps=0, schedule="cosine", scope=scope)
     module = DistillationModule(student.model, None, build_loss("sft"), settings)
     seen, lrs = [], []

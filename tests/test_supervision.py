@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from capdistill.capabilities.base import split_of
-from capdistill.supervision.collect import Generation, Overflow, PromptStream, collect_round, collect_slice
+from capdistill.supervision.collect import Generation, Overflow, PromptStream, Slice, collect_round
 from capdistill.training.data import response_ids
 from capdistill.world.build import ensure_model
 from capdistill.world.sources import WorldSources
@@ -33,12 +33,25 @@ def stream(world, seed: str = "s", name: str = "code") -> PromptStream:
     return PromptStream(sources.capabilities[name], seed, sources.difficulties)
 
 
-def spend(world, allotted: int, overflow: Overflow = Overflow.drop, seed: str = "s", name: str = "code"):
+def one_slice(world, prompts: PromptStream, cursor: int, allotted: int, overflow: Overflow = Overflow.drop) -> Slice:
+    """One capability's slice: `collect_round` with one share."""
     _, teacher, student = world
-    prompts = stream(world, seed, name)
-    return collect_slice(
-        prompts, 0, allotted, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION, overflow
+    name = prompts.source.name
+    pieces = collect_round(
+        {name: allotted},
+        {name: prompts},
+        {name: cursor},
+        teacher.model,
+        teacher.tokenizer,
+        student.tokenizer,
+        GENERATION,
+        overflow,
     )
+    return pieces[0] if pieces else Slice(name, allotted)
+
+
+def spend(world, allotted: int, overflow: Overflow = Overflow.drop, seed: str = "s", name: str = "code") -> Slice:
+    return one_slice(world, stream(world, seed, name), 0, allotted, overflow)
 
 
 @pytest.mark.parametrize("allotted", [1, 13, 100, 257])
@@ -69,16 +82,17 @@ def test_same_seed_same_supervision(world) -> None:
 def test_prompt_streams_are_common_random_numbers(world) -> None:
     """Spending a capability in two rounds draws the same prompts, in order, as spending it in one:
     allocators with the same seed train on the same prompts as far as both spend."""
-    _, teacher, student = world
     whole = spend(world, 200)
     prompts = stream(world)
-    first = collect_slice(prompts, 0, 90, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION)
-    cursor = len(first.examples)  # a dropped overflowing response does not consume its prompt
-    second = collect_slice(prompts, cursor, 110, teacher.model, teacher.tokenizer, student.tokenizer, GENERATION)
-    split = [e.prompt for e in first.examples + second.examples]
+    first = one_slice(world, prompts, 0, 90)
+    assert first.prompts == len(first.examples) + 1  # the overflowing response's prompt is consumed, not trained
+    second = one_slice(world, prompts, first.prompts, 110)
     joined = [e.prompt for e in whole.examples]
-    assert split[: min(len(split), len(joined))] == joined[: min(len(split), len(joined))]
-    assert len(split) >= len(joined) - 1
+    k = len(first.examples)
+    assert [e.prompt for e in first.examples] == joined[:k]
+    rest = joined[:k] + joined[k + 1 :]  # all but prompt k, the one whose response overflowed the first slice
+    common = min(len(rest), k + len(second.examples))
+    assert [e.prompt for e in first.examples + second.examples][:common] == rest[:common]
 
 
 def test_a_round_fills_every_share_from_its_own_stream(world) -> None:

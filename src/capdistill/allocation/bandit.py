@@ -35,10 +35,16 @@ Where this differs from the paper or the released code, each is an option (defau
   the pure one-hot actions, off in the released code).
 * With no logged transition and no warm-up (`greedy`), r is played: there is nothing to be greedy about.
 
+Ablations of the method: `use_requirements=false` (a uniform r, every capability essential),
+`adapt=false` (the split decided right after warm-up is kept to the end of the run: the
+bandit learns from its warm-up once instead of online), `beta=0` (no spillover penalty).
+
 Beyond the paper (`allocator=read_trust`): with `trust_radius`, candidates stay within that
-total-variation distance of r, and the bandit's choice is played only when the ensemble's
-predicted advantage over r is confidently positive (mean - trust_z * sd of the members'
-paired differences > 0); r is played otherwise.
+total-variation distance of r, and the bandit's choice (the argmax above, exploration bonus
+included) is played only when the ensemble's predicted advantage over r is confidently
+positive (mean - trust_z * sd of the members' paired differences > 0); r is played
+otherwise, so an exploratory pick rarely passes and the variant mostly plays r unless the
+ensemble agrees a move is better.
 
 Everything decided is a function of the logged history and the seed (one RNG per round), so
 a resumed run that replays `update` over its completed rounds continues exactly as an
@@ -180,7 +186,7 @@ class ReadBandit(Allocator):
         self.rewards: list[float] = []
         self.predicted: list[tuple[float, float]] = []  # (mu, sigma) of each logged row before it was learned
         self.start: Split | None = None  # the proxy profile before round 0 (compact context's origin)
-        self.first: Split | None = None  # the first split played (the no-adaptation ablation freezes it)
+        self.first: Split | None = None  # the first split decided after warm-up (no-adaptation freezes it)
         self.last_check: float | None = None  # the task's dev proxy at the previous kappa check
 
     # ------------------------------------------------------------------ 1. requirements
@@ -328,7 +334,7 @@ class ReadBandit(Allocator):
         members = self.members(torch.stack([self.row(context, s) for s in options]))
         a, b, c = self.calibration()
         mu = a * members.mean(0) + b
-        sigma = c * a * members.std(0)
+        sigma = c * members.std(0)
         index = int(torch.argmax(mu + self.kappa * sigma))
         chosen = options[index]
         self.decision.update(
@@ -352,7 +358,7 @@ class ReadBandit(Allocator):
         6. kappa decays at every `kappa_every` of the budget that left the task's dev proxy no better."""
         if self.start is None:
             self.start = dict(context.probe_loglik)
-        if self.first is None:
+        if self.first is None and len(self.rewards) >= self.warmup:
             self.first = dict(allocation)
         r = self.requirements(context)
         read = self.signals(context.requirements)

@@ -61,8 +61,9 @@ class DistillationModule(pl.LightningModule):
         self.step_offset, self.trained_tokens, self.losses = step_offset, 0, []
 
     def optimizer_state(self) -> dict[str, Any]:
-        """What resumes the optimizer exactly (saved with every round)."""
-        state = self.optimizer.state_dict() if self.optimizer is not None else None
+        """What resumes the optimizer exactly (saved with every round; a resumed state not yet rebuilt
+        by a fit, e.g. after a round that trained nothing, is passed on as it was loaded)."""
+        state = self.optimizer.state_dict() if self.optimizer is not None else self.pending_state
         return {"optimizer": state, "steps": self.steps}
 
     def load_optimizer_state(self, saved: dict[str, Any]) -> None:

@@ -50,7 +50,6 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
     """Score teacher and student base (cached like a run's reference scores); print and save the table."""
     out = Path(cfg.paths.output_dir)
     sources = WorldSources.from_config(cfg)
-    sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
     teacher.model.eval().requires_grad_(False)

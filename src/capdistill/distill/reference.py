@@ -28,10 +28,11 @@ SPLITS = {"probe": "eval", "task_utility": "eval", "n": "eval", "probe_loglik": 
 
 
 def model_id(model: WorldModel) -> str:
-    """What identifies a model's weights: a world build's hash, or an HF path and its initialisation."""
+    """What identifies a model and what it is fed: a world build's hash, or an HF path, its
+    initialisation and how it is loaded (dtype, attention, chat template: the prompts' text)."""
     if model.info.get("hash"):
         return model.path.name
-    return json.dumps({"path": str(model.info.get("path")), "init": model.info.get("init")}, sort_keys=True)
+    return json.dumps({k: model.info.get(k) for k in ("path", "init", "loading")}, sort_keys=True, default=str)
 
 
 def proxy_scores(proxy: Proxy, model: Any, sources: WorldSources, task_source: str) -> dict[str, Any]:

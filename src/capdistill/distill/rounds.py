@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -61,7 +63,6 @@ def train_round(
             seed=cfg.seed * 1000 + index,
         )
     )
-    module.begin_fit(*progress, len(data.dataset) * dcfg.epochs, step_offset)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -75,6 +76,8 @@ def train_round(
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    steps = math.ceil(len(data.dataset) / trainer.world_size) * dcfg.epochs  # each rank's share of the batches
+    module.begin_fit(*progress, steps, step_offset)
     trainer.fit(module, datamodule=data)
     module.student.eval()
     return trainer.global_step, module.trained_tokens, module.losses

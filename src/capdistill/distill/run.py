@@ -29,6 +29,7 @@ import capdistill
 from capdistill.allocation import Allocator, RoundContext, build_allocator
 from capdistill.allocation.base import decision_view
 from capdistill.capabilities import Example
+from capdistill.capabilities.base import TASK
 from capdistill.config.schema import ModelKind
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
@@ -50,7 +51,7 @@ from capdistill.supervision.collect import PromptStream
 from capdistill.training.data import response_ids, uses_chat_template
 from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import WorldModel, ensure_model
-from capdistill.world.sources import TASK, WorldSources
+from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 ROUNDS_DIR = "rounds"
@@ -75,7 +76,10 @@ def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Pat
     if mcfg.init.scratch:
         init["arch"] = OmegaConf.to_container(mcfg.arch)
         init["seed"] = mcfg.seed
-    info = {"name": mcfg.name, "path": mcfg.path, "init": init}
+    loading = {
+        k: OmegaConf.to_container(mcfg, enum_to_str=True)[k] for k in ("dtype", "attn_implementation", "chat_template")
+    }
+    info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
     return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
 
 
@@ -251,7 +255,7 @@ def context_for(
 def checkpoint_rounds(rounds: int, fractions: list[float]) -> set[int]:
     """Rounds (0-based) after which the eval sets are scored: the first round reaching each fraction
     of the budget's rounds, and the last round."""
-    return {max(math.ceil(f * rounds) - 1, 0) for f in fractions} | {rounds - 1}
+    return {max(math.ceil(round(f * rounds, 9)) - 1, 0) for f in fractions} | {rounds - 1}
 
 
 # --------------------------------------------------------------------------- the run
@@ -270,7 +274,6 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     requirements = normalize_weights(dict(cfg.task.requirements), names)
     check_tokenizers(cfg, loss)
     sources = WorldSources.from_config(cfg)
-    sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
     finished = finished_record(out, cfg)
     if finished is not None:
         log.info("%s already holds this run's complete record: skipping it", out)
@@ -283,10 +286,12 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
 
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
-    check_budget(total, rounds, eval_sets, student.tokenizer)
+    check_budget(total, rounds, dev_sets, student.tokenizer)
     align_vocab(loss, teacher, student)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     teacher.model.eval().requires_grad_(False)
+    teacher.model.to(device)
+    student.model.to(device)  # every proxy of the run on one device: its differences are the reward
     batch = cfg.capabilities.probe_batch_size
 
     t0 = time.time()
@@ -320,7 +325,9 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             allocation = normalize_weights(allocator.allocate(context), names)
             allotted = round_slice(total, context.spent_tokens, rounds - index)
             shares = split_tokens(allotted, allocation)
-            cursors = {c: sum(e["examples_by_capability"][c] for e in history) for c in names}
+            cursors = {
+                c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in history) for c in names
+            }
 
             t_generate = time.time()
             slices = generate_round(cfg, shares, streams, cursors, teacher, student, device)
@@ -348,6 +355,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                 "allotted_by_capability": shares,
                 "spent_by_capability": {c: by_slice[c].spent if c in by_slice else 0 for c in names},
                 "examples_by_capability": {c: len(by_slice[c].examples) if c in by_slice else 0 for c in names},
+                "prompts_by_capability": {c: by_slice[c].prompts if c in by_slice else 0 for c in names},
                 "truncated_examples": sum(e.truncated for s in slices for e in s.examples),
                 "shortfall_tokens": allotted - spent,
                 "teacher_generated_tokens": sum(s.generated_tokens for s in slices),

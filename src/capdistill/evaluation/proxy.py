@@ -27,15 +27,16 @@ class Proxy:
         batch_size: int,
     ) -> None:
         self.names = list(sets)
-        rows = [
-            (index, prompt_ids(tokenizer, e.prompt), response_ids(tokenizer, r))
-            for index, name in enumerate(self.names)
-            for e, r in zip(sets[name], responses[name], strict=True)
-        ]
-        rows.sort(key=lambda row: len(row[1]) + len(row[2]))  # little padding per batch
-        self.batches = [
-            self._batch(rows[i : i + batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), batch_size)
-        ]
+        self.batches = []
+        for index, name in enumerate(self.names):  # batches never mix sets: a set scores the same in any Proxy
+            rows = [
+                (index, prompt_ids(tokenizer, e.prompt), response_ids(tokenizer, r))
+                for e, r in zip(sets[name], responses[name], strict=True)
+            ]
+            rows.sort(key=lambda row: len(row[1]) + len(row[2]))  # little padding per batch
+            self.batches += [
+                self._batch(rows[i : i + batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), batch_size)
+            ]
         self.head_only: bool | None = None  # whether `target_logits` may skip the prompt's logits (checked once)
 
     @staticmethod

@@ -8,10 +8,11 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities import WEIGHTED, Example
+from capdistill.capabilities.base import TASK
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.probes import generate_texts, generation_length, probe_accuracy
 from capdistill.training.data import uses_chat_template
-from capdistill.world.sources import TASK, WorldSources
+from capdistill.world.sources import WorldSources
 
 
 def teacher_responses(

@@ -86,7 +86,7 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         "task_utility_n": n,
         "task_utility_se": 100 * math.sqrt(p * (1 - p) / n) if n > 0 else math.nan,
         "eval_split": final.get("splits", {}).get("task_utility"),
-        "dev_task_utility": record.get("final_dev", {}).get("task_utility", math.nan),
+        "dev_task_utility": (record.get("final_dev") or {}).get("task_utility", math.nan),  # None: a suite
         "base_task_utility": base["task_utility"],
         "teacher_task_utility": record["reference"]["teacher"]["task_utility"],
         "total_s": record["timing"]["total_s"],

@@ -60,6 +60,7 @@ class Slice:
     allotted: int
     examples: list[Supervised] = field(default_factory=list)
     generated_tokens: int = 0  # tokens the teacher wrote (its own tokenizer), dropped ones included
+    prompts: int = 0  # prompts of the stream it consumed: its examples, and a dropped overflowing response
 
     @property
     def spent(self) -> int:
@@ -75,8 +76,9 @@ class PromptStream:
 
     A common random number across allocators: whatever the split, a run that spends on a
     capability consumes its stream from the start, so two allocators with the same seed
-    train on the same prompts, in the same order, as far as both spend. A slice takes the
-    prompts after a cursor (the examples already trained on), so resuming needs no state.
+    train on the same prompts, in the same order, as far as both spend (but for the one
+    prompt whose response overflows a slice and is dropped). A slice takes the prompts after a
+    cursor (the prompts earlier slices consumed, recorded per round), so resuming needs no state.
     """
 
     def __init__(self, source: Source, seed: str, difficulties: tuple[int, ...]) -> None:
@@ -110,13 +112,15 @@ def collect_round(
     max_batches: int = 10_000,
 ) -> list[Slice]:
     """Fill every capability's share (`shares`: supervision tokens) with teacher-written responses to
-    its stream's prompts from its cursor on; a slice's examples consume that many prompts of its
-    stream (an overflowing response that is dropped does not: its prompt opens the next slice).
+    its stream's prompts from its cursor on; a slice consumes the prompts of its examples and of
+    the overflowing response that ends it (`Slice.prompts`), so the next slice starts after them.
 
     The prompts of all unfilled slices go to the teacher together, so a round costs a few
     `generate` calls rather than one per capability; each slice asks for as many prompts as its
     mean response length so far says it still needs, to waste little generation past its end.
-    Sampled generation is seeded by the first prompt's position in its stream.
+    Greedy responses (the default) do not depend on the batch; sampled ones (temperature > 0)
+    are seeded per call, so with sampling the prompts are common to allocators but the
+    teacher's samples are not.
     """
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
@@ -130,7 +134,7 @@ def collect_round(
             size = min(
                 generation.batch_size, math.ceil((piece.allotted - piece.spent) / max(mean_tokens[name], 1.0)) + 1
             )
-            position = cursors.get(name, 0) + len(piece.examples)
+            position = cursors.get(name, 0) + piece.prompts
             asked += [(name, prompt) for prompt in streams[name].take(position, size)]
         first = asked[0][0]
         responses = generate_texts(
@@ -141,13 +145,14 @@ def collect_round(
             generation.batch_size,
             generation.temperature,
             generation.top_p,
-            seed=cursors.get(first, 0) + len(slices[first].examples),
+            seed=cursors.get(first, 0) + slices[first].prompts,
         )
         for (name, prompt), response in zip(asked, responses):
             piece = slices[name]
             piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
             if name not in open_:
                 continue
+            piece.prompts += 1
             ids = response_ids(student_tokenizer, response)
             left = piece.allotted - piece.spent
             if len(ids) <= left:
@@ -163,28 +168,3 @@ def collect_round(
         for name in open_:
             mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
     raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")
-
-
-def collect_slice(
-    stream: PromptStream,
-    cursor: int,
-    allotted: int,
-    teacher: PreTrainedModel,
-    teacher_tokenizer: PreTrainedTokenizerBase,
-    student_tokenizer: PreTrainedTokenizerBase,
-    generation: Generation,
-    overflow: Overflow = Overflow.drop,
-) -> Slice:
-    """One capability's slice (`collect_round` with one share)."""
-    name = stream.source.name
-    (piece,) = collect_round(
-        {name: allotted},
-        {name: stream},
-        {name: cursor},
-        teacher,
-        teacher_tokenizer,
-        student_tokenizer,
-        generation,
-        overflow,
-    ) or [Slice(name, allotted)]
-    return piece
