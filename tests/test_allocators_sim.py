@@ -148,22 +148,27 @@ def test_the_spillover_penalty_changes_the_decision() -> None:
     assert chosen == {0.0: "eroding", 2.0: "safe"}
 
 
-def test_calibration_fits_the_mean_and_the_spread_and_can_change_the_decision() -> None:
-    bandit = build_allocator("read", WORLD.names, 0)
-    bandit.predicted = [(0.0, 0.1), (1.0, 0.1), (2.0, 0.2), (3.0, 0.2), (4.0, 0.1)]
-    bandit.rewards = [1.0, 3.01, 4.99, 7.0, 9.01]  # nearly linear in mu: sigma overstates the error
-    a, b, c = bandit.calibration()
-    mu = torch.tensor([m for m, _ in bandit.predicted], dtype=torch.float64)
-    y = torch.tensor(bandit.rewards, dtype=torch.float64)
+def test_calibration_fits_the_mean_and_can_change_the_decision() -> None:
+    predicted = [(0.0, 0.1), (1.0, 0.1), (2.0, 0.2), (3.0, 0.2), (4.0, 0.1)]
+    rewards = [1.0, 3.01, 4.99, 7.0, 9.01]  # nearly linear in mu: sigma overstates the error
+    calibrations = {}
+    for kind in ("affine", "affine_sigma", "off"):
+        bandit = build_allocator("read", WORLD.names, 0, calibration=kind)
+        bandit.predicted, bandit.rewards = predicted, rewards
+        calibrations[kind] = bandit.calibration()
+    a, b, c = calibrations["affine"]
+    mu = torch.tensor([m for m, _ in predicted], dtype=torch.float64)
+    y = torch.tensor(rewards, dtype=torch.float64)
     slope = float(((mu - mu.mean()) * (y - y.mean())).sum() / ((mu - mu.mean()) ** 2).sum())
-    assert a == pytest.approx(slope) and b == pytest.approx(float(y.mean() - slope * mu.mean()))
-    residual = [(yi - a * m - b) / s for (m, s), yi in zip(bandit.predicted, bandit.rewards)]
-    assert c == pytest.approx(max(0.1, math.sqrt(statistics.mean(r * r for r in residual))))  # floored at 0.1
-    # a candidate with the higher raw mu + sigma but the lower calibrated score: the decision flips
-    raw = [(1.0, 0.5), (1.2, 0.1)]
+    assert (a, b, c) == pytest.approx((slope, float(y.mean() - slope * mu.mean()), 1.0))
+    residual = [(yi - a * m - b) / s for (m, s), yi in zip(predicted, rewards)]
+    spread = max(0.1, math.sqrt(statistics.mean(r * r for r in residual)))  # floored at 0.1
+    assert calibrations["affine_sigma"] == pytest.approx((a, b, spread))
+    assert calibrations["off"] == (1.0, 0.0, 1.0)
+    # the raw score mu + sigma prefers the first candidate, the calibrated a * mu + b + sigma the second
+    raw = [(1.0, 0.35), (1.2, 0.1)]
     assert max(raw, key=lambda p: p[0] + p[1]) == raw[0]
     assert max(raw, key=lambda p: a * p[0] + b + c * p[1]) == raw[1]
-    assert build_allocator("read", WORLD.names, 0, calibration="off").calibration() == (1.0, 0.0, 1.0)
 
 
 def test_kappa_decays_when_the_task_dev_proxy_stagnates_at_each_tenth_of_the_budget() -> None:

@@ -21,15 +21,21 @@ Where this differs from the paper or the released code, each is an option (defau
 
 * `context="compact"`: x = [budget left; each essential capability's proxy gain since the
   start], the action as its mass on each of C_ess and on the rest: 2k + 2 inputs (8 for
-  k = 3), which tens of transitions can fit. `"paper"`: x = [r; proxy profile; budget left; previous split;
-  its gains] and the full action (5n + 1 inputs, 46 for nine capabilities).
-* `calibration="affine_sigma"`: mu is mapped affinely onto the realised rewards and sigma
-  rescaled so the standardised residuals have unit variance, both fitted on predictions made
-  before each transition was learned. Scaling sigma against mu changes decisions; an affine
-  map of the whole score with a positive slope (the paper's wording) could not. `"off"`: none.
-  The released code instead rescales later rewards by a dev-utility slope.
+  k = 3), which tens of transitions can fit (r is constant within a run). `"paper"`:
+  x = [r; proxy profile; budget left; previous split; its gains] and the full action
+  (5n + 1 inputs, 46 for nine capabilities).
+* `calibration="affine"`: the predicted mean is mapped affinely onto the realised rewards
+  (fitted on predictions made before each transition was learned), the exploration bonus
+  kappa * sigma is not. That changes decisions; an affine map of the whole score mu +
+  kappa * sigma with a positive slope (the paper's wording read literally) could not.
+  `"affine_sigma"` also rescales sigma so the standardised residuals have unit variance:
+  that turns the rewards' own noise into exploration (measured: sigma x10, the clip, within
+  a few rounds on the synthetic world, and less utility on both simulated worlds).
+  `"off"`: none. The released code instead rescales later rewards by a dev-utility slope.
 * `lam` is per fraction of the budget (the released code's 1e-5 per raw token made the
-  cost a near-constant that dwarfed the gains).
+  cost a near-constant that dwarfed the gains). Every round spends 1/T of the budget, so
+  the cost term is the same for every candidate and decides nothing; it is kept for the
+  paper's reward form (it matters when a round falls short of its slice).
 * The released code's candidates are only the pairs, built once per run; the paper's local
   moves and this module's tilts and r are added as the paper describes (`one_hots=true` adds
   the pure one-hot actions, off in the released code).
@@ -68,7 +74,7 @@ from capdistill.errors import CapdistillError
 Split = dict[str, float]
 PAIR_WEIGHTS = (0.25, 0.5, 0.75)  # the released code's sparse pair actions
 CONTEXTS = ("compact", "paper")
-CALIBRATIONS = ("affine_sigma", "off")
+CALIBRATIONS = ("affine", "affine_sigma", "off")
 
 
 def _check(name: str, value: float, low: float = 0.0, high: float = math.inf) -> float:
@@ -145,7 +151,7 @@ class ReadBandit(Allocator):
         tilt: float = 0.5,
         one_hots: bool = False,
         context: str = "compact",
-        calibration: str = "affine_sigma",
+        calibration: str = "affine",
         trust_radius: float | None = None,
         trust_z: float = 1.0,
         use_requirements: bool = True,
@@ -295,7 +301,7 @@ class ReadBandit(Allocator):
         return float(t.std(unbiased=False).clamp_min(1e-9)), float(t.mean())
 
     def calibration(self) -> tuple[float, float, float]:
-        """(a, b, c): calibrated mean a * mu + b and standard deviation c * sigma.
+        """(a, b, c): calibrated mean a * mu + b and spread c * sigma (c = 1 but for `affine_sigma`).
 
         Fitted on each logged transition's prediction made before it was learned; identity
         until four exist, or when the fit has no positive slope (no usable signal yet).
@@ -308,6 +314,8 @@ class ReadBandit(Allocator):
         var = float(((mu - mu.mean()) ** 2).mean())
         a = float(((mu - mu.mean()) * (y - y.mean())).mean()) / var if var > 1e-18 else 0.0
         a, b = (a, float(y.mean() - a * mu.mean())) if a > 0 else (1.0, 0.0)
+        if self.calibration_kind == "affine":
+            return a, b, 1.0
         c = float((((y - (a * mu + b)) / sigma) ** 2).mean().sqrt())
         return a, b, min(max(c, 0.1), 10.0)
 

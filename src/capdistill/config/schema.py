@@ -202,7 +202,7 @@ class AllocatorConf:
     tilt: float | None = None
     one_hots: bool | None = None
     context: str | None = None  # compact | paper
-    calibration: str | None = None  # affine_sigma | off
+    calibration: str | None = None  # affine | affine_sigma | off
     trust_radius: float | None = None  # read_trust: total-variation distance from r
     trust_z: float | None = None
     use_requirements: bool | None = None

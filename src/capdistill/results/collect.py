@@ -29,6 +29,7 @@ ABLATIONS = (
     ("beta", 0.0, "no-spillover"),
     ("context", "paper", "paper-context"),
     ("calibration", "off", "no-calibration"),
+    ("calibration", "affine_sigma", "sigma-calibration"),
     ("one_hots", True, "one-hots"),
 )
 
