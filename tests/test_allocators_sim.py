@@ -123,6 +123,25 @@ def test_the_reward_is_the_papers_on_the_dev_proxy() -> None:
     assert bandit.signals(R) == ["math", "code", "tool_use", TASK]  # all a decision reads of the proxy
 
 
+
+def test_relative_units_measure_each_change_as_a_share_of_its_starting_nll() -> None:
+    """proxy_units=relative: ds_c / NLL_c before round 0, in the gain and the spillover alike."""
+    bandit = build_allocator("read", WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1, proxy_units="relative")
+    before = {"math": -2.0, "code": -0.5, "tool_use": -1.0, "reasoning": -1.0, "safety": -1.0}
+    after = {"math": -1.0, "code": -0.6, "tool_use": -1.0, "reasoning": -1.5, "safety": -0.9}
+    outcome = {"spent_by_capability": {"math": 50}, "probe_loglik": after, "task_loglik": -0.9}
+    got = bandit.update(context(loglik=before), {"math": 1.0}, outcome)
+    share = {"math": 1.0 / 2.0, "code": -0.1 / 0.5, "tool_use": 0.0}
+    assert got["delta_relative"] == pytest.approx(share)
+    assert got["delta_loglik"] == pytest.approx({"math": 1.0, "code": -0.1, "tool_use": 0.0})
+    spill = 0.3 * 0.2
+    assert got["reward"] == pytest.approx(0.5 * 0.5 + 0.3 * -0.2 - 0.5 * spill)
+    # in nats the same round is worth a different reward: the units matter
+    nats = build_allocator("read", WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1)
+    assert nats.update(context(loglik=before), {"math": 1.0}, outcome)["reward"] == pytest.approx(
+        0.5 * 1.0 + 0.3 * -0.1 - 0.5 * 0.3 * 0.1
+    )
+
 def test_the_spillover_penalty_changes_the_decision() -> None:
     """Two actions with the same task gain; one erodes code. Without beta the bandit cannot tell them apart
     in reward; with beta it learns to avoid the eroding one."""
@@ -220,6 +239,7 @@ def test_replaying_updates_reproduces_the_next_decision() -> None:
         ({"pilot_fraction": 0.0}, "pilot_fraction"),
         ({"context": "full"}, "context"),
         ({"calibration": "isotonic"}, "calibration"),
+        ({"proxy_units": "bits"}, "proxy_units"),
         ({"trust_radius": 2.0}, "trust_radius"),
     ],
 )

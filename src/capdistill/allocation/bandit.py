@@ -45,6 +45,12 @@ Ablations of the method: `use_requirements=false` (a uniform r, every capability
 `adapt=false` (the split decided right after warm-up is kept to the end of the run: the
 bandit learns from its warm-up once instead of online), `beta=0` (no spillover penalty).
 
+Beyond the paper (`allocator=read_relative`): `proxy_units="relative"` measures each ds_c as a
+fraction of the capability's dev negative log-likelihood before round 0 (the share of its NLL
+removed), instead of the paper's raw nats (`"nats"`, default). Capabilities differ in how many
+nats a token of supervision buys, and a raw r . ds favours the one whose likelihood moves
+most, whether or not its exact match does.
+
 Beyond the paper (`allocator=read_trust`): with `trust_radius`, candidates stay within that
 total-variation distance of r, and the bandit's choice (the argmax above, exploration bonus
 included) is played only when the ensemble's predicted advantage over r is confidently
@@ -75,6 +81,7 @@ Split = dict[str, float]
 PAIR_WEIGHTS = (0.25, 0.5, 0.75)  # the released code's sparse pair actions
 CONTEXTS = ("compact", "paper")
 CALIBRATIONS = ("affine", "affine_sigma", "off")
+PROXY_UNITS = ("nats", "relative")
 
 
 def _check(name: str, value: float, low: float = 0.0, high: float = math.inf) -> float:
@@ -152,6 +159,7 @@ class ReadBandit(Allocator):
         one_hots: bool = False,
         context: str = "compact",
         calibration: str = "affine",
+        proxy_units: str = "nats",
         trust_radius: float | None = None,
         trust_z: float = 1.0,
         use_requirements: bool = True,
@@ -174,11 +182,13 @@ class ReadBandit(Allocator):
         for option, value, allowed in (
             ("context", context, CONTEXTS),
             ("calibration", calibration, CALIBRATIONS),
+            ("proxy_units", proxy_units, PROXY_UNITS),
             ("identify", identify, ("card", "learned")),
         ):
             if value not in allowed:
                 raise CapdistillError(f"allocator.{option} must be one of {', '.join(allowed)}; got {value!r}")
         self.context, self.calibration_kind, self.identify_from = context, calibration, identify
+        self.proxy_units = proxy_units
         self.trust_radius = None if trust_radius is None else _check("trust_radius", trust_radius, 0, 1)
         self.trust_z = _check("trust_z", trust_z)
         self.pilots = int(_check("pilots", pilots, 1))
@@ -371,8 +381,9 @@ class ReadBandit(Allocator):
         r = self.requirements(context)
         read = self.signals(context.requirements)
         ds = {c: outcome["probe_loglik"][c] - context.probe_loglik[c] for c in self.capabilities if c in read}
-        gain = sum(r[c] * d for c, d in ds.items())
-        spill = sum(r[c] * max(0.0, -ds[c]) for c in self.essential(r))
+        units = self.units(ds)
+        gain = sum(r[c] * units[c] for c in ds)
+        spill = sum(r[c] * max(0.0, -units[c]) for c in self.essential(r))
         cost = sum(outcome["spent_by_capability"].values()) / max(context.total_tokens, 1)
         reward = gain - self.beta * spill - self.lam * cost
         row = self.row(context, {c: allocation.get(c, 0.0) for c in self.capabilities})
@@ -382,7 +393,15 @@ class ReadBandit(Allocator):
         self.rewards.append(reward)
         self.refit(context.round)
         self.decay_kappa(context, outcome)
-        return {"reward": reward, "gain": gain, "spill": spill, "cost": cost, "delta_loglik": ds, "kappa": self.kappa}
+        measured = {"reward": reward, "gain": gain, "spill": spill, "cost": cost, "delta_loglik": ds, "kappa": self.kappa}
+        return measured if units is ds else {**measured, "delta_relative": units}
+
+    def units(self, ds: Split) -> Split:
+        """The proxy changes in the reward's units: nats, or shares of each capability's dev NLL
+        before round 0 (`proxy_units="relative"`)."""
+        if self.proxy_units == "nats":
+            return ds
+        return {c: d / max(-self.start[c], 1e-6) for c, d in ds.items()}
 
     def refit(self, round_index: int) -> None:
         scale, shift = self.target_scale()

@@ -203,6 +203,7 @@ class AllocatorConf:
     one_hots: bool | None = None
     context: str | None = None  # compact | paper
     calibration: str | None = None  # affine | affine_sigma | off
+    proxy_units: str | None = None  # nats | relative (the reward's units for the dev proxy's changes)
     trust_radius: float | None = None  # read_trust: total-variation distance from r
     trust_z: float | None = None
     use_requirements: bool | None = None

@@ -31,6 +31,7 @@ ABLATIONS = (
     ("calibration", "off", "no-calibration"),
     ("calibration", "affine_sigma", "sigma-calibration"),
     ("one_hots", True, "one-hots"),
+    ("proxy_units", "relative", "relative"),
 )
 
 
