@@ -123,7 +123,6 @@ def test_the_reward_is_the_papers_on_the_dev_proxy() -> None:
     assert bandit.signals(R) == ["math", "code", "tool_use", TASK]  # all a decision reads of the proxy
 
 
-
 def test_relative_units_measure_each_change_as_a_share_of_its_starting_nll() -> None:
     """proxy_units=relative: ds_c / NLL_c before round 0, in the gain and the spillover alike."""
     bandit = build_allocator("read", WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1, proxy_units="relative")
@@ -141,6 +140,7 @@ def test_relative_units_measure_each_change_as_a_share_of_its_starting_nll() -> 
     assert nats.update(context(loglik=before), {"math": 1.0}, outcome)["reward"] == pytest.approx(
         0.5 * 1.0 + 0.3 * -0.1 - 0.5 * 0.3 * 0.1
     )
+
 
 def test_the_spillover_penalty_changes_the_decision() -> None:
     """Two actions with the same task gain; one erodes code. Without beta the bandit cannot tell them apart

@@ -393,7 +393,14 @@ class ReadBandit(Allocator):
         self.rewards.append(reward)
         self.refit(context.round)
         self.decay_kappa(context, outcome)
-        measured = {"reward": reward, "gain": gain, "spill": spill, "cost": cost, "delta_loglik": ds, "kappa": self.kappa}
+        measured = {
+            "reward": reward,
+            "gain": gain,
+            "spill": spill,
+            "cost": cost,
+            "delta_loglik": ds,
+            "kappa": self.kappa,
+        }
         return measured if units is ds else {**measured, "delta_relative": units}
 
     def units(self, ds: Split) -> Split:
