@@ -213,6 +213,8 @@ def test_variant_names_the_ablations() -> None:
     assert variant({"name": "read", "beta": 0.0, "adapt": False}) == "read-no-adaptation-no-spillover"
     assert variant({"name": "read", "trust_radius": 0.3, "context": "paper"}) == "read-trust-paper-context"
     assert variant({"name": "read", "calibration": "off", "trust_radius": None}) == "read-no-calibration"
+    assert variant({"name": "read", "proxy_units": "relative"}) == "read-relative"
+    assert variant({"name": "read", "proxy_units": None}) == "read"
     assert variant({"name": "single", "capability": "math"}) == "single:math"
     assert variant({"name": "fixed", "weights": {"math": 0.5, "code": 0.5}}) == "fixed:code=0.5,math=0.5"
 
