@@ -139,6 +139,20 @@ def test_older_records_collect_with_the_new_columns_empty() -> None:
     assert step["task_utility"] == 20.0 and step["loglik/math"] == -1.0 and math.isnan(step["task_loglik"])
 
 
+def test_negative_transfer_counts_the_unspent_capabilities_that_fell_below_the_base() -> None:
+    """Brute force over a four-capability record: math was distilled; of the three it never spent
+    on, code and safety ended below the student base, tool_use above."""
+    record = copy.deepcopy(RECORD)
+    record["budget"]["spent_by_capability"] = {"math": 90, "code": 0, "safety": 0, "tool_use": 0}
+    record["final"]["probe"] = {"math": 40.0, "code": 10.0, "safety": 49.0, "tool_use": 8.0}
+    record["reference"]["student_base"]["probe"] = {"math": 30.0, "code": 12.0, "safety": 50.0, "tool_use": 5.0}
+    row = record_row(record, "r")
+    assert row["negative_transfer_rate"] == pytest.approx(100 * 2 / 3)
+    assert row["negative_spillover"] == pytest.approx(-3.0) and row["off_target_change"] == pytest.approx(0.0)
+    record["budget"]["spent_by_capability"] = dict.fromkeys(record["budget"]["spent_by_capability"], 10)
+    assert math.isnan(record_row(record, "r")["negative_transfer_rate"])  # nothing off target
+
+
 def test_new_records_give_the_binomial_error_dev_score_and_rounds_between_checkpoints() -> None:
     record = copy.deepcopy(RECORD)
     record["final"].update(

@@ -92,6 +92,7 @@ def fake_table() -> pd.DataFrame:
             row[f"probe/{c}"] = 20 + i * 10 + budget / 2000
             row[f"delta/{c}"] = (5.0 if name.endswith(c) else -1.0) * budget / 3000
         row["negative_spillover"] = -budget / 3000
+        row["negative_transfer_rate"] = 50.0 if name.startswith("single") else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -193,6 +194,9 @@ def test_transfer_reports_the_marginal_gain_per_budget_increment(tmp_path: Path)
     text = plot(fake_table(), "transfer", tmp_path)["markdown"]
     # single:math gains 5 points on math at 3k and 20 at 12k: 5/3k and 15/9k, both 1.67 per 1k tokens
     assert "| distilled | 0→3k | 3k→12k |" in text and "| math | +1.67 | +1.67 |" in text
+    # the spillover grows with budget, pooled over every distilled capability (2 x 2 seeds x 2 losses)
+    assert "| one capability, pooled | -1.0 ± 0.0 (n=8) | -4.0 ± 0.0 (n=8) |" in text
+    assert "negative-transfer rate" in text and "| one capability, pooled | 50.0 ± 0.0 (n=8) |" in text
 
 
 def test_transfer_needs_single_runs(tmp_path: Path) -> None:

@@ -97,10 +97,12 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         row["lmeval_task_utility"] = record["lmeval"]["task_utility"]
     deltas = {c: final["probe"][c] - base["probe"][c] for c in capabilities}
     row["task_gain"] = final["task_utility"] - base["task_utility"]
-    # off-target change: what the capabilities the run did not spend on gained or lost
+    # off-target change: what the capabilities the run did not spend on gained or lost; the
+    # negative-transfer rate is the share of them (%) that ended below the student base
     off = [d for c, d in deltas.items() if spent[c] == 0]
     row["off_target_change"] = sum(off) / len(off) if off else 0.0
     row["negative_spillover"] = sum(min(d, 0.0) for d in off)
+    row["negative_transfer_rate"] = 100 * sum(d < 0 for d in off) / len(off) if off else math.nan  # %
     for c in capabilities:
         row[f"delta/{c}"] = deltas[c]
         row[f"spent/{c}"] = spent[c]

@@ -59,6 +59,11 @@ def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False) 
     return "\n".join(lines) + "\n"
 
 
+NEGATIVE_TRANSFER = (
+    "negative-transfer rate (% of the capabilities a run spent nothing on that ended below the student base)"
+)
+
+
 def report(table: pd.DataFrame, hue: str, baseline: str | None, pairs: pd.DataFrame | None) -> str:
     """The markdown beside a figure: task utility per `hue` x budget and, with a baseline, the paired differences."""
     against = f"baseline: {baseline} (paired per-seed differences)" if baseline else "no baseline"
@@ -67,6 +72,10 @@ def report(table: pd.DataFrame, hue: str, baseline: str | None, pairs: pd.DataFr
     text += f"task utility (exact match, %)\n\n{absolute}"
     if pairs is not None:
         text += f"\npaired difference vs {baseline}\n\n" + markdown(pairs, "variant", "budget_tokens", signed=True)
+    rated = table.dropna(subset=["negative_transfer_rate"]) if "negative_transfer_rate" in table.columns else None
+    if rated is not None and not rated.empty:  # (a run that spent on every capability has none)
+        rates = summarize(rated, [hue, "budget_tokens"], "negative_transfer_rate")
+        text += f"\n{NEGATIVE_TRANSFER}\n\n" + markdown(rates, hue, "budget_tokens")
     return text
 
 
@@ -188,12 +197,18 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
         for name, values in matrix.iterrows():
             text.append(f"| {name} | " + " | ".join(f"{v:+.1f}" for v in values) + " |\n")
         text.append("\n")
-    spill = summarize(single, ["budget_tokens"], "negative_spillover")
+    pooled = single.assign(distilled="one capability, pooled")  # every distilled capability's runs together
+    spill = summarize(pooled, ["distilled", "budget_tokens"], "negative_spillover")
     ax = axes[-2]
     ax.errorbar(spill["budget_tokens"], spill["mean"], yerr=spill["ci"], marker="o", capsize=3)
     _budget_axis(ax, budgets)
     ax.set_ylabel("negative off-target change (points)")
     ax.set_title("negative spillover vs budget", fontsize=9)
+    text.append("negative spillover (sum of the off-target drops, points) vs budget\n\n")
+    text.append(markdown(spill, "distilled", "budget_tokens", signed=True) + "\n")
+    if "negative_transfer_rate" in pooled.columns:
+        rates = summarize(pooled, ["distilled", "budget_tokens"], "negative_transfer_rate")
+        text.append(f"{NEGATIVE_TRANSFER}\n\n" + markdown(rates, "distilled", "budget_tokens") + "\n")
     text.append(marginal_gains(single, budgets, axes[-1]))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
