@@ -103,6 +103,13 @@ def test_an_unknown_baseline_names_the_variants() -> None:
     assert "\n" not in str(err.value)
 
 
+def test_a_baseline_with_no_partner_run_is_named() -> None:
+    table = crossed_table()
+    unpaired = table.assign(seed=table["seed"].where(table["variant"] == "base", 99))  # `better` on another seed
+    with pytest.raises(CapdistillError, match="no run of another variant shares a seed and setting with .*'base'"):
+        paired(unpaired, "base")
+
+
 RECORD = {
     "config": {"allocator": {"name": "uniform"}, "loss": {"name": "sft"}, "task": {"name": "t"}},
     "seed": 0,

@@ -144,6 +144,8 @@ def test_the_baseline_defaults_to_task_static_or_read(tmp_path: Path) -> None:
     static = table[table["variant"] == "uniform"].assign(variant="task_static")
     text = plot(pd.concat([table, static]), "schedules", tmp_path)["markdown"]
     assert "paired difference vs task_static" in text and "| uniform | +0.0 ± 0.0 (n=4) |" in text
+    only_read = table[table["variant"] == "read"]  # a partial ablation sweep: nothing to pair with read yet
+    assert "no baseline" in plot(only_read, "ablation", tmp_path)["markdown"]
 
 
 @pytest.mark.parametrize("figure", ["losses", "transfer"])

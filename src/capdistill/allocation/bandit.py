@@ -21,7 +21,9 @@ Where this differs from the paper or the released code, each is an option (defau
 
 * `context="compact"`: x = [budget left; each essential capability's proxy gain since the
   start], the action as its mass on each of C_ess and on the rest: 2k + 2 inputs (8 for
-  k = 3), which tens of transitions can fit (r is constant within a run). `"paper"`:
+  |C_ess| = 3), which tens of transitions can fit (r is constant within a run). Splits that
+  differ only outside C_ess look alike to it, so of such candidates the first in the round's
+  seeded order is played. `"paper"`:
   x = [r; proxy profile; budget left; previous split; its gains] and the full action
   (5n + 1 inputs, 46 for nine capabilities).
 * `calibration="affine"`: the predicted mean is mapped affinely onto the realised rewards
@@ -313,8 +315,9 @@ class ReadBandit(Allocator):
     def calibration(self) -> tuple[float, float, float]:
         """(a, b, c): calibrated mean a * mu + b and spread c * sigma (c = 1 but for `affine_sigma`).
 
-        Fitted on each logged transition's prediction made before it was learned; identity
-        until four exist, or when the fit has no positive slope (no usable signal yet).
+        Fitted on each logged transition's prediction made before it was learned; the identity
+        until four exist. A fit with no positive slope (no usable signal yet) leaves the mean as
+        it is (a = 1, b = 0); `affine_sigma` still rescales sigma then.
         """
         if self.calibration_kind == "off" or len(self.predicted) < 4:
             return 1.0, 0.0, 1.0
@@ -362,7 +365,7 @@ class ReadBandit(Allocator):
             sigma=float(sigma[index]),
             calibration=[a, b, c],
         )
-        if self.trust_radius is not None:  # beyond the paper: play it only if confidently better than r
+        if self.trust_radius is not None and index > 0:  # beyond the paper: play it only if confidently better than r
             advantage = a * (members[:, index] - members[:, 0])  # options[0] is r
             margin = float(advantage.mean() - self.trust_z * advantage.std())
             self.decision["advantage_margin"] = margin
@@ -391,7 +394,8 @@ class ReadBandit(Allocator):
         self.predicted.append((float(members.mean()), float(members.std())))
         self.rows.append(row)
         self.rewards.append(reward)
-        self.refit(context.round)
+        if self.adapt or self.first is None:  # a frozen split (no adaptation) needs no more fits
+            self.refit(context.round)
         self.decay_kappa(context, outcome)
         measured = {
             "reward": reward,
@@ -408,7 +412,12 @@ class ReadBandit(Allocator):
         before round 0 (`proxy_units="relative"`)."""
         if self.proxy_units == "nats":
             return ds
-        return {c: d / max(-self.start[c], 1e-6) for c, d in ds.items()}
+        if any(self.start[c] >= 0 for c in ds):
+            c = next(c for c in ds if self.start[c] >= 0)
+            raise CapdistillError(
+                f"allocator.proxy_units=relative needs a log-likelihood proxy (< 0); {c}'s starts at {self.start[c]}"
+            )
+        return {c: d / -self.start[c] for c, d in ds.items()}
 
     def refit(self, round_index: int) -> None:
         scale, shift = self.target_scale()

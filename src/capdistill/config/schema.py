@@ -504,6 +504,12 @@ def check_init(mcfg: DictConfig, role: str) -> None:
             raise ConfigError(f"{role}.arch.hidden_size must be divisible by {role}.arch.num_heads")
 
 
+def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
+    """The run's optimizer, from `distill`."""
+    d = cfg.distill
+    return OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
+
+
 def validate_run(cfg: DictConfig, names: list[str]) -> None:
     """Checks of the distillation settings: allocator, models to load, trainer, supervision."""
     options = {k: v for k, v in OmegaConf.to_container(cfg.allocator).items() if k != "name"}
@@ -523,8 +529,7 @@ def validate_run(cfg: DictConfig, names: list[str]) -> None:
         "distill.generation.max_new_tokens",
         "distill.generation.batch_size",
     )
-    d = cfg.distill
-    OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
+    optimizer_settings(cfg)  # checks its values
     gen = cfg.distill.generation
     if gen.temperature < 0 or not 0 < gen.top_p <= 1:
         raise ConfigError(

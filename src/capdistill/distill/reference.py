@@ -55,6 +55,7 @@ def reference_scores(
 ) -> dict[str, Any]:
     """`teacher` and `student_base` scores (eval exact match; the student base's dev proxy too) and
     the teacher's greedy `dev_responses`, from the cache when this pair and these draws were scored."""
+    weight = next(student.model.parameters())
     key = {
         "teacher": model_id(teacher),
         "student": model_id(student),
@@ -62,6 +63,9 @@ def reference_scores(
         "task": cfg.task.source,
         "requirements": dict(cfg.task.requirements),  # a WEIGHTED task's utility depends on them
         "seeds": seeds,
+        # the proxy's values depend on where and in what precision the student runs: a reward
+        # differences them against in-run proxies, so a cache from another device must not serve
+        "student_on": [weight.device.type, str(weight.dtype)],
         "version": VERSION,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

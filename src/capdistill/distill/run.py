@@ -30,7 +30,7 @@ from capdistill.allocation import Allocator, RoundContext, build_allocator
 from capdistill.allocation.base import decision_view
 from capdistill.capabilities import Example
 from capdistill.capabilities.base import TASK
-from capdistill.config.schema import ModelKind
+from capdistill.config.schema import ModelKind, optimizer_settings
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
@@ -49,7 +49,6 @@ from capdistill.results.record import RECORD_FILE, check_record
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 from capdistill.supervision.collect import PromptStream
 from capdistill.training.data import response_ids, uses_chat_template
-from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import WorldModel, ensure_model
 from capdistill.world.sources import WorldSources
 
@@ -119,7 +118,8 @@ def align_vocab(loss: DistillLoss, teacher: WorldModel, student: WorldModel) -> 
 
 
 def check_budget(total: int, rounds: int, sets: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase) -> None:
-    """A round's slice must fit at least the shortest reference response of some capability."""
+    """A round's slice must fit at least the shortest reference response of some capability (`sets`:
+    the capabilities' dev sets)."""
     shortest = min(len(response_ids(tokenizer, e.response)) for examples in sets.values() for e in examples)
     if total // rounds < shortest:
         raise CapdistillError(
@@ -286,7 +286,14 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
 
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
-    check_budget(total, rounds, dev_sets, student.tokenizer)
+    check_budget(total, rounds, {c: dev_sets[c] for c in names}, student.tokenizer)
+    if getattr(allocator, "warmup", 0) >= rounds:
+        log.warning(
+            "allocator=%s only plays random warm-up candidates: budget.rounds=%d <= allocator.warmup=%d",
+            cfg.allocator.name,
+            rounds,
+            allocator.warmup,
+        )
     align_vocab(loss, teacher, student)
     device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
     teacher.model.eval().requires_grad_(False)
@@ -298,6 +305,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     reference = reference_scores(cfg, teacher, student, sources, dev_sets, eval_sets, seeds)
     responses = reference.pop("dev_responses")
     proxy = Proxy(student.tokenizer, dev_sets, responses, batch)  # every set: pilots and checkpoints
+    head_only = proxy.decide(student.model)  # on the student base, as in the reference scores
     setup_probing = time.time() - t0
     identification = run_pilots(
         cfg, allocator, total, teacher, student, loss, optim, sources, proxy, reference, device, run_fingerprint(cfg)
@@ -315,7 +323,9 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     # between checkpoints, only the dev sets a decision reads: the loop stays lean
     signals = allocator.signals(requirements)
     read = {n for n in signals if n != TASK} | (task_sets(sources, cfg.task.source) if TASK in signals else set())
-    decision_proxy = Proxy(student.tokenizer, {n: dev_sets[n] for n in read}, {n: responses[n] for n in read}, batch)
+    decision_proxy = Proxy(
+        student.tokenizer, {n: dev_sets[n] for n in read}, {n: responses[n] for n in read}, batch, head_only
+    )
 
     try:
         for index in range(len(history), rounds):
@@ -385,7 +395,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
                 index + 1,
                 rounds,
                 sum(entry["spent_by_capability"].values()),
-                f", task dev proxy {entry['task_loglik']:.4f}" if signal else "",
+                f", task dev proxy {entry['task_loglik']:.4f}" if "task_loglik" in signal else "",
                 f", task utility (eval) {entry['task_utility']:.1f}" if scores else "",
             )
         final_dev = dev_task_utility(student, sources, dev_sets, cfg.task.source, batch)
@@ -402,11 +412,6 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         logger.finish()
     log.info("record: %s", out / RECORD_FILE)
     return record
-
-
-def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
-    d = cfg.distill
-    return OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
 
 
 def dev_task_utility(

@@ -25,6 +25,7 @@ class Proxy:
         sets: dict[str, list[Example]],
         responses: dict[str, list[str]],
         batch_size: int,
+        head_only: bool | None = None,
     ) -> None:
         self.names = list(sets)
         self.batches = []
@@ -37,7 +38,7 @@ class Proxy:
             self.batches += [
                 self._batch(rows[i : i + batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), batch_size)
             ]
-        self.head_only: bool | None = None  # whether `target_logits` may skip the prompt's logits (checked once)
+        self.head_only = head_only  # whether `target_logits` may skip the prompt's logits (`decide`)
 
     @staticmethod
     def _batch(rows: list[tuple[int, list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -65,17 +66,28 @@ class Proxy:
         return model(input_ids=ids, attention_mask=attention).logits[:, :-1][mask].float()
 
     @torch.no_grad()
-    def __call__(self, model: PreTrainedModel) -> dict[str, float]:
-        """The proxy per set name (nats per token, <= 0; higher is better)."""
+    def decide(self, model: PreTrainedModel) -> bool:
+        """Whether the output layer alone gives `model`'s logits (models that post-process them, by
+        soft-capping or scaling, take the full path). A run decides once, on its student base, and
+        hands the answer to each of its proxies, so a resumed run's proxies take the same path."""
         was_training = model.training
         model.eval()
-        if self.head_only is None:  # models that post-process logits (soft-capping, scaling) use the full path
-            first = self.batches[0]
-            full = self.target_logits(model, first, head_only=False)
-            try:
-                self.head_only = torch.allclose(self.target_logits(model, first, head_only=True), full, atol=1e-4)
-            except (AttributeError, TypeError):
-                self.head_only = False
+        first = self.batches[0]
+        full = self.target_logits(model, first, head_only=False)
+        try:
+            self.head_only = torch.allclose(self.target_logits(model, first, head_only=True), full, atol=1e-4)
+        except (AttributeError, TypeError):
+            self.head_only = False
+        model.train(was_training)
+        return self.head_only
+
+    @torch.no_grad()
+    def __call__(self, model: PreTrainedModel) -> dict[str, float]:
+        """The proxy per set name (nats per token, <= 0; higher is better)."""
+        if self.head_only is None:
+            self.decide(model)
+        was_training = model.training
+        model.eval()
         total = torch.zeros(len(self.names), dtype=torch.float64)
         count = torch.zeros(len(self.names), dtype=torch.float64)
         for batch in self.batches:

@@ -11,8 +11,8 @@ differences (`capdistill.results.stats`):
 * `schedules`, `ablation` - paired differences to the baseline per allocator at each budget
   (absolute task utility without a baseline), as bars (the schedule table and the ablation figure);
 * `transfer` - transfer matrices T_ij(B) (probe change of capability j after distilling only
-  i at budget B) and negative spillover vs budget (paper Fig 1 a, b, d), from
-  `allocator=single` runs.
+  i at budget B), negative spillover and the negative-transfer rate vs budget, and the marginal
+  on-target gain per budget increment (paper Fig 1 a-d), from `allocator=single` runs.
 """
 
 from __future__ import annotations
@@ -291,8 +291,9 @@ def plot(table: pd.DataFrame, figure: str, out_dir: Path, baseline: str | None =
         raise CapdistillError(f"plot: --figure must be one of {', '.join(FIGURES)}, got {figure!r}")
     if table.empty:
         raise CapdistillError("plot: the table has no runs")
-    if baseline is None:
-        baseline = BASELINES.get(figure) if BASELINES.get(figure) in set(table["variant"]) else None
+    if baseline is None:  # the default, when the table has it and something to pair with it
+        variants = set(table["variant"])
+        baseline = BASELINES.get(figure) if BASELINES.get(figure) in variants and len(variants) > 1 else None
     elif figure not in BASELINES:
         raise CapdistillError(
             f"plot: --baseline compares allocators; use it with --figure {', '.join(BASELINES)}, not {figure}"

@@ -57,6 +57,8 @@ def paired(
     runs = table.dropna(subset=[value]).groupby(["variant", *keys], as_index=False, dropna=False)[value].mean()
     base = runs[runs["variant"] == baseline].drop(columns="variant").rename(columns={value: "baseline_mean"})
     pairs = runs[runs["variant"] != baseline].rename(columns={value: "variant_mean"}).merge(base, on=keys)
+    if pairs.empty:
+        raise CapdistillError(f"no run of another variant shares a seed and setting with the baseline {baseline!r}")
     pairs["difference"] = pairs["variant_mean"] - pairs["baseline_mean"]
     means = pairs.groupby(["variant", *by], as_index=False)[["variant_mean", "baseline_mean"]].mean()
     return summarize(pairs, ["variant", *by], "difference").merge(means, on=["variant", *by])

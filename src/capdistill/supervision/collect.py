@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -83,7 +84,8 @@ class PromptStream:
 
     def __init__(self, source: Source, seed: str, difficulties: tuple[int, ...]) -> None:
         self.source, self.difficulties = source, difficulties
-        self.rng = random.Random(f"supervision/{seed}/{source.name}")
+        self.key = f"supervision/{seed}/{source.name}"  # names the stream: its RNG and its sampling seeds
+        self.rng = random.Random(self.key)
         self.prompts: list[str] = []
 
     def take(self, start: int, n: int) -> list[str]:
@@ -118,9 +120,10 @@ def collect_round(
     The prompts of all unfilled slices go to the teacher together, so a round costs a few
     `generate` calls rather than one per capability; each slice asks for as many prompts as its
     mean response length so far says it still needs, to waste little generation past its end.
-    Greedy responses (the default) do not depend on the batch; sampled ones (temperature > 0)
-    are seeded per call, so with sampling the prompts are common to allocators but the
-    teacher's samples are not.
+    Greedy responses (the default) depend on the batch only through floating-point rounding;
+    sampled ones (temperature > 0) are seeded per call from the run's seed, the call's first
+    capability and its position in that stream, so with sampling the prompts are common to
+    allocators but the teacher's samples are not.
     """
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
@@ -145,7 +148,7 @@ def collect_round(
             generation.batch_size,
             generation.temperature,
             generation.top_p,
-            seed=cursors.get(first, 0) + slices[first].prompts,
+            seed=zlib.crc32(f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}".encode()),
         )
         for (name, prompt), response in zip(asked, responses):
             piece = slices[name]
