@@ -140,6 +140,10 @@ def test_relative_units_measure_each_change_as_a_share_of_its_starting_nll() -> 
     assert nats.update(context(loglik=before), {"math": 1.0}, outcome)["reward"] == pytest.approx(
         0.5 * 1.0 + 0.3 * -0.1 - 0.5 * 0.3 * 0.1
     )
+    # a signal that is not a log-likelihood (the simulator's scores are >= 0) has no NLL to share
+    scores = build_allocator("read", WORLD.names, 0, fit_steps=1, proxy_units="relative")
+    with pytest.raises(CapdistillError, match="proxy_units=relative needs a log-likelihood proxy"):
+        scores.update(context(loglik={**before, "code": 0.3}), {"math": 1.0}, outcome)
 
 
 def test_the_spillover_penalty_changes_the_decision() -> None:

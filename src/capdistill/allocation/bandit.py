@@ -412,8 +412,9 @@ class ReadBandit(Allocator):
         before round 0 (`proxy_units="relative"`)."""
         if self.proxy_units == "nats":
             return ds
-        if any(self.start[c] >= 0 for c in ds):
-            c = next(c for c in ds if self.start[c] >= 0)
+        positive = [c for c in ds if self.start[c] >= 0]
+        if positive:
+            c = positive[0]
             raise CapdistillError(
                 f"allocator.proxy_units=relative needs a log-likelihood proxy (< 0); {c}'s starts at {self.start[c]}"
             )
