@@ -64,6 +64,18 @@ NEGATIVE_TRANSFER = (
 )
 
 
+def negative_transfer(table: pd.DataFrame, rows: str) -> str:
+    """The negative-transfer rate per `rows` x budget as a titled markdown table; '' when no run has
+    one (older tables, or runs that spent on every capability)."""
+    if "negative_transfer_rate" not in table.columns:
+        return ""
+    rated = table.dropna(subset=["negative_transfer_rate"])
+    if rated.empty:
+        return ""
+    rates = summarize(rated, [rows, "budget_tokens"], "negative_transfer_rate")
+    return f"{NEGATIVE_TRANSFER}\n\n" + markdown(rates, rows, "budget_tokens")
+
+
 def report(table: pd.DataFrame, hue: str, baseline: str | None, pairs: pd.DataFrame | None) -> str:
     """The markdown beside a figure: task utility per `hue` x budget and, with a baseline, the paired differences."""
     against = f"baseline: {baseline} (paired per-seed differences)" if baseline else "no baseline"
@@ -72,11 +84,8 @@ def report(table: pd.DataFrame, hue: str, baseline: str | None, pairs: pd.DataFr
     text += f"task utility (exact match, %)\n\n{absolute}"
     if pairs is not None:
         text += f"\npaired difference vs {baseline}\n\n" + markdown(pairs, "variant", "budget_tokens", signed=True)
-    rated = table.dropna(subset=["negative_transfer_rate"]) if "negative_transfer_rate" in table.columns else None
-    if rated is not None and not rated.empty:  # (a run that spent on every capability has none)
-        rates = summarize(rated, [hue, "budget_tokens"], "negative_transfer_rate")
-        text += f"\n{NEGATIVE_TRANSFER}\n\n" + markdown(rates, hue, "budget_tokens")
-    return text
+    rates = negative_transfer(table, hue)
+    return text + (f"\n{rates}" if rates else "")
 
 
 def _grid(n: int, width: float = 3.4, height: float = 2.8) -> tuple[Figure, list[Any]]:
@@ -206,9 +215,9 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     ax.set_title("negative spillover vs budget", fontsize=9)
     text.append("negative spillover (sum of the off-target drops, points) vs budget\n\n")
     text.append(markdown(spill, "distilled", "budget_tokens", signed=True) + "\n")
-    if "negative_transfer_rate" in pooled.columns:
-        rates = summarize(pooled, ["distilled", "budget_tokens"], "negative_transfer_rate")
-        text.append(f"{NEGATIVE_TRANSFER}\n\n" + markdown(rates, "distilled", "budget_tokens") + "\n")
+    rates = negative_transfer(pooled, "distilled")
+    if rates:
+        text.append(rates + "\n")
     text.append(marginal_gains(single, budgets, axes[-1]))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
