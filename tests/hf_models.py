@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerBase
 
+from capdistill.capabilities.sources import WorldSources
 from capdistill.world.build import world_tokenizer
-from capdistill.world.sources import WorldSources
 
 
 def tiny_config(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from capdistill.allocation import ALLOCATORS, RoundContext, build_allocator
-from capdistill.errors import CapdistillError
+from capdistill.allocation import Allocator, RoundContext
+from capdistill.allocation.static import Fixed, Uniform
+from capdistill.components import build_allocator
+from capdistill.config.hydra_setup import CONF_DIR
+from capdistill.config.schema import ConfigError
 
 NAMES = ["math", "code", "safety"]
 
@@ -16,36 +19,42 @@ def context() -> RoundContext:
 
 
 def test_uniform_splits_equally() -> None:
-    assert build_allocator("uniform", NAMES).allocate(context()) == dict.fromkeys(NAMES, 1 / 3)
+    assert Uniform(NAMES).allocate(context()) == dict.fromkeys(NAMES, 1 / 3)
 
 
 def test_fixed_normalises_and_zero_fills() -> None:
-    allocator = build_allocator("fixed", NAMES, weights={"math": 3, "code": 1})
+    allocator = Fixed(NAMES, weights={"math": 3, "code": 1})
     assert allocator.allocate(context()) == {"math": 0.75, "code": 0.25, "safety": 0.0}
     allocator.update(context(), {"math": 1.0}, {})  # static: nothing learned
     assert allocator.allocate(context())["math"] == 0.75
 
 
 @pytest.mark.parametrize(
-    ("name", "options", "needle"),
+    ("overrides", "needle"),
     [
-        ("fixed", {}, "needs allocator.weights"),
-        ("fixed", {"weights": {"telepathy": 1.0}}, "telepathy"),
-        ("fixed", {"weights": {"math": -1.0, "code": 1.0}}, "negative"),
-        ("fixed", {"weights": {"math": 0.0}}, "sum to 0"),
-        ("uniform", {"weights": {"math": 1.0}}, "does not take option weights"),
-        ("bandit", {}, "must be one of"),
+        (["allocator=fixed"], "needs allocator.weights"),
+        (["allocator=fixed", "allocator.weights={telepathy:1.0}"], "telepathy"),
+        (["allocator=fixed", "allocator.weights={math:-1.0,code:1.0}"], "negative"),
+        (["allocator=fixed", "allocator.weights={math:0.0}"], "sum to 0"),
+        (["allocator=uniform", "+allocator.weights={math:1.0}"], "does not take option 'weights'"),
+        (["allocator=read", "allocator.beta=-1"], "allocator.beta must be in"),
+        (["allocator=read", "+allocator.betta=0.5"], "does not take option 'betta'"),
+        (["allocator=read", "allocator._target_=capdistill.allocation.Bandit"], "cannot import"),
+        (["allocator=read", "allocator._target_=capdistill.losses.modules.SFTLoss"], "does not take option"),
     ],
 )
-def test_bad_allocator_config(name: str, options: dict, needle: str) -> None:
-    with pytest.raises(CapdistillError, match=needle):
-        build_allocator(name, NAMES, **options)
+def test_bad_allocator_config_is_one_line_naming_it(make_cfg, overrides: list[str], needle: str) -> None:
+    cfg = make_cfg(*overrides)
+    with pytest.raises(ConfigError, match=needle) as err:
+        build_allocator(cfg)
+    assert "\n" not in str(err.value)
 
 
-def test_registry_names_match_config_options() -> None:
-    from capdistill.config.hydra_setup import CONF_DIR
-
-    options = {p.stem: p for p in (CONF_DIR / "allocator").glob("*.yaml")}
-    assert set(ALLOCATORS) <= set(options)  # every allocator has a config of its own name
-    for stem, path in options.items():  # the others are variants (ablations) of one of them
-        assert stem in ALLOCATORS or stem.split("_")[0] in ALLOCATORS, path
+def test_every_allocator_option_builds_from_its_yaml(make_cfg) -> None:
+    """Every conf/allocator option instantiates its `_target_` (the class signature is the schema)."""
+    options = sorted(p.stem for p in (CONF_DIR / "allocator").glob("*.yaml"))
+    assert {"uniform", "task_static", "fixed", "single", "random", "greedy", "read"} <= set(options)
+    for option in options:
+        extra = ["allocator.weights={math:1}"] if option == "fixed" else []
+        allocator = build_allocator(make_cfg(f"allocator={option}", *extra))
+        assert isinstance(allocator, Allocator) and allocator.name, option

@@ -9,16 +9,21 @@ import statistics
 import pytest
 import torch
 
-from capdistill.allocation import ALLOCATORS, RoundContext, build_allocator
-from capdistill.allocation.bandit import PAIR_WEIGHTS, total_variation
+from capdistill.allocation import RoundContext
+from capdistill.allocation.bandit import PAIR_WEIGHTS, Greedy, ReadBandit, total_variation
 from capdistill.allocation.requirements import Intervention, identify_requirements, pilot_splits
 from capdistill.allocation.simulate import interference_world, simulate, toy_world
+from capdistill.allocation.static import Fixed, Single
 from capdistill.capabilities.base import TASK
+from capdistill.components import shipped_allocators
+from capdistill.config.hydra_setup import CONF_DIR
 from capdistill.errors import CapdistillError
 
 WORLD = toy_world()
 ROUNDS = 12
-OPTIONS = {"single": {"capability": "code"}, "fixed": {"weights": {"math": 1.0}}}
+# every conf/allocator option, built as a run builds it; read_relative needs a log-likelihood proxy,
+# which the simulated worlds do not have (their dev signal is a score)
+SHIPPED = {k: v for k, v in shipped_allocators(CONF_DIR).items() if k != "read_relative"}
 R = {"math": 0.5, "code": 0.3, "tool_use": 0.2, "reasoning": 0.0, "safety": 0.0}
 
 
@@ -29,14 +34,21 @@ def context(index: int = 0, loglik: dict[str, float] | None = None, task: float 
 
 
 def utilities(name: str, world=WORLD, rounds: int = ROUNDS, seeds: int = 5, **options) -> list[float]:
-    return [
-        simulate(build_allocator(name, world.names, s, **options), world, rounds, seed=s).utility for s in range(seeds)
-    ]
+    """`name`: a conf/allocator option; `options`: ReAD's keyword options instead."""
+    make = (lambda names, seed: ReadBandit(names, seed, **options)) if options else SHIPPED[name]
+    return [simulate(make(world.names, s), world, rounds, seed=s).utility for s in range(seeds)]
+
+
+ALLOCATORS = {
+    **SHIPPED,
+    "fixed": lambda names, seed: Fixed(names, seed, weights={"math": 1.0}),
+    "single": lambda names, seed: Single(names, seed, capability="code"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(ALLOCATORS))
 def test_every_allocator_returns_a_split_over_known_capabilities(name: str) -> None:
-    allocator = build_allocator(name, WORLD.names, 0, **OPTIONS.get(name, {}))
+    allocator = ALLOCATORS[name](WORLD.names, 0)
     result = simulate(allocator, WORLD, 4, seed=0)
     for entry in result.history:
         split = entry["allocation"]
@@ -51,7 +63,7 @@ def test_every_allocator_returns_a_split_over_known_capabilities(name: str) -> N
 
 
 def test_candidates_are_r_the_previous_split_sparse_actions_and_local_moves() -> None:
-    bandit = build_allocator("read", WORLD.names, 0)
+    bandit = ReadBandit(WORLD.names, 0)
     previous = {"math": 0.6, "code": 0.4, "tool_use": 0.0, "reasoning": 0.0, "safety": 0.0}
     options = bandit.candidates(R, previous, random.Random(0))
     keys = {tuple(round(s[c], 6) for c in WORLD.names) for s in options}
@@ -68,24 +80,24 @@ def test_candidates_are_r_the_previous_split_sparse_actions_and_local_moves() ->
 
 
 def test_round_zero_perturbs_r_and_the_trust_region_stays_near_it() -> None:
-    first = build_allocator("read", WORLD.names, 0).candidates(R, R, random.Random(0))
+    first = ReadBandit(WORLD.names, 0).candidates(R, R, random.Random(0))
     assert first[0] == R and any(total_variation(s, R) == pytest.approx(0.1) for s in first)
-    trust = build_allocator("read", WORLD.names, 0, trust_radius=0.3).candidates(R, R, random.Random(0))
+    trust = ReadBandit(WORLD.names, 0, trust_radius=0.3).candidates(R, R, random.Random(0))
     assert trust[0] == R and all(total_variation(s, R) <= 0.3 + 1e-9 for s in trust)
     assert len(trust) < len(first)
 
 
 def test_a_uniform_prior_makes_every_capability_essential() -> None:
     """The no-identification ablation: ties at the k-th weight are all essential, not the first k in config order."""
-    bandit = build_allocator("read", WORLD.names, 0, use_requirements=False)
+    bandit = ReadBandit(WORLD.names, 0, use_requirements=False)
     assert bandit.essential(bandit.requirements(context())) == WORLD.names
-    assert build_allocator("read", WORLD.names, 0).essential(R) == ["math", "code", "tool_use"]
+    assert ReadBandit(WORLD.names, 0).essential(R) == ["math", "code", "tool_use"]
     two = {"math": 0.5, "code": 0.5, "tool_use": 0.0, "reasoning": 0.0, "safety": 0.0}
-    assert build_allocator("read", WORLD.names, 0).essential(two) == ["math", "code"]  # none of weight 0
+    assert ReadBandit(WORLD.names, 0).essential(two) == ["math", "code"]  # none of weight 0
 
 
 def test_warm_up_plays_random_candidates_then_the_ensemble_decides() -> None:
-    result = simulate(build_allocator("read", WORLD.names, 0, warmup=3, fit_steps=20), WORLD, 6, seed=0)
+    result = simulate(ReadBandit(WORLD.names, 0, warmup=3, fit_steps=20), WORLD, 6, seed=0)
     flags = [e["decision"]["warmup"] for e in result.history]
     assert flags == [True, True, True, False, False, False]
     assert {"mu", "sigma", "calibration"} <= set(result.history[-1]["decision"])
@@ -93,16 +105,16 @@ def test_warm_up_plays_random_candidates_then_the_ensemble_decides() -> None:
 
 
 def test_greedy_never_explores_and_opens_with_r() -> None:
-    result = simulate(build_allocator("greedy", WORLD.names, 0, fit_steps=20), WORLD, 4, seed=0)
+    result = simulate(Greedy(WORLD.names, 0, fit_steps=20), WORLD, 4, seed=0)
     assert all(not e["decision"]["warmup"] and e["decision"]["kappa"] == 0.0 for e in result.history)
     assert result.history[0]["allocation"] == pytest.approx(WORLD.requirements | {"reasoning": 0.0, "safety": 0.0})
     with pytest.raises(CapdistillError, match="never explores"):
-        build_allocator("greedy", WORLD.names, kappa=1.0)
+        Greedy(WORLD.names, kappa=1.0)
 
 
 def test_no_adaptation_keeps_the_first_split_decided_after_warm_up() -> None:
     options = {"adapt": False, "warmup": 2, "fit_steps": 20}
-    result = simulate(build_allocator("read", WORLD.names, 0, **options), WORLD, 6, seed=0)
+    result = simulate(ReadBandit(WORLD.names, 0, **options), WORLD, 6, seed=0)
     flags = [e["decision"].get("warmup") for e in result.history]
     assert flags[:3] == [True, True, False]  # it learns from its warm-up once, then decides
     decided = result.history[2]["allocation"]
@@ -111,7 +123,7 @@ def test_no_adaptation_keeps_the_first_split_decided_after_warm_up() -> None:
 
 def test_the_reward_is_the_papers_on_the_dev_proxy() -> None:
     """R = r.ds - beta * Spill - lam * cost, Spill over C_ess only, by hand."""
-    bandit = build_allocator("read", WORLD.names, 0, beta=0.5, lam=0.1, fit_steps=1)
+    bandit = ReadBandit(WORLD.names, 0, beta=0.5, lam=0.1, fit_steps=1)
     before = dict.fromkeys(WORLD.names, -1.0)
     after = {"math": -0.8, "code": -1.1, "tool_use": -1.0, "reasoning": -1.5, "safety": -0.9}
     outcome = {"allocation": {}, "spent_by_capability": {"math": 50}, "probe_loglik": after, "task_loglik": -0.9}
@@ -125,7 +137,7 @@ def test_the_reward_is_the_papers_on_the_dev_proxy() -> None:
 
 def test_relative_units_measure_each_change_as_a_share_of_its_starting_nll() -> None:
     """proxy_units=relative: ds_c / NLL_c before round 0, in the gain and the spillover alike."""
-    bandit = build_allocator("read", WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1, proxy_units="relative")
+    bandit = ReadBandit(WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1, proxy_units="relative")
     before = {"math": -2.0, "code": -0.5, "tool_use": -1.0, "reasoning": -1.0, "safety": -1.0}
     after = {"math": -1.0, "code": -0.6, "tool_use": -1.0, "reasoning": -1.5, "safety": -0.9}
     outcome = {"spent_by_capability": {"math": 50}, "probe_loglik": after, "task_loglik": -0.9}
@@ -136,12 +148,12 @@ def test_relative_units_measure_each_change_as_a_share_of_its_starting_nll() -> 
     spill = 0.3 * 0.2
     assert got["reward"] == pytest.approx(0.5 * 0.5 + 0.3 * -0.2 - 0.5 * spill)
     # in nats the same round is worth a different reward: the units matter
-    nats = build_allocator("read", WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1)
+    nats = ReadBandit(WORLD.names, 0, beta=0.5, lam=0.0, fit_steps=1)
     assert nats.update(context(loglik=before), {"math": 1.0}, outcome)["reward"] == pytest.approx(
         0.5 * 1.0 + 0.3 * -0.1 - 0.5 * 0.3 * 0.1
     )
     # a signal that is not a log-likelihood (the simulator's scores are >= 0) has no NLL to share
-    scores = build_allocator("read", WORLD.names, 0, fit_steps=1, proxy_units="relative")
+    scores = ReadBandit(WORLD.names, 0, fit_steps=1, proxy_units="relative")
     with pytest.raises(CapdistillError, match="proxy_units=relative needs a log-likelihood proxy"):
         scores.update(context(loglik={**before, "code": 0.3}), {"math": 1.0}, outcome)
 
@@ -159,7 +171,7 @@ def test_the_spillover_penalty_changes_the_decision() -> None:
 
     chosen = {}
     for beta in (0.0, 2.0):
-        bandit = build_allocator("read", WORLD.names, 0, beta=beta, warmup=0, kappa=0.0, calibration="off")
+        bandit = ReadBandit(WORLD.names, 0, beta=beta, warmup=0, kappa=0.0, calibration="off")
         for i in range(8):
             split = (eroding, safe)[i % 2]
             after = outcome(split)
@@ -176,7 +188,7 @@ def test_calibration_fits_the_mean_and_can_change_the_decision() -> None:
     rewards = [1.0, 3.01, 4.99, 7.0, 9.01]  # nearly linear in mu: sigma overstates the error
     calibrations = {}
     for kind in ("affine", "affine_sigma", "off"):
-        bandit = build_allocator("read", WORLD.names, 0, calibration=kind)
+        bandit = ReadBandit(WORLD.names, 0, calibration=kind)
         bandit.predicted, bandit.rewards = predicted, rewards
         calibrations[kind] = bandit.calibration()
     a, b, c = calibrations["affine"]
@@ -195,7 +207,7 @@ def test_calibration_fits_the_mean_and_can_change_the_decision() -> None:
 
 
 def test_kappa_decays_when_the_task_dev_proxy_stagnates_at_each_tenth_of_the_budget() -> None:
-    bandit = build_allocator("read", WORLD.names, 0, kappa=1.0, kappa_decay=0.5, fit_steps=1)
+    bandit = ReadBandit(WORLD.names, 0, kappa=1.0, kappa_decay=0.5, fit_steps=1)
     loglik = dict.fromkeys(WORLD.names, -1.0)
     tasks = [-1.0, -0.9, -0.95, -0.95]  # better, worse, the same: decays at the second and third checks
     kappas = []
@@ -206,7 +218,7 @@ def test_kappa_decays_when_the_task_dev_proxy_stagnates_at_each_tenth_of_the_bud
 
 
 def test_the_trust_region_plays_r_unless_confidently_better() -> None:
-    result = simulate(build_allocator("read", WORLD.names, 1, trust_radius=0.2, warmup=2, fit_steps=20), WORLD, 8, 1)
+    result = simulate(ReadBandit(WORLD.names, 1, trust_radius=0.2, warmup=2, fit_steps=20), WORLD, 8, 1)
     later = [e["decision"] for e in result.history[2:]]
     r = {c: WORLD.requirements.get(c, 0.0) for c in WORLD.names}
     # a choice other than r must pass the gate; r itself needs none
@@ -221,15 +233,15 @@ def test_the_trust_region_plays_r_unless_confidently_better() -> None:
 def test_replaying_updates_reproduces_the_next_decision() -> None:
     """What resume relies on: a fresh bandit fed the logged rounds decides as the original did."""
     options = {"warmup": 2, "fit_steps": 30}
-    result = simulate(build_allocator("read", WORLD.names, 3, **options), WORLD, 6, seed=3)
-    replayed = build_allocator("read", WORLD.names, 3, **options)
+    result = simulate(ReadBandit(WORLD.names, 3, **options), WORLD, 6, seed=3)
+    replayed = ReadBandit(WORLD.names, 3, **options)
     for ctx, entry in zip(result.contexts[:5], result.history[:5]):
         replayed.allocate(ctx)
         replayed.update(ctx, entry["allocation"], entry)
     chosen = replayed.allocate(result.contexts[5])
     assert chosen == pytest.approx(result.history[5]["allocation"])
     assert replayed.decision["mu"] == pytest.approx(result.history[5]["decision"]["mu"])
-    fresh = build_allocator("read", WORLD.names, 3, **options)  # fed nothing: must differ, or this proves nothing
+    fresh = ReadBandit(WORLD.names, 3, **options)  # fed nothing: must differ, or this proves nothing
     fresh.allocate(result.contexts[5])
     assert fresh.decision["warmup"] and "mu" not in fresh.decision
 
@@ -251,7 +263,7 @@ def test_replaying_updates_reproduces_the_next_decision() -> None:
 )
 def test_bad_bandit_options(options: dict, needle: str) -> None:
     with pytest.raises(CapdistillError, match=needle):
-        build_allocator("read", WORLD.names, **options)
+        ReadBandit(WORLD.names, **options)
 
 
 # ---------------------------------------------------------------------------- requirement identification
@@ -283,7 +295,7 @@ def test_learned_requirements_find_what_the_task_needs() -> None:
     """From 10 noisy pilots, identification puts most weight on the task's real requirements."""
     mass = []
     for seed in range(4):
-        allocator = build_allocator("read", WORLD.names, seed, identify="learned", pilots=10, pilot_fraction=0.05)
+        allocator = ReadBandit(WORLD.names, seed, identify="learned", pilots=10, pilot_fraction=0.05)
         result = simulate(allocator, WORLD, 1, seed=seed)
         assert len(result.interventions) == 10
         assert allocator.requirements(result.contexts[0]) == result.requirements

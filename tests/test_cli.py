@@ -119,7 +119,7 @@ def test_distill_micro_end_to_end(tmp_path: Path, micro_cache: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((tmp_path / "run" / "record.json").read_text())
-    assert record["config"]["loss"]["name"] == "fkl" and len(record["rounds"]) == 2
+    assert record["loss"] == "fkl" and len(record["rounds"]) == 2
     assert record["budget"]["spent_tokens"] <= record["budget"]["total_tokens"] == 5000
 
 

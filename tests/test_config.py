@@ -9,8 +9,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from capdistill.components import validate
 from capdistill.config.hydra_setup import CONF_DIR
-from capdistill.config.schema import ConfigError, validate
+from capdistill.config.schema import ConfigError
 from capdistill.errors import CapdistillError
 
 GROUPS = ["teacher", "student", "capabilities", "budget", "allocator", "loss", "trainer", "logger"]
@@ -104,7 +105,7 @@ def test_unknown_group_option_fails(make_cfg) -> None:
         (["loss=jsd", "loss.beta=1.5"], "beta"),
         (["loss=topk", "loss.k=0"], "k"),
         (["loss=fkl", "loss.temperature=0"], "temperature"),
-        (["loss=sft", "loss.beta=0.5"], "beta"),
+        (["loss=sft", "+loss.beta=0.5"], "beta"),
         (["teacher.arch.num_heads=3"], "divisible"),
         (["teacher.train.target=150"], "teacher.train.target"),
         (["+student.train.mix.telepathy=1.0"], "telepathy"),

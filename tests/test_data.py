@@ -13,16 +13,8 @@ from capdistill.capabilities.base import Example, Source, split_of
 from capdistill.capabilities.lexicon import all_words
 from capdistill.capabilities.synthetic import WorldParams, build_capabilities
 from capdistill.models.tokenizers import train_tokenizer
-from capdistill.training.data import (
-    IGNORE_INDEX,
-    PROMPT_END,
-    BatchStream,
-    StagedStream,
-    collate,
-    encode,
-    prompt_ids,
-    response_ids,
-)
+from capdistill.prompting import IGNORE_INDEX, PROMPT_END, encode, prompt_ids, response_ids
+from capdistill.training.streams import BatchStream, StagedStream, collate
 
 CAPS = build_capabilities(WorldParams())
 

@@ -10,18 +10,18 @@ import pytorch_lightning as pl
 import torch
 
 from capdistill.capabilities.base import ROLES, split_of
-from capdistill.config.schema import validate
+from capdistill.capabilities.sources import WorldSources
+from capdistill.components import validate, world_sources
 from capdistill.distill import run as run_module
-from capdistill.distill.data import DistillDataModule, SupervisedBatches
+from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
-from capdistill.losses import build_loss
+from capdistill.losses import ForwardKLLoss, SFTLoss
 from capdistill.results.record import RECORD_FILE, check_record
-from capdistill.supervision.collect import Generation, PromptStream, collect_round
+from capdistill.supervision.slices import Generation, PromptStream, collect_round
 from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import ensure_model
-from capdistill.world.sources import WorldSources
 from conftest import compose_config
 from hf_models import save_tiny_models
 
@@ -112,7 +112,7 @@ def test_resume_refuses_a_different_config(run_micro, monkeypatch: pytest.Monkey
     monkeypatch.setattr(run_module, "train_round", _crash_on_round(run_module.train_round, 1))
     with pytest.raises(RuntimeError):
         run_micro(*FIXED)
-    with pytest.raises(CapdistillError, match="different config \\(allocator.name, allocator.weights\\)"):
+    with pytest.raises(CapdistillError, match="different config \\(allocator._target_, allocator.weights\\)"):
         run_micro("allocator=uniform")
 
 
@@ -203,12 +203,12 @@ def math_examples(sources: WorldSources, teacher, student, tokens: int) -> list:
 
 def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path, make_cfg) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
     student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     examples = math_examples(sources, teacher, student, 400)
-    module = DistillationModule(student.model, teacher.model, build_loss("fkl"), OptimizerSettings(1e-2))
+    module = DistillationModule(student.model, teacher.model, ForwardKLLoss(), OptimizerSettings(1e-2))
     trainer = pl.Trainer(
         accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
@@ -224,7 +224,7 @@ def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path,
 @pytest.fixture(scope="module")
 def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
-    sources = WorldSources.from_config(compose_config(["experiment=micro"], root / "run", root / "cache"))
+    sources = world_sources(compose_config(["experiment=micro"], root / "run", root / "cache"))
     return save_tiny_models(root, sources)
 
 
@@ -341,7 +341,7 @@ def test_nothing_that_decides_reads_eval(run_micro, make_cfg, micro_cache, tmp_p
 def test_eval_items_differ_by_evaluation_seed(make_cfg, micro_cache: Path) -> None:
     """The perturbation above is real: another evaluation.seed draws other eval items."""
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     a, b = (sources.held_out_sets("eval", cfg.task.source, seed) for seed in (0, 7))
     assert any([e.prompt for e in a[n]] != [e.prompt for e in b[n]] for n in a)
     dev = sources.held_out_sets("dev", cfg.task.source, 0)
@@ -376,12 +376,12 @@ def test_one_optimizer_spans_the_run_or_each_round(micro_cache: Path, make_cfg, 
     """scope=run: the AdamW built in the first fit is the one the second fit steps (its moments and step
     count carry over) and the learning rate follows budget progress; scope=round: a fresh one per fit."""
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
     student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
     examples = math_examples(sources, teacher, student, 300)
     settings = OptimizerSettings(1e-2, warmup_steps=0, schedule="cosine", scope=scope)
-    module = DistillationModule(student.model, None, build_loss("sft"), settings)
+    module = DistillationModule(student.model, None, SFTLoss(), settings)
     seen, lrs = [], []
     for start, end in ((0.0, 0.5), (0.5, 1.0)):
         data = DistillDataModule(SupervisedBatches(examples, student.tokenizer, None, 8, seed=0))

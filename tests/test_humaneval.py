@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from lm_eval.api.model import LM
 
-from capdistill.evaluation.humaneval import TASK, execute, export_humaneval, load_problems
+from capdistill.capabilities.real.humaneval_problems import execute, load_problems
+from capdistill.capabilities.real.sandbox import FAILED, PASSED, TIMED_OUT, run_python
+from capdistill.evaluation.humaneval import TASK, export_humaneval
 from capdistill.evaluation.lmeval_tasks import hf_lm, run_tasks
-from capdistill.evaluation.sandbox import FAILED, PASSED, TIMED_OUT, run_python
 from capdistill.world.build import load_entry
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "capdistill" / "assets" / "worlds"

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from capdistill.components import world_sources
 from capdistill.evaluation.lmeval import evaluate_with_lmeval, export_tasks
 from capdistill.evaluation.lmeval_tasks import hf_lm, local_task_manager
 from capdistill.evaluation.probes import probe_accuracy
-from capdistill.training.data import prompt_ids
+from capdistill.prompting import prompt_ids
 from capdistill.world.build import load_entry
-from capdistill.world.sources import WorldSources
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "capdistill" / "assets" / "worlds"
 
 
 def test_lmeval_scores_match_the_checkers(make_cfg, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    sources = WorldSources.from_config(make_cfg())
+    sources = world_sources(make_cfg())
     student = load_entry(next(ASSETS.glob("student-*")))  # weak: scores strictly between 0 and 100
     sets = {n: sources.build_probes[n][:16] for n in ("math", "tool_use", "safety")}
     sets["word_problem_formatted"] = sources.build_task_sets["word_problem_formatted"][:16]
@@ -36,7 +36,7 @@ def test_lmeval_conditions_the_model_on_exactly_the_probe_tokens(make_cfg, tmp_p
     from lm_eval.tasks import get_task_dict
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    sources = WorldSources.from_config(make_cfg())
+    sources = world_sources(make_cfg())
     student = load_entry(next(ASSETS.glob("student-*")))
     examples = sources.build_probes["safety"][:8]
     (task,) = export_tasks(sources.spec, {"safety": examples}, tmp_path, bos=student.tokenizer.bos_token)

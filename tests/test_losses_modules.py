@@ -1,19 +1,26 @@
-"""Loss modules, the build_loss factory, and the conf/loss/*.yaml options."""
+"""Loss modules, and the conf/loss/*.yaml options that build them."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from capdistill.components import build_loss as build_configured
+from capdistill.config.hydra_setup import CONF_DIR
+from capdistill.config.schema import ConfigError
 from capdistill.errors import CapdistillError
 from capdistill.losses import (
-    LOSSES,
     DistillLoss,
+    ForwardKLLoss,
+    JSDLoss,
+    MultiLevelOTLoss,
+    SampledKLLoss,
+    SFTLoss,
     SparseTeacher,
-    build_loss,
+    TopKLoss,
+    TVDLoss,
+    ULDLoss,
     forward_kl,
     generalized_jsd,
     multilevel_ot,
@@ -21,10 +28,18 @@ from capdistill.losses import (
     topk_kl,
     uld,
 )
+from capdistill.losses.modules import ReverseKLLoss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CONF_LOSS = Path(__file__).resolve().parents[1] / "conf" / "loss"
+CONF_LOSS = CONF_DIR / "loss"
+LOSSES = {"sft": SFTLoss, "fkl": ForwardKLLoss, "rkl": ReverseKLLoss, "jsd": JSDLoss, "tvd": TVDLoss}
+LOSSES |= {"topk": TopKLoss, "sampled": SampledKLLoss, "uld": ULDLoss, "mlot": MultiLevelOTLoss}
+
+
+def build_loss(name: str, **options) -> DistillLoss:
+    """The loss of config option `name` (`conf/loss/<name>.yaml`'s class) with `options`."""
+    return LOSSES[name](**options)
 
 
 def batch(seed=0, v=11, vt=None):
@@ -37,15 +52,15 @@ def batch(seed=0, v=11, vt=None):
     return s, t, mask, y
 
 
-def test_every_config_option_has_a_yaml_that_builds():
+def test_every_config_option_has_a_yaml_that_builds(make_cfg):
     files = sorted(p.stem for p in CONF_LOSS.glob("*.yaml"))
-    assert files == sorted(LOSSES) == sorted(["sft", "fkl", "rkl", "jsd", "tvd", "uld", "mlot", "topk", "sampled"])
+    assert files == sorted(LOSSES)
     for name in files:
         cfg = OmegaConf.to_container(OmegaConf.load(CONF_LOSS / f"{name}.yaml"))
-        assert cfg["name"] == name
-        assert set(cfg) - {"name"} <= set(LOSSES[name].options()), name
-        module = build_loss(**cfg)
-        assert isinstance(module, DistillLoss) and module.name == name
+        assert cfg["_target_"] == f"capdistill.losses.modules.{LOSSES[name].__name__}"
+        assert set(cfg) - {"_target_"} <= set(LOSSES[name].options()), name
+        module = build_configured(make_cfg(f"loss={name}"))
+        assert isinstance(module, LOSSES[name]) and module.name == name
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -112,25 +127,23 @@ def test_sampled_module_generator_makes_draws_reproducible():
     assert results[0] == results[1]
 
 
-def test_build_loss_errors_name_the_problem():
-    with pytest.raises(CapdistillError, match=r"loss name must be one of .*'fkl'.*got 'kll'"):
-        build_loss("kll")
-    with pytest.raises(CapdistillError, match=r"'fkl' does not take beta=0.3.*options"):
-        build_loss("fkl", beta=0.3)
-    with pytest.raises(CapdistillError, match=r"'sft' does not take ce_weight=1.0"):
-        build_loss("sft", ce_weight=1.0)
-    with pytest.raises(CapdistillError, match=r"beta.*2"):
-        build_loss("jsd", beta=2)
-    with pytest.raises(CapdistillError, match=r"temperature.*0"):
-        build_loss("tvd", temperature=0)
-    with pytest.raises(CapdistillError, match=r"k.*0"):
-        build_loss("topk", k=0)
-    with pytest.raises(CapdistillError, match=r"num_samples.*-1"):
-        build_loss("sampled", num_samples=-1)
-    with pytest.raises(CapdistillError, match=r"top_k.*0"):
-        build_loss("mlot", top_k=0)
-    # None means "the loss's default": a config schema may carry every loss's fields
-    assert build_loss("fkl", beta=None, k=None, top_k=None).temperature == 1.0
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["loss=fkl", "+loss.beta=0.3"], r"ForwardKLLoss\) does not take option 'beta'"),
+        (["loss=sft", "+loss.ce_weight=1.0"], r"SFTLoss\) does not take option 'ce_weight'"),
+        (["loss=jsd", "loss.beta=2"], r"beta.*2"),
+        (["loss=tvd", "loss.temperature=0"], r"temperature.*0"),
+        (["loss=topk", "loss.k=0"], r"k.*0"),
+        (["loss=sampled", "loss.num_samples=-1"], r"num_samples.*-1"),
+        (["loss=mlot", "loss.top_k=0"], r"top_k.*0"),
+        (["loss=fkl", "loss._target_=capdistill.losses.modules.KLL"], r"loss._target_: cannot import"),
+    ],
+)
+def test_bad_loss_config_is_one_line_naming_it(make_cfg, overrides, needle):
+    with pytest.raises(ConfigError, match=needle) as err:
+        build_configured(make_cfg(*overrides))
+    assert "\n" not in str(err.value)
 
 
 def test_forward_errors_name_the_missing_input():

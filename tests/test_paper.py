@@ -12,12 +12,11 @@ import pytest
 from lm_eval.api.model import LM
 
 from capdistill.capabilities.paper import PaperSuite
-from capdistill.config.schema import validate
+from capdistill.components import validate, world_sources
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.results.record import check_record
 from capdistill.world.build import world_tokenizer
-from capdistill.world.sources import WorldSources
 from conftest import compose_config
 from hf_models import save_tiny
 
@@ -101,7 +100,7 @@ def test_bad_suites_fail_before_compute() -> None:
 def bpe_pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny llama teacher and student sharing a byte-level BPE tokenizer (any text encodes)."""
     root = tmp_path_factory.mktemp("paper-hf")
-    sources = WorldSources.from_config(compose_config(["experiment=micro"], root / "run", root / "cache"))
+    sources = world_sources(compose_config(["experiment=micro"], root / "run", root / "cache"))
     bpe = world_tokenizer(sources, "bpe", 512)
     return {
         role: save_tiny(root / role, "llama", bpe, hidden, seed=seed, positions=1024)

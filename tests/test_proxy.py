@@ -9,10 +9,10 @@ import torch
 
 from capdistill.capabilities import WorldParams
 from capdistill.capabilities.base import TASK
+from capdistill.capabilities.sources import WorldSources
 from capdistill.evaluation.proxy import Proxy
-from capdistill.training.data import prompt_ids, response_ids
+from capdistill.prompting import prompt_ids, response_ids
 from capdistill.world.build import load_entry
-from capdistill.world.sources import WorldSources
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "capdistill" / "assets" / "worlds"
 

@@ -47,7 +47,7 @@ def test_math_reads_the_final_number_of_an_explanation(sources) -> None:
 
 
 def test_humaneval_canonical_solutions_pass_and_empty_completions_fail(sources) -> None:
-    from capdistill.evaluation.humaneval import load_problems
+    from capdistill.capabilities.real.humaneval_problems import load_problems
 
     code = sources["code"]
     problems = {p["task_id"]: p for p in load_problems()}

@@ -9,14 +9,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from capdistill.config.schema import validate
+from capdistill.components import validate, world_sources
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.models import packaged
 from capdistill.models.hf import keep_layers, narrow, scratch_model
 from capdistill.results.record import check_record
 from capdistill.world.build import world_tokenizer
-from capdistill.world.sources import WorldSources
 from conftest import compose_config
 from hf_models import save_tiny
 
@@ -49,7 +48,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory):
     from transformers import AutoModelForCausalLM
 
     root = tmp_path_factory.mktemp("tiny")
-    sources = WorldSources.from_config(compose_config(["experiment=micro"], root / "run", root / "cache"))
+    sources = world_sources(compose_config(["experiment=micro"], root / "run", root / "cache"))
     tokenizer = world_tokenizer(sources, "bpe", 512)
     path = save_tiny(root / "llama", "llama", tokenizer, 32, seed=1)
     return lambda: AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer

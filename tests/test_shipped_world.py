@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from capdistill.components import world_sources
 from capdistill.evaluation.probes import probe_accuracy
 from capdistill.world.build import CHECK_SIZE, build_spec, find_entry, load_entry, spec_hash
-from capdistill.world.sources import WorldSources
 
 MAX_SHIPPED_BYTES = 20 * 2**20
 
@@ -39,7 +39,7 @@ def test_shipped_world_fits_the_size_limit(default_cfg) -> None:
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_shipped_model_reproduces_its_recorded_scores(default_cfg, role: str) -> None:
     model = load_entry(find_entry(default_cfg, role))
-    sources = WorldSources.from_config(default_cfg)
+    sources = world_sources(default_cfg)
     recorded = model.info["scores"]
     for name, examples in sources.build_probes.items():
         score, predictions = probe_accuracy(

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from capdistill.capabilities.base import split_of
-from capdistill.supervision.collect import Generation, Overflow, PromptStream, Slice, collect_round
-from capdistill.training.data import response_ids
+from capdistill.components import world_sources
+from capdistill.prompting import response_ids
+from capdistill.supervision.slices import Generation, Overflow, PromptStream, Slice, collect_round
 from capdistill.world.build import ensure_model
-from capdistill.world.sources import WorldSources
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def world(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("supervision")
     cfg = compose_config(["experiment=micro"], root / "run", micro_cache)
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     teacher = ensure_model(cfg, "teacher", sources, root / "run")
     student = ensure_model(cfg, "student", sources, root / "run")
     return sources, teacher, student

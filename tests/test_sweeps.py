@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from capdistill.components import validate
 from capdistill.config.hydra_setup import CONF_DIR, setup
-from capdistill.config.schema import validate
 from capdistill.errors import CapdistillError
 from capdistill.results.collect import collect, variant
 from capdistill.results.plot import BASELINES, DRAW, FIGURES, plot, upload_to_wandb
@@ -215,14 +215,14 @@ def test_collect_of_an_empty_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_variant_names_the_ablations() -> None:
-    assert variant({"name": "read", "beta": 0.5, "adapt": True, "use_requirements": True}) == "read"
-    assert variant({"name": "read", "beta": 0.0, "adapt": False}) == "read-no-adaptation-no-spillover"
-    assert variant({"name": "read", "trust_radius": 0.3, "context": "paper"}) == "read-trust-paper-context"
-    assert variant({"name": "read", "calibration": "off", "trust_radius": None}) == "read-no-calibration"
-    assert variant({"name": "read", "proxy_units": "relative"}) == "read-relative"
-    assert variant({"name": "read", "proxy_units": None}) == "read"
-    assert variant({"name": "single", "capability": "math"}) == "single:math"
-    assert variant({"name": "fixed", "weights": {"math": 0.5, "code": 0.5}}) == "fixed:code=0.5,math=0.5"
+    assert variant("read", {"beta": 0.5, "adapt": True, "use_requirements": True}) == "read"
+    assert variant("read", {"beta": 0.0, "adapt": False}) == "read-no-adaptation-no-spillover"
+    assert variant("read", {"trust_radius": 0.3, "context": "paper"}) == "read-trust-paper-context"
+    assert variant("read", {"calibration": "off", "trust_radius": None}) == "read-no-calibration"
+    assert variant("read", {"proxy_units": "relative"}) == "read-relative"
+    assert variant("read", {"proxy_units": None}) == "read"
+    assert variant("single", {"capability": "math"}) == "single:math"
+    assert variant("fixed", {"weights": {"math": 0.5, "code": 0.5}}) == "fixed:code=0.5,math=0.5"
 
 
 def test_plot_uploads_to_an_offline_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,11 +9,12 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from capdistill.evaluation.probes import accuracy, generate_texts, max_response_tokens, probe_accuracy
+from capdistill.components import world_sources
+from capdistill.evaluation.probes import accuracy, max_response_tokens, probe_accuracy
+from capdistill.prompting import generate_texts
 from capdistill.world import build
 from capdistill.world.build import ensure_model, entry_name, find_entry, load_entry
 from capdistill.world.command import build_world
-from capdistill.world.sources import WorldSources
 
 
 def test_micro_world_json_has_every_capability_and_task(make_cfg, micro_cache: Path) -> None:
@@ -33,7 +34,7 @@ def test_micro_world_json_has_every_capability_and_task(make_cfg, micro_cache: P
 def test_cached_build_is_reused_without_training(make_cfg, micro_cache: Path, monkeypatch) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     monkeypatch.setattr(build, "train_model", lambda *a, **k: pytest.fail("retrained a cached model"))
-    model = ensure_model(cfg, "teacher", WorldSources.from_config(cfg), Path(cfg.paths.output_dir))
+    model = ensure_model(cfg, "teacher", world_sources(cfg), Path(cfg.paths.output_dir))
     assert model.path == micro_cache / entry_name(cfg, "teacher")
 
 
@@ -56,7 +57,7 @@ def test_build_is_deterministic_for_a_seed(make_cfg, tmp_path: Path) -> None:
     weights = []
     for name in ("a", "b"):
         cfg = make_cfg("experiment=micro", "teacher.train.max_steps=5", cache_dir=tmp_path / name)
-        model = ensure_model(cfg, "teacher", WorldSources.from_config(cfg), tmp_path / f"run-{name}")
+        model = ensure_model(cfg, "teacher", world_sources(cfg), tmp_path / f"run-{name}")
         weights.append(model.model.state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -70,7 +71,7 @@ def test_killed_build_leaves_no_loadable_entry(make_cfg, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", crash)  # dies after the weights are written
     with pytest.raises(KeyboardInterrupt):
-        ensure_model(cfg, "teacher", WorldSources.from_config(cfg), tmp_path / "run")
+        ensure_model(cfg, "teacher", world_sources(cfg), tmp_path / "run")
     assert find_entry(cfg, "teacher") is None
     assert list((tmp_path / "cache").iterdir()) == []  # the temporary directory is gone too
 
@@ -86,7 +87,7 @@ def test_leftover_temporary_directory_is_never_loaded(make_cfg, tmp_path: Path) 
 def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     teacher = load_entry(find_entry(cfg, "teacher"))
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     for name, examples in sources.build_probes.items():
         source = sources.capabilities[name]
         score, predictions = probe_accuracy(teacher.model, teacher.tokenizer, source, examples)
@@ -105,7 +106,7 @@ def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> N
 
 def test_rebuild_replaces_the_cached_entry(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("experiment=micro", "teacher.train.max_steps=2", cache_dir=tmp_path / "cache")
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     first = ensure_model(cfg, "teacher", sources, tmp_path / "run")
     (first.path / "stale-marker").write_text("from the first build")
     cfg.rebuild = True

@@ -1,88 +1,100 @@
-"""The `capdistill` command: `capdistill SUBCOMMAND [hydra overrides] [-m]`."""
+"""The `capdistill` command: `capdistill SUBCOMMAND [hydra overrides] [-m]`, or `collect` / `plot` with plain arguments.
+
+Every subcommand is a plain function below, listed in `COMMANDS`. Each imports what it runs
+when it runs (a config subcommand's task only once its config is composed), so `capdistill --help`, `--cfg job`, `collect` and `plot` start without torch,
+transformers or lm-eval. Config subcommands compose the root config through Hydra (overrides,
+`-m` sweeps, `--cfg`, `--help`, `--config-dir`, tab completion) and call their task with it.
+"""
 
 from __future__ import annotations
 
-import importlib
-import logging
+import argparse
+import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import hydra
-from omegaconf import DictConfig
-
-from capdistill.config.hydra_setup import CONF_DIR, setup
-from capdistill.config.schema import validate
-from capdistill.errors import CapdistillError
-
-# subcommand -> (module, function taking the composed config)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "build-world": ("capdistill.world.command", "build_world"),
-    "distill": ("capdistill.distill.run", "distill"),
-    "profile": ("capdistill.distill.profile", "profile"),
-}
-
-# subcommands over results, with plain arguments (no config to compose)
-TABLE_COMMANDS = ("collect", "plot")
-
-USAGE = f"""usage: capdistill SUBCOMMAND [hydra overrides] [-m]
+USAGE = """usage: capdistill SUBCOMMAND [hydra overrides] [-m]
        capdistill collect SWEEP_DIR [--out DIR]
-       capdistill plot TABLE_OR_SWEEP_DIR --figure FIGURE [--baseline VARIANT] [--out DIR] [--wandb]
+       capdistill plot TABLE_OR_SWEEP_DIR [--figure FIGURE] [--baseline VARIANT] [--out DIR] [--wandb]
+       capdistill simulate [--rounds N] [--seeds N]
 
-subcommands: {", ".join((*SUBCOMMANDS, *TABLE_COMMANDS))}
+subcommands: {names}
 `capdistill SUBCOMMAND --help` lists the config groups, their options and the config
-(for collect and plot: their arguments)."""
+(for collect, plot and simulate: their arguments).
+Tab completion (bash): eval "$(capdistill -sc install=bash)\""""
 
 
-def table_command(name: str, argv: list[str]) -> int:
-    """`collect` (records -> results.csv/.parquet) and `plot` (table -> figure + markdown table)."""
-    import argparse
+# --------------------------------------------------------------------------- config subcommands
 
-    from capdistill.results.collect import collect, load_table
-    from capdistill.results.plot import FIGURES, plot, upload_to_wandb
 
-    parser = argparse.ArgumentParser(prog=f"capdistill {name}")
-    if name == "collect":
-        parser.add_argument("sweep_dir", type=Path, help="a multirun (or run) directory holding record.json files")
-        parser.add_argument("--out", type=Path, default=None, help="where to write the tables (default: sweep_dir)")
-    else:
-        parser.add_argument("source", type=Path, help="results.csv/.parquet, or a sweep directory (collected first)")
-        parser.add_argument("--figure", required=True, choices=FIGURES)
-        parser.add_argument(
-            "--baseline",
-            default=None,
-            metavar="VARIANT",
-            help="compare allocators by paired per-seed differences to this variant (budget_curves, schedules, "
-            "ablation; default: task_static, or read for ablation, when the table has it)",
-        )
-        parser.add_argument("--out", type=Path, default=None, help="where to write the figure (default: beside source)")
-        parser.add_argument(
-            "--wandb", action="store_true", help="also log the figure and table to an aggregate W&B run"
-        )
-        parser.add_argument("--project", default="capdistill", help="W&B project for --wandb")
+def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -> int:
+    """Compose the root config with the overrides in `argv` through Hydra and run `task` on it (once
+    per job with `-m`). A CapdistillError ends the job with a one-line error and exit status 2."""
+    from hydra._internal.utils import _run_hydra, get_args_parser
+
+    from capdistill.config.hydra_setup import CONF_DIR, setup
+    from capdistill.errors import CapdistillError
+
+    def job(cfg: Any) -> None:
+        try:
+            from capdistill.components import validate
+
+            validate(cfg)
+            quiet_libraries()
+            share_cores()
+            task(cfg)
+        except CapdistillError as err:
+            print(f"capdistill {name}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    setup()
+    parser = get_args_parser()
     args = parser.parse_args(argv)
-    try:
-        if name == "collect":
-            table = collect(args.sweep_dir, args.out)
-            where = args.out or args.sweep_dir
-            print(f"collected {len(table)} runs -> {where / 'results.csv'}, {where / 'results.parquet'}")
-            return 0
-        table = load_table(args.source)
-        out_dir = args.out or (args.source if args.source.is_dir() else args.source.parent)
-        files = plot(table, args.figure, out_dir, args.baseline)
-        print(files["markdown"])
-        print(f"figure: {files['png']} ({files['pdf'].name}); table: {files['md']}")
-        if args.wandb:
-            upload_to_wandb(table, args.figure, files, args.project)
-        return 0
-    except CapdistillError as err:
-        print(f"capdistill {name}: error: {err}", file=sys.stderr)
-        return 2
+    args.overrides.append(f"hydra.job.name={name.replace('-', '_')}")  # outputs/<name>/... and the job's log
+    _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(CONF_DIR), config_name="train")
+    return 0
+
+
+def build_world(argv: list[str]) -> int:
+    """`capdistill build-world`: build (or reuse) the teacher and student base; print their table."""
+
+    def task(cfg: Any) -> object:
+        from capdistill.world.command import build_world
+
+        return build_world(cfg)
+
+    return run_with_config("build-world", task, argv)
+
+
+def distill(argv: list[str]) -> int:
+    """`capdistill distill`: one distillation run (a sweep with -m), ending in record.json."""
+
+    def task(cfg: Any) -> object:
+        from capdistill.distill.run import distill
+
+        return distill(cfg)
+
+    return run_with_config("distill", task, argv)
+
+
+def profile(argv: list[str]) -> int:
+    """`capdistill profile`: teacher and student base scored on every capability and the task."""
+
+    def task(cfg: Any) -> object:
+        from capdistill.distill.profile import profile
+
+        return profile(cfg)
+
+    return run_with_config("profile", task, argv)
 
 
 def quiet_libraries() -> None:
     """Keep library chatter (progress bars, tips, upstream deprecations) out of a run's output."""
+    import logging
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -94,8 +106,6 @@ def quiet_libraries() -> None:
 def share_cores() -> None:
     """Jobs that a parallel launcher (joblib) runs side by side share the cores: each gets its
     part of them, instead of every job spinning one thread per core."""
-    import os
-
     import torch
     from hydra.core.hydra_config import HydraConfig
 
@@ -105,43 +115,176 @@ def share_cores() -> None:
         torch.set_num_threads(max(1, cores // (cores if jobs < 0 else jobs)))
 
 
-def run_subcommand(name: str, overrides: list[str]) -> None:
-    """Compose the root config with `overrides` through Hydra and run subcommand `name`."""
-    module, attr = SUBCOMMANDS[name]
-    task: Callable[[DictConfig], object] = getattr(importlib.import_module(module), attr)
+# --------------------------------------------------------------------------- table subcommands
 
-    def job(cfg: DictConfig) -> None:
-        try:
-            validate(cfg)
-            share_cores()
-            task(cfg)
-        except CapdistillError as err:
-            print(f"capdistill {name}: error: {err}", file=sys.stderr)
-            sys.exit(2)
 
-    setup()
-    quiet_libraries()
-    # Hydra's argparse takes overrides as one contiguous run of arguments, so the job name
-    # goes right after the last override (or first, if there is none): `-m a=1`, `a=1 --cfg job`
-    last = max((i for i, arg in enumerate(overrides) if "=" in arg and not arg.startswith("-")), default=-1)
-    args = [*overrides[: last + 1], f"hydra.job.name={name.replace('-', '_')}", *overrides[last + 1 :]]
-    sys.argv = [f"capdistill {name}", *args]
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(job)()
+def collect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capdistill collect", description="records -> results.csv/.parquet")
+    parser.add_argument("sweep_dir", type=Path, help="a multirun (or run) directory holding record.json files")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the tables (default: sweep_dir)")
+    return parser
+
+
+def plot_parser() -> argparse.ArgumentParser:
+    from capdistill.results.figures import FIGURES
+
+    parser = argparse.ArgumentParser(prog="capdistill plot", description="table -> figure + markdown table")
+    parser.add_argument("source", type=Path, help="results.csv/.parquet, or a sweep directory (collected first)")
+    parser.add_argument(
+        "--figure", default=None, choices=FIGURES, help="default: the figure the table's experiment declares"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="VARIANT",
+        help="compare allocators by paired per-seed differences to this variant (budget_curves, schedules, "
+        "ablation; default: task_static, or read for ablation, when the table has it)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="where to write the figure (default: beside source)")
+    parser.add_argument("--wandb", action="store_true", help="also log the figure and table to an aggregate W&B run")
+    parser.add_argument("--project", default="capdistill", help="W&B project for --wandb")
+    return parser
+
+
+def simulate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capdistill simulate",
+        description="every allocator on the simulated worlds (no model): mean utility and the best fixed split",
+    )
+    parser.add_argument("--rounds", type=int, default=20, help="decision rounds per simulated run")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per allocator")
+    return parser
+
+
+def reporting(name: str, run: Callable[[], int]) -> int:
+    """Run a table subcommand; a CapdistillError is a one-line error with exit status 2."""
+    from capdistill.errors import CapdistillError
+
+    try:
+        return run()
+    except CapdistillError as err:
+        print(f"capdistill {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def collect(argv: list[str]) -> int:
+    """`capdistill collect`: every record.json under a sweep directory as one table."""
+    args = collect_parser().parse_args(argv)
+
+    def run() -> int:
+        from capdistill.results.collect import collect as collect_records
+
+        table = collect_records(args.sweep_dir, args.out)
+        where = args.out or args.sweep_dir
+        print(f"collected {len(table)} runs -> {where / 'results.csv'}, {where / 'results.parquet'}")
+        return 0
+
+    return reporting("collect", run)
+
+
+def plot(argv: list[str]) -> int:
+    """`capdistill plot`: a figure and its markdown table from a collected table."""
+    args = plot_parser().parse_args(argv)
+
+    def run() -> int:
+        from capdistill.results.collect import load_table
+        from capdistill.results.plot import declared_figure, upload_to_wandb
+        from capdistill.results.plot import plot as draw
+
+        table = load_table(args.source)
+        figure = args.figure or declared_figure(table)
+        out_dir = args.out or (args.source if args.source.is_dir() else args.source.parent)
+        files = draw(table, figure, out_dir, args.baseline)
+        print(files["markdown"])
+        print(f"figure: {files['png']} ({files['pdf'].name}); table: {files['md']}")
+        if args.wandb:
+            upload_to_wandb(table, figure, files, args.project)
+        return 0
+
+    return reporting("plot", run)
+
+
+def simulate(argv: list[str]) -> int:
+    """`capdistill simulate`: the allocators on simulated worlds, a benchmark with no model in it."""
+    args = simulate_parser().parse_args(argv)
+
+    def run() -> int:
+        import torch
+
+        from capdistill.allocation.simulate import report
+        from capdistill.components import shipped_allocators
+        from capdistill.config.hydra_setup import CONF_DIR, setup
+
+        setup()
+        torch.set_num_threads(1)  # tiny ensembles: threads only add synchronisation
+        print(report(shipped_allocators(CONF_DIR), args.rounds, args.seeds))
+        return 0
+
+    return reporting("simulate", run)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "build-world": build_world,
+    "distill": distill,
+    "profile": profile,
+    "collect": collect,
+    "plot": plot,
+    "simulate": simulate,
+}
+CONFIG_COMMANDS = ("build-world", "distill", "profile")
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "collect": collect_parser,
+    "plot": plot_parser,
+    "simulate": simulate_parser,
+}
+
+
+def complete(argv: list[str]) -> int:
+    """Shell completion (`-sc install=bash`, then `-sc query=bash` per TAB): the subcommand names first,
+    then a config subcommand's groups, options and keys through Hydra, or a table subcommand's flags."""
+    query = any(a.startswith("query=") for a in argv)
+    words = os.environ.get("COMP_LINE", "").split()
+    ends_word = os.environ.get("COMP_LINE", "").endswith(" ")
+    if query and (len(words) < 2 or (len(words) == 2 and not ends_word)):  # completing the subcommand
+        prefix = words[1] if len(words) == 2 else ""
+        print(" ".join(n for n in COMMANDS if n.startswith(prefix)))
+        return 0
+    if query and words[1] in PARSERS:
+        print(" ".join(table_completions(words[1], words[2:], ends_word)))
+        return 0
+    if query and words[1] in CONFIG_COMMANDS:  # Hydra completes the overrides after the subcommand
+        os.environ["COMP_LINE"] = " ".join([words[0], *words[2:]]) + (" " if ends_word else "")
+    if query and words[1] not in COMMANDS:
+        return 0
+    return run_with_config("distill", lambda cfg: None, argv)
+
+
+def table_completions(name: str, words: list[str], ends_word: bool) -> list[str]:
+    """A table subcommand's flags, and a flag's choices (plot's figures) after it."""
+    actions = PARSERS[name]()._actions
+    previous = words[-1] if ends_word and words else (words[-2] if len(words) > 1 else "")
+    current = "" if ends_word or not words else words[-1]
+    for action in actions:
+        if previous in action.option_strings and action.choices:
+            return [c for c in action.choices if c.startswith(current)]
+    if current.startswith("-"):
+        return [o for a in actions for o in a.option_strings if o.startswith(current)]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(USAGE.format(names=", ".join(COMMANDS)))
         return 0
-    if argv[0] in TABLE_COMMANDS:
-        return table_command(argv[0], argv[1:])
-    if argv[0] not in SUBCOMMANDS:
-        choices = ", ".join((*SUBCOMMANDS, *TABLE_COMMANDS))
-        print(f"capdistill: unknown subcommand {argv[0]!r}; choose from: {choices}", file=sys.stderr)
+    if argv[0] in ("-sc", "--shell-completion"):
+        return complete(argv)
+    if argv[0] not in COMMANDS:
+        print(f"capdistill: unknown subcommand {argv[0]!r}; choose from: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    run_subcommand(argv[0], argv[1:])
-    return 0
+    return COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ from typing import Any
 
 import torch
 
-from capdistill.allocation.base import Allocator, RoundContext
+from capdistill.allocation.interface import Allocator, RoundContext
 from capdistill.allocation.requirements import Intervention, identify_requirements, pilot_splits
 from capdistill.capabilities.base import TASK
 from capdistill.errors import CapdistillError

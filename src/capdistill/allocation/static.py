@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from capdistill.allocation.base import Allocator, RoundContext
+from capdistill.allocation.interface import Allocator, RoundContext
 from capdistill.errors import CapdistillError
 from capdistill.supervision.budget import normalize_weights
 

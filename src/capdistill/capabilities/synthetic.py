@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from capdistill.capabilities.base import Example, Source, normalize
 from capdistill.capabilities.lexicon import (
     BENIGN_TARGETS,
+    ENTITIES,
     HARMFUL_TARGETS,
     KEYS,
     OBJECTS,
@@ -45,6 +46,32 @@ class WorldParams:
     code_statements: tuple[int, ...] = (1, 2, 2)
     tools_listed: tuple[int, ...] = (1, 2, 3)
     context_pairs: tuple[int, ...] = (2, 3, 4)
+
+    def __post_init__(self) -> None:
+        """Sizes the generators can honour (`capabilities.params`), checked before any world is built."""
+        where = "capabilities.params"
+        levels = ("list_lengths", "order_items", "math_steps", "code_statements", "tools_listed", "context_pairs")
+        for key in levels:
+            if len(getattr(self, key)) == 0:
+                raise CapdistillError(f"{where}.{key} needs one entry per difficulty level, got none")
+        bounds = {
+            "order_items": (2, len(PEOPLE)),
+            "math_steps": (1, 10),
+            "code_statements": (1, 10),
+            "tools_listed": (1, len(TOOLS) - 1),
+            "context_pairs": (1, len(KEYS)),
+        }
+        for key, (lo, hi) in bounds.items():
+            bad = [v for v in getattr(self, key) if not lo <= v <= hi]
+            if bad:
+                raise CapdistillError(f"{where}.{key}: every level must be in [{lo}, {hi}], got {bad[0]}")
+        if not 2 <= self.num_entities <= len(ENTITIES):
+            raise CapdistillError(f"{where}.num_entities must be in [2, {len(ENTITIES)}], got {self.num_entities}")
+        for lo, hi in self.list_lengths:
+            if not 1 <= lo <= hi:
+                raise CapdistillError(f"{where}.list_lengths: need 1 <= lo <= hi, got [{lo}, {hi}]")
+        if self.max_value < 2:
+            raise CapdistillError(f"{where}.max_value must be >= 2, got {self.max_value}")
 
     @property
     def levels(self) -> int:

@@ -1,4 +1,5 @@
-"""Per-run metrics through Lightning's loggers: `logger=csv` (default), `logger=wandb`, `logger=none`.
+"""Per-run metrics through a Lightning logger: `logger=csv` (default), `logger=wandb`, `logger=none`, or any
+`_target_` naming a `pytorch_lightning.loggers.Logger`.
 
 One `RunLogger` spans all rounds of a run (each round is its own `Trainer.fit`, so steps are
 offset by the steps of earlier rounds). `finish` closes the W&B run, so jobs of a multirun in
@@ -9,43 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
-
-
-def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.allocator.name}-{cfg.budget.total_tokens}-{cfg.loss.name}-{cfg.task.name}-s{cfg.seed}"
-
-
-def make_logger(cfg: DictConfig) -> Logger | None:
-    if cfg.logger.name == "csv":
-        return CSVLogger(cfg.paths.output_dir, name="logs")  # logs/version_N: a resumed run adds one
-    if cfg.logger.name == "wandb":
-        return WandbLogger(
-            name=run_name(cfg),
-            project=cfg.logger.project,
-            entity=cfg.logger.entity,
-            group=cfg.logger.group or cfg.experiment_name,
-            job_type=cfg.allocator.name,
-            tags=[
-                f"allocator={cfg.allocator.name}",
-                f"budget={cfg.budget.total_tokens}",
-                f"loss={cfg.loss.name}",
-                f"task={cfg.task.name}",
-                f"seed={cfg.seed}",
-            ],
-            save_dir=cfg.paths.output_dir,
-            offline=cfg.logger.offline,
-            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        )
-    return None
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 
 class RunLogger:
     """Training curves, per-round probe scores and spend, and the final scores of one run."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.logger = make_logger(cfg)
+    def __init__(self, logger: Logger | None) -> None:
+        self.logger = logger  # built from the `logger` group (capdistill.components.build_logger)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.logger is not None:

@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel
 
 from capdistill.losses import DistillLoss
-from capdistill.training.data import IGNORE_INDEX
+from capdistill.prompting import IGNORE_INDEX
 from capdistill.training.optim import OptimizerSettings, Scope, adamw
 
 

@@ -20,21 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from capdistill.allocation import Allocator
 from capdistill.allocation.requirements import Intervention
+from capdistill.capabilities.sources import WorldSources
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.reference import proxy_scores
-from capdistill.distill.rounds import generate_round, train_round
+from capdistill.distill.rounds import RoundSettings, generate_round, train_round
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.losses import DistillLoss
 from capdistill.supervision.budget import split_tokens
-from capdistill.supervision.collect import PromptStream
+from capdistill.supervision.slices import PromptStream
 from capdistill.training.optim import OptimizerSettings, Scope
 from capdistill.world.build import WorldModel
-from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,9 @@ PILOTS_FILE = "identification.json"
 
 
 def run_pilots(
-    cfg: DictConfig,
     allocator: Allocator,
+    settings: RoundSettings,
+    *,
     total: int,
     teacher: WorldModel,
     student: WorldModel,
@@ -51,8 +51,11 @@ def run_pilots(
     optim: OptimizerSettings,
     sources: WorldSources,
     proxy: Proxy,
-    reference: dict[str, Any],
+    base: dict[str, Any],
     device: torch.device,
+    task_source: str,
+    first_seed_index: int,
+    path: Path,
     fingerprint: str,
 ) -> dict[str, Any] | None:
     """Run the allocator's pilots (or load a previous run's), let it identify the task's requirements.
@@ -62,30 +65,28 @@ def run_pilots(
     splits = allocator.pilot_splits()
     if not splits:
         return None
-    path = Path(cfg.paths.output_dir) / PILOTS_FILE
     saved = json.loads(path.read_text()) if path.is_file() else None
     if saved is not None and saved["fingerprint"] == fingerprint:
         interventions = [Intervention(**i) for i in saved["interventions"]]
         tokens = saved["tokens_per_pilot"]
     else:
         tokens = max(1, round(allocator.pilot_fraction * total))
-        base = reference["student_base"]
         fresh = dataclasses.replace(optim, scope=Scope.round)
 
         def pilot(index: int, split: dict[str, float]) -> Intervention:
             """One pilot from the student base; the student's weights are restored afterwards."""
             weights = copy.deepcopy(student.model.state_dict())
-            seed_index = cfg.budget.rounds + index  # distinct from every real round's shuffling seed
+            seed_index = first_seed_index + index  # distinct from every real round's shuffling seed
             streams = {
-                c: PromptStream(sources.capabilities[c], f"{cfg.seed}/pilot{index}", sources.difficulties)
+                c: PromptStream(sources.capabilities[c], f"{settings.seed}/pilot{index}", sources.difficulties)
                 for c in split
             }
             try:
-                slices = generate_round(cfg, split_tokens(tokens, split), streams, {}, teacher, student, device)
+                slices = generate_round(settings, split_tokens(tokens, split), streams, {}, teacher, student, device)
                 module = DistillationModule(student.model, teacher.model if loss.needs_teacher else None, loss, fresh)
-                train_round(cfg, seed_index, slices, module, teacher, student, (0.0, 1.0), 0)
+                train_round(settings, seed_index, slices, module, teacher, student, (0.0, 1.0), 0)
                 student.model.to(device)
-                after = proxy_scores(proxy, student.model, sources, cfg.task.source)
+                after = proxy_scores(proxy, student.model, sources, task_source)
             finally:
                 student.model.load_state_dict(weights)
             return Intervention(

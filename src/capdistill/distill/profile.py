@@ -14,10 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from capdistill.components import world_sources
 from capdistill.distill.reference import reference_scores
 from capdistill.distill.run import load_role
 from capdistill.io import atomic_write_json, atomic_write_text
-from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def profile_table(reference: dict[str, Any], teacher: str, student: str) -> str:
 def profile(cfg: DictConfig) -> dict[str, Any]:
     """Score teacher and student base (cached like a run's reference scores); print and save the table."""
     out = Path(cfg.paths.output_dir)
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     teacher = load_role(cfg, "teacher", sources, out)
     student = load_role(cfg, "student", sources, out)
     teacher.model.eval().requires_grad_(False)

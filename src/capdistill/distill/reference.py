@@ -16,11 +16,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from capdistill.capabilities import Example
+from capdistill.capabilities.sources import WorldSources
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, task_score, task_sets, teacher_responses
 from capdistill.io import atomic_write_json
 from capdistill.world.build import WorldModel
-from capdistill.world.sources import WorldSources
 
 VERSION = 2  # bump when what is cached changes
 # the split each reference number comes from

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from capdistill.distill.data import DistillDataModule, SupervisedBatches
+from capdistill.config.schema import Generation, Overflow
+from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
-from capdistill.supervision.collect import PromptStream, Slice, collect_round
+from capdistill.supervision.slices import PromptStream, Slice, collect_round
 from capdistill.world.build import WorldModel
 
 
+@dataclass(frozen=True)
+class RoundSettings:
+    """What every round's generation and fit take from the config, built once by the recipe."""
+
+    make_trainer: Callable[..., pl.Trainer]  # the `trainer` group, partial: each fit adds its own settings
+    generation: Generation
+    overflow: Overflow
+    seed: int
+    batch_size: int
+    epochs: int
+    grad_clip: float
+
+
 def generate_round(
-    cfg: DictConfig,
+    settings: RoundSettings,
     shares: dict[str, int],
     streams: dict[str, PromptStream],
     cursors: dict[str, int],
@@ -32,13 +47,13 @@ def generate_round(
         teacher.model,
         teacher.tokenizer,
         student.tokenizer,
-        OmegaConf.to_object(cfg.distill.generation),
-        overflow=cfg.distill.overflow,
+        settings.generation,
+        overflow=settings.overflow,
     )
 
 
 def train_round(
-    cfg: DictConfig,
+    settings: RoundSettings,
     index: int,
     slices: list[Slice],
     module: DistillationModule,
@@ -52,31 +67,26 @@ def train_round(
     examples = [e for s in slices for e in s.examples]
     if not examples:
         return 0, 0, []
-    dcfg = cfg.distill
-    pl.seed_everything(cfg.seed * 1000 + index, workers=True, verbose=False)
+    seed = settings.seed
+    pl.seed_everything(seed * 1000 + index, workers=True, verbose=False)
     data = DistillDataModule(
         SupervisedBatches(
             examples,
             student.tokenizer,
             teacher.tokenizer if module.loss.cross_tokenizer else None,
-            dcfg.batch_size,
-            seed=cfg.seed * 1000 + index,
+            settings.batch_size,
+            seed=seed * 1000 + index,
         )
     )
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        max_epochs=dcfg.epochs,
-        gradient_clip_val=dcfg.grad_clip,
+    trainer = settings.make_trainer(
+        max_epochs=settings.epochs,
+        gradient_clip_val=settings.grad_clip,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    steps = math.ceil(len(data.dataset) / trainer.world_size) * dcfg.epochs  # each rank's share of the batches
+    steps = math.ceil(len(data.dataset) / trainer.world_size) * settings.epochs  # each rank's share of the batches
     module.begin_fit(*progress, steps, step_offset)
     trainer.fit(module, datamodule=data)
     module.student.eval()

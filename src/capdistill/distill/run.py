@@ -26,31 +26,41 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 import capdistill
-from capdistill.allocation import Allocator, RoundContext, build_allocator
-from capdistill.allocation.base import decision_view
+from capdistill.allocation import Allocator, RoundContext
+from capdistill.allocation.interface import decision_view
 from capdistill.capabilities import Example
 from capdistill.capabilities.base import TASK
-from capdistill.config.schema import ModelKind, optimizer_settings
+from capdistill.capabilities.sources import WorldSources
+from capdistill.components import (
+    allocator_label,
+    build_allocator,
+    build_logger,
+    build_loss,
+    loss_label,
+    optimizer_settings,
+    trainer_factory,
+    world_sources,
+)
+from capdistill.config.schema import ModelKind, typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
-from capdistill.distill.pilots import run_pilots
+from capdistill.distill.pilots import PILOTS_FILE, run_pilots
 from capdistill.distill.reference import SPLITS, proxy_scores, reference_scores
-from capdistill.distill.rounds import generate_round, train_round
+from capdistill.distill.rounds import RoundSettings, generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
 from capdistill.io import atomic_dir, atomic_write_json
-from capdistill.losses import DistillLoss, build_loss
+from capdistill.losses import DistillLoss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
+from capdistill.prompting import response_ids, uses_chat_template
 from capdistill.results.record import RECORD_FILE, check_record
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
-from capdistill.supervision.collect import PromptStream
-from capdistill.training.data import response_ids, uses_chat_template
+from capdistill.supervision.slices import PromptStream
 from capdistill.world.build import WorldModel, ensure_model
-from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 ROUNDS_DIR = "rounds"
@@ -102,7 +112,7 @@ def check_tokenizers(cfg: DictConfig, loss: DistillLoss) -> None:
         same = False
     if not same:
         raise CapdistillError(
-            f"loss={loss.name} needs teacher and student to share a tokenizer, but {t.name} and {s.name} "
+            f"loss={loss_label(loss)} needs teacher and student to share a tokenizer, but {t.name} and {s.name} "
             "tokenize differently; use a cross-tokenizer loss (loss=uld or loss=mlot) or loss=sft"
         )
 
@@ -134,7 +144,7 @@ def check_budget(total: int, rounds: int, sets: dict[str, list[Example]], tokeni
 def run_identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """What must match for a run directory to be resumed: the config but its paths and logging."""
     data = OmegaConf.to_container(config, resolve=True, enum_to_str=True) if isinstance(config, DictConfig) else config
-    return {k: v for k, v in data.items() if k not in ("paths", "logger", "rebuild")}
+    return {k: v for k, v in data.items() if k not in ("paths", "logger", "rebuild", "report")}
 
 
 def run_fingerprint(cfg: DictConfig) -> str:
@@ -267,13 +277,22 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     names = list(cfg.capabilities.names)
     total, rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
-    loss = build_loss(**OmegaConf.to_container(cfg.loss))
-    allocator_options = {k: v for k, v in OmegaConf.to_container(cfg.allocator).items() if k != "name"}
-    allocator = build_allocator(cfg.allocator.name, names, cfg.seed, **allocator_options)
+    typed = typed_settings(cfg)
+    loss = build_loss(cfg)
+    allocator = build_allocator(cfg)
     optim = optimizer_settings(cfg)
+    settings = RoundSettings(
+        make_trainer=trainer_factory(cfg),
+        generation=typed.distill.generation,
+        overflow=typed.distill.overflow,
+        seed=cfg.seed,
+        batch_size=cfg.distill.batch_size,
+        epochs=cfg.distill.epochs,
+        grad_clip=cfg.distill.grad_clip,
+    )
     requirements = normalize_weights(dict(cfg.task.requirements), names)
     check_tokenizers(cfg, loss)
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     finished = finished_record(out, cfg)
     if finished is not None:
         log.info("%s already holds this run's complete record: skipping it", out)
@@ -290,7 +309,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     if getattr(allocator, "warmup", 0) >= rounds:
         log.warning(
             "allocator=%s only plays random warm-up candidates: budget.rounds=%d <= allocator.warmup=%d",
-            cfg.allocator.name,
+            allocator_label(allocator),
             rounds,
             allocator.warmup,
         )
@@ -308,10 +327,24 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     head_only = proxy.decide(student.model)  # on the student base, as in the reference scores
     setup_probing = time.time() - t0
     identification = run_pilots(
-        cfg, allocator, total, teacher, student, loss, optim, sources, proxy, reference, device, run_fingerprint(cfg)
+        allocator,
+        settings,
+        total=total,
+        teacher=teacher,
+        student=student,
+        loss=loss,
+        optim=optim,
+        sources=sources,
+        proxy=proxy,
+        base=reference["student_base"],
+        device=device,
+        task_source=cfg.task.source,
+        first_seed_index=rounds,
+        path=out / PILOTS_FILE,
+        fingerprint=run_fingerprint(cfg),
     )
     streams = {c: PromptStream(sources.capabilities[c], str(cfg.seed), sources.difficulties) for c in names}
-    logger = RunLogger(cfg)
+    logger = RunLogger(build_logger(cfg))
     module = DistillationModule(
         student.model, teacher.model if loss.needs_teacher else None, loss, optim, logger, cfg.distill.log_every
     )
@@ -340,12 +373,12 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             }
 
             t_generate = time.time()
-            slices = generate_round(cfg, shares, streams, cursors, teacher, student, device)
+            slices = generate_round(settings, shares, streams, cursors, teacher, student, device)
             t_train = time.time()
             spent = sum(s.spent for s in slices)
             progress = (context.spent_tokens / total, (context.spent_tokens + spent) / total)
             offset = sum(e["train_steps"] for e in history)
-            steps, trained, losses = train_round(cfg, index, slices, module, teacher, student, progress, offset)
+            steps, trained, losses = train_round(settings, index, slices, module, teacher, student, progress, offset)
             t_proxy = time.time()
             student.model.to(device)
             checkpoint = index in checkpoints
@@ -401,6 +434,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         final_dev = dev_task_utility(student, sources, dev_sets, cfg.task.source, batch)
         final_eval = final_lmeval(cfg, student, sources, eval_sets, out)
         record = build_record(cfg, history, reference, identification, total, setup_probing, time.time() - start)
+        record["allocator"], record["loss"] = allocator_label(allocator), loss_label(loss)
         record["final_dev"] = final_dev
         record["fingerprint"] = run_fingerprint(cfg)
         if final_eval is not None:
@@ -487,8 +521,6 @@ def build_record(
         "seed": cfg.seed,
         "version": capdistill.__version__,
         "experiment": cfg.experiment_name,
-        "allocator": cfg.allocator.name,
-        "loss": cfg.loss.name,
         "task": cfg.task.name,
         "budget": {
             "total_tokens": total,

@@ -16,11 +16,11 @@ from typing import Any
 
 from capdistill.capabilities import Example, Source
 from capdistill.capabilities.base import TASK
+from capdistill.capabilities.sources import WorldSources
 from capdistill.evaluation.lmeval_tasks import hf_lm, run_tasks, write_task
 from capdistill.evaluation.probes import generation_length
 from capdistill.evaluation.scores import task_score
-from capdistill.training.data import PROMPT_END, uses_chat_template
-from capdistill.world.sources import WorldSources
+from capdistill.prompting import PROMPT_END, uses_chat_template
 
 TASK_PREFIX = "capdistill_"
 

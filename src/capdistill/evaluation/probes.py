@@ -4,59 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities.base import Example, Source
-from capdistill.training.data import prompt_ids, response_ids
-
-
-@torch.no_grad()
-def generate_texts(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    batch_size: int = 128,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    seed: int = 0,
-) -> list[str]:
-    """Completions of `prompts` (length-sorted, left-padded batches, KV cache), decoded to text.
-
-    `temperature` 0 is greedy decoding; above 0 samples with `top_p`, reproducibly for a `seed`.
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    )
-    encoded = [prompt_ids(tokenizer, p) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * len(prompts)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]) :] = 1
-            generated = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            for row, i in enumerate(idx):
-                out[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-    model.train(was_training)
-    return out
+from capdistill.prompting import generate_texts, response_ids
 
 
 def max_response_tokens(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], slack: int = 4) -> int:

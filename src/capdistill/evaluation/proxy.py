@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities import Example
-from capdistill.training.data import prompt_ids, response_ids
+from capdistill.prompting import prompt_ids, response_ids
 
 
 class Proxy:

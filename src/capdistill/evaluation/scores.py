@@ -9,10 +9,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities import WEIGHTED, Example
 from capdistill.capabilities.base import TASK
+from capdistill.capabilities.sources import WorldSources
 from capdistill.evaluation.lmeval_tasks import hf_lm
-from capdistill.evaluation.probes import generate_texts, generation_length, probe_accuracy
-from capdistill.training.data import uses_chat_template
-from capdistill.world.sources import WorldSources
+from capdistill.evaluation.probes import generation_length, probe_accuracy
+from capdistill.prompting import generate_texts, uses_chat_template
 
 
 def teacher_responses(

@@ -15,14 +15,13 @@ Functional API (scalar losses; sum over counted positions / their count, see
 
 Keyword-only extras: ``num_items`` (denominator), ``chunk_size`` (positions per chunk),
 ``vocab_size`` (same-vocabulary losses: slice both vocabularies to a shared size).
-``topk_kl``/``sampled_kl`` also accept a :class:`SparseTeacher`. Module wrappers and the
-config factory are in :mod:`capdistill.losses.modules` (:func:`build_loss`).
+``topk_kl``/``sampled_kl`` also accept a :class:`SparseTeacher`. Module wrappers, one per
+``conf/loss`` option (its ``_target_``), are in :mod:`capdistill.losses.modules`.
 """
 
 from capdistill.losses.cross_tokenizer import multilevel_ot, uld
 from capdistill.losses.divergences import forward_kl, generalized_jsd, reverse_kl, total_variation
 from capdistill.losses.modules import (
-    LOSSES,
     DistillLoss,
     ForwardKLLoss,
     JSDLoss,
@@ -33,13 +32,11 @@ from capdistill.losses.modules import (
     TopKLoss,
     TVDLoss,
     ULDLoss,
-    build_loss,
 )
 from capdistill.losses.sft import sft
 from capdistill.losses.sparse import SparseTeacher, sampled_kl, topk_kl
 
 __all__ = [
-    "LOSSES",
     "DistillLoss",
     "ForwardKLLoss",
     "JSDLoss",
@@ -51,7 +48,6 @@ __all__ = [
     "TVDLoss",
     "TopKLoss",
     "ULDLoss",
-    "build_loss",
     "forward_kl",
     "generalized_jsd",
     "multilevel_ot",

@@ -1,4 +1,4 @@
-"""``nn.Module`` wrappers of the losses, one per ``loss`` config option, and :func:`build_loss`.
+"""``nn.Module`` wrappers of the losses, one per ``loss`` config option (its YAML's ``_target_``).
 
 Every wrapper has the same call signature, so a distillation engine can call any of them::
 
@@ -301,39 +301,3 @@ class MultiLevelOTLoss(DistillLoss):
             num_items=num_items,
             chunk_size=self.chunk_size,
         )
-
-
-LOSSES: dict[str, type[DistillLoss]] = {
-    cls.name: cls
-    for cls in (
-        SFTLoss,
-        ForwardKLLoss,
-        ReverseKLLoss,
-        JSDLoss,
-        TVDLoss,
-        TopKLoss,
-        SampledKLLoss,
-        ULDLoss,
-        MultiLevelOTLoss,
-    )
-}
-
-
-def build_loss(name: str, **kwargs: Any) -> DistillLoss:
-    """The loss module for config option ``name`` (``cfg.loss.name``) with its options.
-
-    Keyword arguments whose value is None are dropped (the module's default applies), so a
-    config schema can carry every loss's fields with None defaults. A non-None option the
-    chosen loss does not take is an error naming it.
-    """
-    if name not in LOSSES:
-        raise CapdistillError(f"loss name must be one of {sorted(LOSSES)}, got {name!r}")
-    cls = LOSSES[name]
-    params = {k: v for k, v in kwargs.items() if v is not None}
-    allowed = cls.options()
-    unknown = [k for k in params if k not in allowed]
-    if unknown:
-        raise CapdistillError(
-            f"loss {name!r} does not take {unknown[0]}={params[unknown[0]]!r}; its options are {allowed}"
-        )
-    return cls(**params)

@@ -20,7 +20,7 @@ from transformers import (
 
 from capdistill.errors import CapdistillError
 from capdistill.models.packaged import PACKAGED, materialize, package_files, packaged_name
-from capdistill.training.data import use_chat_template
+from capdistill.prompting import use_chat_template
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
@@ -221,3 +221,35 @@ def scratch_model(
         config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
+
+
+def check_init(mcfg: Any, role: str) -> None:
+    """An HF model's initialisation: kept layers and widths within the checkpoint's, or a scratch shape."""
+    shape = checkpoint_shape(mcfg.path)
+    layers, depth = mcfg.init.layers, None if shape is None else shape.get("num_hidden_layers", 0)
+    if depth == 0 and not mcfg.init.scratch:
+        raise CapdistillError(f"{role}.path {mcfg.path} is a tokenizer only: set {role}.init.scratch=true")
+    if layers is not None:
+        if mcfg.init.scratch:
+            raise CapdistillError(f"{role}.init: layers and scratch exclude each other")
+        if not layers or len(set(layers)) != len(layers):
+            raise CapdistillError(f"{role}.init.layers must be a non-empty list of distinct layer indices")
+        bad = [i for i in layers if depth is not None and not 0 <= i < depth]
+        if bad:
+            raise CapdistillError(
+                f"{role}.init.layers: layer {bad[0]} is outside {mcfg.path}'s depth ({depth} layers, 0-{depth - 1})"
+            )
+    for key in ("hidden_size", "intermediate_size"):
+        width = mcfg.init[key]
+        if width is None:
+            continue
+        if mcfg.init.scratch:
+            raise CapdistillError(f"{role}.init: {key} and scratch exclude each other (a scratch shape is arch.{key})")
+        full = (shape or {}).get(key)
+        if width <= 0 or (full is not None and width > full):
+            raise CapdistillError(
+                f"{role}.init.{key}={width} must be in 1..{full or 'the checkpoint width'} ({mcfg.path})"
+            )
+        heads = (shape or {}).get("num_attention_heads")
+        if key == "hidden_size" and heads and width % heads:
+            raise CapdistillError(f"{role}.init.hidden_size={width} must be a multiple of {mcfg.path}'s {heads} heads")

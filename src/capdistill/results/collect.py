@@ -35,9 +35,8 @@ ABLATIONS = (
 )
 
 
-def variant(allocator: dict[str, Any]) -> str:
-    """A label for the allocator as configured: its name, plus the ablations or options that set it apart."""
-    name = allocator["name"]
+def variant(name: str, allocator: dict[str, Any]) -> str:
+    """A label for allocator `name` as configured: its name, plus the ablations or options that set it apart."""
     if name == "single":
         return f"single:{allocator['capability']}"
     if name == "fixed":
@@ -76,9 +75,10 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": run,
         "experiment": record.get("experiment", cfg.get("experiment_name")),
-        "allocator": record.get("allocator", cfg["allocator"]["name"]),
-        "variant": variant(cfg["allocator"]),
-        "loss": record.get("loss", cfg["loss"]["name"]),
+        "allocator": record.get("allocator", cfg["allocator"].get("name")),
+        "variant": variant(record.get("allocator", cfg["allocator"].get("name")), cfg["allocator"]),
+        "figure": (cfg.get("report") or {}).get("figure"),
+        "loss": record.get("loss", cfg["loss"].get("name")),  # records before `_target_` had it in the config
         "task": record.get("task", cfg["task"]["name"]),
         "seed": record["seed"],
         "budget_tokens": record["budget"]["total_tokens"],

@@ -32,9 +32,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from capdistill.errors import CapdistillError  # noqa: E402
 from capdistill.io import atomic_file, atomic_write_text  # noqa: E402
+from capdistill.results.figures import FIGURES  # noqa: E402
 from capdistill.results.stats import cell, paired, summarize  # noqa: E402
-
-FIGURES = ("budget_curves", "losses", "schedules", "ablation", "transfer")
 
 
 def tokens(n: float) -> str:
@@ -288,6 +287,15 @@ DRAW: dict[str, Callable[[pd.DataFrame, str | None], tuple[Figure, str]]] = {
 }
 # the figures that compare allocators, and the variant each compares to when the table has it
 BASELINES = {"budget_curves": "task_static", "schedules": "task_static", "ablation": "read"}
+
+
+def declared_figure(table: pd.DataFrame) -> str:
+    """The figure the table's experiment declares (its config's `report.figure`), for `plot` without --figure."""
+    declared = sorted(set(table["figure"].dropna())) if "figure" in table else []
+    if len(declared) != 1:
+        found = f"declare {', '.join(declared)}" if declared else "declare no figure"
+        raise CapdistillError(f"the table's runs {found}; choose one with --figure ({', '.join(FIGURES)})")
+    return declared[0]
 
 
 def plot(table: pd.DataFrame, figure: str, out_dir: Path, baseline: str | None = None) -> dict[str, Path | str]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
+from capdistill.config.schema import Schedule, Scope
 from capdistill.errors import CapdistillError
 
 
@@ -27,18 +27,6 @@ def adamw(
         lr=lr,
         betas=(0.9, 0.98),
     )
-
-
-class Scope(str, Enum):
-    """What one optimizer and its learning-rate schedule span."""
-
-    run = "run"  # the whole run: moments carry over between rounds, the schedule follows budget progress
-    round = "round"  # each round afresh: new moments, warmup and schedule over the round's steps
-
-
-class Schedule(str, Enum):
-    constant = "constant"  # after warmup (the released ReAD code's: no schedule at all)
-    cosine = "cosine"  # to `min_lr_ratio` of the peak at the end of the scope
 
 
 @dataclass

@@ -23,14 +23,14 @@ from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel, PreTr
 
 import capdistill
 from capdistill.capabilities.lexicon import all_words
+from capdistill.capabilities.sources import BUILD_PROBE_SIZE, BUILD_TASK_SIZE, WorldSources
 from capdistill.evaluation.probes import probe_accuracy
 from capdistill.evaluation.scores import teacher_responses
 from capdistill.io import atomic_dir
-from capdistill.models.build import build_llama
+from capdistill.models.llama import build_llama
 from capdistill.models.tokenizers import train_tokenizer
-from capdistill.training.data import BatchStream, StagedStream
 from capdistill.training.lm_module import CausalLMModule
-from capdistill.world.sources import BUILD_PROBE_SIZE, BUILD_TASK_SIZE, WorldSources
+from capdistill.training.streams import BatchStream, StagedStream
 
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"

@@ -8,10 +8,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from capdistill.components import world_sources
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.world.build import WorldModel, ensure_model, reference_responses
-from capdistill.world.sources import WorldSources
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def summarize(model: WorldModel) -> dict[str, Any]:
 
 def build_world(cfg: DictConfig) -> dict[str, Any]:
     """Ensure both world models exist; write `world.json` in the run directory and print the table."""
-    sources = WorldSources.from_config(cfg)
+    sources = world_sources(cfg)
     sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
     out = Path(cfg.paths.output_dir)
     teacher = ensure_model(cfg, "teacher", sources, out)

@@ -6,7 +6,7 @@ from capdistill.capabilities.base import Example
 from capdistill.capabilities.pools import PoolSource
 from capdistill.capabilities.real.answers import code_block
 from capdistill.capabilities.real.gym import SPLIT_SEEDS, create_dataset, entries
-from capdistill.evaluation.humaneval import load_problems, passes
+from capdistill.capabilities.real.humaneval_problems import load_problems, passes
 
 INSTRUCTION = "Complete the following Python function. Reply with the whole function in a ```python block.\n\n"
 MAX_TRAIN_PROMPT_CHARS = 2000  # codeio questions can be long; keep the pool to what a probe-sized context holds

@@ -1,0 +1,246 @@
+"""The edge between the composed config and the code: every check before compute, then the built parts.
+
+`validate(cfg)` runs, in one line each and before any model is built: the schema's own checks
+(each dataclass's `__post_init__`, through `typed_settings`), the names that must exist in the
+chosen world, the task card, the models to load, and the components chosen by `_target_`
+(allocator, loss, trainer, logger), whose class signatures are their schemas. The `build_*`
+functions turn those groups into objects; the code below takes the objects, never the config.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from capdistill.allocation.interface import Allocator
+from capdistill.capabilities import CAPABILITIES, COMPOSITES, WEIGHTED, WorldParams
+from capdistill.capabilities.paper import PaperSuite
+from capdistill.capabilities.real import REAL_CAPABILITIES
+from capdistill.capabilities.sources import WorldSources, nested_tuples
+from capdistill.config.hydra_setup import setup
+from capdistill.config.schema import ConfigError, ModelKind, World, check_writable, typed_settings
+from capdistill.errors import CapdistillError
+from capdistill.losses.modules import DistillLoss
+from capdistill.models.hf import check_init, resolve_path
+from capdistill.training.optim import OptimizerSettings
+
+
+def target_of(node: Any, group: str) -> type:
+    """The class a `_target_` group names (a one-line error if it names none or cannot be imported)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{group} has no _target_: pick one with {group}=<option> or set {group}._target_")
+    try:
+        return get_class(node._target_)
+    except Exception as err:  # Hydra reports an unknown module or attribute in several exception types
+        raise ConfigError(f"{group}._target_: cannot import {node._target_!r} ({type(err).__name__})") from None
+
+
+def options_of(node: DictConfig) -> dict[str, Any]:
+    """A `_target_` group's keyword arguments, as plain Python values."""
+    data = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    return {k: v for k, v in data.items() if not (k.startswith("_") and k.endswith("_"))}
+
+
+def check_options(node: DictConfig, group: str, skip: tuple[str, ...] = ()) -> None:
+    """Fail in one line if the group sets an option its class's constructor does not take."""
+    cls = target_of(node, group)
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in options_of(node) if k not in params and k not in skip]
+    if unknown:
+        raise ConfigError(f"{group} ({cls.__name__}) does not take option {unknown[0]!r}; it takes {sorted(params)}")
+
+
+def build(node: DictConfig, group: str, **runtime: Any) -> Any:
+    """Instantiate a `_target_` group with `runtime` arguments; its constructor's own error, in one line."""
+    check_options(node, group, skip=tuple(runtime))
+    try:
+        return instantiate(node, _convert_="all", **runtime)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, CapdistillError):
+            raise ConfigError(str(cause)) from None
+        raise ConfigError(f"{group}: {cause or err}".splitlines()[0]) from None
+
+
+def build_allocator(cfg: DictConfig) -> Allocator:
+    """The run's allocator over the configured capabilities."""
+    allocator = build(cfg.allocator, "allocator", capabilities=list(cfg.capabilities.names), seed=cfg.seed)
+    if not isinstance(allocator, Allocator):
+        raise ConfigError(f"allocator._target_ {cfg.allocator._target_} is not a capdistill Allocator")
+    return allocator
+
+
+def build_loss(cfg: DictConfig) -> DistillLoss:
+    """The run's KD objective."""
+    loss = build(cfg.loss, "loss")
+    if not isinstance(loss, DistillLoss):
+        raise ConfigError(f"loss._target_ {cfg.loss._target_} is not a capdistill DistillLoss")
+    return loss
+
+
+def trainer_factory(cfg: DictConfig) -> functools.partial[pl.Trainer]:
+    """The `trainer` group as a partial Lightning Trainer; each round completes it with its own fit settings."""
+    factory = build(cfg.trainer, "trainer")
+    if not isinstance(factory, functools.partial):
+        raise ConfigError("trainer must set `_partial_: true`: each round builds its own Trainer from it")
+    return factory
+
+
+def build_logger(cfg: DictConfig) -> pl.loggers.Logger | None:
+    """The `logger` group's Lightning logger (None for `logger=none`), with the run's config as hyper-parameters."""
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return None
+    logger = build(cfg.logger, "logger")
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return logger
+
+
+def shipped_allocators(conf_dir: Path) -> dict[str, Callable[[list[str], int], Allocator]]:
+    """Every allocator option in `conf_dir/allocator` as a factory (capabilities, seed) -> Allocator, composed
+    as a run would compose it (defaults lists included). Options that need a setting (fixed's weights,
+    single's capability from another world) are left out."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    setup()
+
+    def factory(node: DictConfig) -> Callable[[list[str], int], Allocator]:
+        def make(capabilities: list[str], seed: int) -> Allocator:
+            return build(node, "allocator", capabilities=capabilities, seed=seed)
+
+        return make
+
+    names = sorted(p.stem for p in (conf_dir / "allocator").glob("*.yaml") if p.stem not in ("fixed", "single"))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        return {name: factory(compose("train", overrides=[f"allocator={name}"]).allocator) for name in names}
+
+
+def paper_suite(cfg: DictConfig) -> PaperSuite:
+    """The lm-eval suite of `capabilities=paper` for the configured capability names."""
+    caps = cfg.capabilities
+    raw: dict[str, Any] = OmegaConf.to_container(caps, resolve=True)
+    return PaperSuite(
+        benchmarks={n: list(raw["benchmarks"][n]) for n in caps.names},
+        metrics=raw["metrics"],
+        data_files={t: {s: str(Path(p).resolve()) for s, p in f.items()} for t, f in raw["data_files"].items()},
+        include_path=[str(Path(p).resolve()) for p in raw["include_path"]],
+        max_gen_toks=caps.max_gen_toks,
+    )
+
+
+def world_params(cfg: DictConfig) -> WorldParams:
+    """WorldParams from `capabilities.params`."""
+    raw = OmegaConf.to_container(cfg.capabilities.params, resolve=True)
+    try:
+        return WorldParams(**{k: nested_tuples(v) for k, v in raw.items()})
+    except TypeError as err:  # a key WorldParams does not take
+        raise ConfigError(f"capabilities.params: {err}".replace("WorldParams.__init__() ", "")) from None
+    except CapdistillError as err:  # a size the generators cannot honour
+        raise ConfigError(str(err)) from None
+
+
+def world_sources(cfg: DictConfig) -> WorldSources:
+    """The world the config describes: its capabilities, tasks and the sizes of a run's held-out sets."""
+    caps = cfg.capabilities
+    if caps.world == "paper":
+        world = WorldSources(None, {}, {}, caps.probe_size, caps.eval_size, paper_suite(cfg))
+        world.capabilities = world.suite.pools(caps.probe_size, caps.dev_size)
+    elif caps.world == "offline_real":
+        spec = {"world": "offline_real", "names": list(caps.names), "train_size": caps.train_size}
+        sizes = {"probe_size": caps.probe_size, "eval_size": caps.eval_size, "dev_size": caps.dev_size}
+        world = WorldSources.from_spec({**spec, **sizes})
+    else:
+        world = WorldSources.from_params(world_params(cfg), list(caps.names), caps.probe_size, caps.eval_size)
+    world.dev_size = caps.dev_size
+    world.requirements = dict(cfg.task.requirements)
+    return world
+
+
+def allocator_label(allocator: Allocator) -> str:
+    """The record's `allocator`: the class's config name, or its class name for a user's own allocator."""
+    return allocator.name or type(allocator).__name__
+
+
+def loss_label(loss: DistillLoss) -> str:
+    return loss.name or type(loss).__name__
+
+
+def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
+    """The run's optimizer, from `distill` (its ranges are checked by OptimizerSettings)."""
+    d = cfg.distill
+    return OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every check that the config alone can answer; raises ConfigError naming the key."""
+    typed_settings(cfg)
+    names = list(cfg.capabilities.names)
+    if cfg.capabilities.world == World.synthetic:
+        unknown = [n for n in names if n not in CAPABILITIES]
+        if unknown:
+            raise ConfigError(
+                f"capabilities.names: unknown capability {unknown[0]!r}; known: {', '.join(CAPABILITIES)}"
+            )
+        world_params(cfg)
+    else:
+        validate_benchmark_world(cfg, names)
+    task = cfg.task
+    if task.source not in names and task.source not in COMPOSITES and task.source != WEIGHTED:
+        known = ", ".join(names + sorted(COMPOSITES) + [WEIGHTED])
+        raise ConfigError(f"task.source: unknown source {task.source!r} for task {task.name}; known: {known}")
+    bad = [c for c in task.requirements if c not in names]
+    if bad:
+        raise ConfigError(f"task.requirements: unknown capability {bad[0]!r} in task {task.name}")
+    for role in ("teacher", "student"):
+        for key in ("mix", "curriculum_mix"):
+            stray = [k for k in cfg[role].train[key] if k not in names and k not in COMPOSITES]
+            if stray:
+                raise ConfigError(f"{role}.train.{key}: unknown capability or task {stray[0]!r}")
+    build_loss(cfg)
+    build_allocator(cfg)
+    for role in ("teacher", "student"):
+        if cfg[role].kind == ModelKind.hf:
+            resolve_path(cfg[role].path, role)
+            check_init(cfg[role], role)
+    trainer_factory(cfg)
+    if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
+        raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
+    if cfg.get("logger") and "_target_" in cfg.logger:
+        check_options(cfg.logger, "logger")
+    optimizer_settings(cfg)
+    check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def validate_benchmark_world(cfg: DictConfig, names: list[str]) -> None:
+    """world=paper or offline_real: known capabilities, local data files exist, the models are HF models."""
+    caps = cfg.capabilities
+    if caps.world == World.paper:
+        missing = [n for n in names if not caps.benchmarks.get(n)]
+        if missing:
+            raise ConfigError(f"capabilities.benchmarks: capability {missing[0]!r} has no benchmark")
+    else:
+        unknown = [n for n in names if n not in REAL_CAPABILITIES]
+        if unknown:
+            raise ConfigError(
+                f"capabilities.names: unknown capability {unknown[0]!r}; known: {', '.join(REAL_CAPABILITIES)}"
+            )
+    for task, files in caps.data_files.items():
+        for split, path in files.items():
+            if not Path(path).is_file():
+                raise ConfigError(f"capabilities.data_files.{task}.{split}: no file {path}")
+    for role in ("teacher", "student"):
+        if cfg[role].kind != ModelKind.hf:
+            raise ConfigError(
+                f"capabilities={caps.world.value} needs HF models: {role}={cfg[role].name} is a synthetic-world model"
+            )

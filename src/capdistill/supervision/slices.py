@@ -1,0 +1,157 @@
+"""Spend one capability's slice of the budget: sample train prompts, have the teacher answer them.
+
+Prompts come from one stream per capability and seed (`PromptStream`), the same for every
+allocator. Responses are counted in supervision tokens (student tokenizer, response + EOS)
+and accepted in stream order until the slice is full. The first response that would overflow
+is dropped (default: the slice ends with a recorded shortfall) or truncated to fit, so a
+slice is never exceeded.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from capdistill.capabilities.base import Source, split_of
+from capdistill.config.schema import Generation, Overflow
+from capdistill.errors import CapdistillError
+from capdistill.prompting import generate_texts, response_ids
+
+
+@dataclass
+class Supervised:
+    """One training example: a train-pool prompt, the teacher's response and its supervision ids."""
+
+    capability: str
+    prompt: str
+    response: str
+    ids: list[int]  # the student-tokenizer ids trained on: the response and its EOS (no EOS if truncated)
+    truncated: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Slice:
+    """What spending one slice produced."""
+
+    capability: str
+    allotted: int
+    examples: list[Supervised] = field(default_factory=list)
+    generated_tokens: int = 0  # tokens the teacher wrote (its own tokenizer), dropped ones included
+    prompts: int = 0  # prompts of the stream it consumed: its examples, and a dropped overflowing response
+
+    @property
+    def spent(self) -> int:
+        return sum(e.tokens for e in self.examples)
+
+    @property
+    def shortfall(self) -> int:
+        return self.allotted - self.spent
+
+
+class PromptStream:
+    """One capability's train prompts for one seed, in a fixed order.
+
+    A common random number across allocators: whatever the split, a run that spends on a
+    capability consumes its stream from the start, so two allocators with the same seed
+    train on the same prompts, in the same order, as far as both spend (but for the one
+    prompt whose response overflows a slice and is dropped). A slice takes the prompts after a
+    cursor (the prompts earlier slices consumed, recorded per round), so resuming needs no state.
+    """
+
+    def __init__(self, source: Source, seed: str, difficulties: tuple[int, ...]) -> None:
+        self.source, self.difficulties = source, difficulties
+        self.key = f"supervision/{seed}/{source.name}"  # names the stream: its RNG and its sampling seeds
+        self.rng = random.Random(self.key)
+        self.prompts: list[str] = []
+
+    def take(self, start: int, n: int) -> list[str]:
+        """Prompts `start` to `start + n` of the stream (train split only: never a dev, probe or eval prompt)."""
+        misses = 0
+        while len(self.prompts) < start + n:
+            example = self.source.generate(self.rng, self.rng.choice(self.difficulties))
+            if not self.source.hash_split or split_of(example.prompt) == "train":
+                self.prompts.append(example.prompt)
+                continue
+            misses += 1
+            if misses > 1000 * n:
+                raise CapdistillError(f"{self.source.name}: its train prompt pool yielded too few prompts")
+        return self.prompts[start : start + n]
+
+
+def collect_round(
+    shares: dict[str, int],
+    streams: dict[str, PromptStream],
+    cursors: dict[str, int],
+    teacher: PreTrainedModel,
+    teacher_tokenizer: PreTrainedTokenizerBase,
+    student_tokenizer: PreTrainedTokenizerBase,
+    generation: Generation,
+    overflow: Overflow = Overflow.drop,
+    max_batches: int = 10_000,
+) -> list[Slice]:
+    """Fill every capability's share (`shares`: supervision tokens) with teacher-written responses to
+    its stream's prompts from its cursor on; a slice consumes the prompts of its examples and of
+    the overflowing response that ends it (`Slice.prompts`), so the next slice starts after them.
+
+    The prompts of all unfilled slices go to the teacher together, so a round costs a few
+    `generate` calls rather than one per capability; each slice asks for as many prompts as its
+    mean response length so far says it still needs, to waste little generation past its end.
+    Greedy responses (the default) depend on the batch only through floating-point rounding;
+    sampled ones (temperature > 0) are seeded per call from the run's seed, the call's first
+    capability and its position in that stream, so with sampling the prompts are common to
+    allocators but the teacher's samples are not.
+    """
+    slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
+    mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
+    open_ = set(slices)
+    for _ in range(max_batches):
+        if not open_:
+            return list(slices.values())
+        asked: list[tuple[str, str]] = []
+        for name in sorted(open_, key=list(slices).index):
+            piece = slices[name]
+            size = min(
+                generation.batch_size, math.ceil((piece.allotted - piece.spent) / max(mean_tokens[name], 1.0)) + 1
+            )
+            position = cursors.get(name, 0) + piece.prompts
+            asked += [(name, prompt) for prompt in streams[name].take(position, size)]
+        first = asked[0][0]
+        responses = generate_texts(
+            teacher,
+            teacher_tokenizer,
+            [prompt for _, prompt in asked],
+            generation.max_new_tokens,
+            generation.batch_size,
+            generation.temperature,
+            generation.top_p,
+            seed=zlib.crc32(f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}".encode()),
+        )
+        for (name, prompt), response in zip(asked, responses):
+            piece = slices[name]
+            piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
+            if name not in open_:
+                continue
+            piece.prompts += 1
+            ids = response_ids(student_tokenizer, response)
+            left = piece.allotted - piece.spent
+            if len(ids) <= left:
+                piece.examples.append(Supervised(name, prompt, response, ids))
+                if len(ids) == left:
+                    open_.discard(name)
+                continue
+            if overflow is Overflow.truncate and left > 0:
+                ids = ids[:left]
+                text = student_tokenizer.decode(ids, skip_special_tokens=True)
+                piece.examples.append(Supervised(name, prompt, text, ids, truncated=True))
+            open_.discard(name)
+        for name in open_:
+            mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
+    raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")
