@@ -156,3 +156,28 @@ def test_distill_bad_input_fails_in_one_line_before_building(tmp_path: Path, ove
     lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert "building" not in result.stdout + result.stderr
+
+
+def complete(line: str) -> list[str]:
+    """What bash completion offers for `line` (the script `capdistill -sc install=bash` installs calls this)."""
+    env = {**ENV, "COMP_LINE": line, "COMP_POINT": str(len(line))}
+    result = subprocess.run(
+        [sys.executable, "-m", "capdistill", "-sc", "query=bash"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
+def test_tab_completion_covers_subcommands_overrides_and_table_flags() -> None:
+    assert complete("capdistill di") == ["distill"]
+    assert set(complete("capdistill ")) == {"build-world", "distill", "profile", "collect", "plot", "simulate"}
+    assert "allocator=read_trust" in complete("capdistill distill allocator=read_t")
+    assert "experiment=micro" in complete("capdistill build-world experiment=mi")
+    assert "allocator.kappa=" in complete("capdistill distill allocator=read allocator.kap")
+    assert complete("capdistill plot results.csv --fig") == ["--figure"]
+    assert complete("capdistill plot results.csv --figure ab") == ["ablation"]
+    assert "--out" in complete("capdistill collect outputs/sweeps/demo --")
+    install = subprocess.run(
+        [sys.executable, "-m", "capdistill", "-sc", "install=bash"], capture_output=True, text=True, env=ENV
+    )
+    assert "complete -o nospace" in install.stdout and "-sc query=bash" in install.stdout
