@@ -57,7 +57,9 @@ def test_a_wheel_installs_and_runs_a_user_experiment_from_a_temporary_directory(
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", source)
+    run(
+        sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist", source
+    )
     (wheel,) = (tmp_path / "dist").glob("capdistill-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "capdistill/conf/train.yaml" in names and "capdistill/conf/experiment/micro.yaml" in names

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from capdistill.components import world_sources
 from capdistill.distill.reference import reference_scores
-from capdistill.distill.run import load_role
+from capdistill.distill.roles import load_role
 from capdistill.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -1,32 +1,29 @@
-"""`capdistill distill`: one distillation run, round by round, ending in an atomic `record.json`.
+"""`capdistill distill`: the recipe of one distillation run, top to bottom.
 
-Each round: the allocator splits the round's slice of the budget across capabilities from
-dev signals alone, the teacher writes responses to train prompts until each capability's
-share is spent, the student trains on them (Lightning, one optimizer for the run), and the
-log-likelihood proxy is measured on the dev sets; at evaluation checkpoints and after the
-last round the eval sets are scored by exact match (reports only). After each round the
-student, the optimizer state and the round's record entry are saved atomically under
-`rounds/`, so a killed run restarted in the same output directory resumes after its last
-completed round, exactly.
+`setup` builds everything from the config once (the edge: below it, parts take values and
+built objects); `run_round` is one round of ReAD's loop: the allocator splits the round's
+slice of the budget from dev signals alone, the teacher writes responses to train prompts
+until each capability's share is spent, the student trains on them (Lightning, one optimizer
+for the run), the log-likelihood proxy is measured on the dev sets and the allocator learns
+from it; at evaluation checkpoints and after the last round the eval sets are scored by
+exact match (reports only). `finish` scores the final student and writes `record.json`
+atomically. Each round is saved as it completes (`distill.resume`), so a killed run restarted
+in the same output directory resumes after its last completed round, exactly.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 import capdistill
-from capdistill.allocation import Allocator, RoundContext
+from capdistill.allocation import RoundContext
 from capdistill.allocation.interface import decision_view
 from capdistill.capabilities import Example
 from capdistill.capabilities.base import TASK
@@ -41,411 +38,318 @@ from capdistill.components import (
     trainer_factory,
     world_sources,
 )
-from capdistill.config.schema import ModelKind, typed_settings
+from capdistill.config.schema import typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.pilots import PILOTS_FILE, run_pilots
 from capdistill.distill.reference import SPLITS, proxy_scores, reference_scores
+from capdistill.distill.resume import (
+    ROUNDS_DIR,
+    completed_rounds,
+    finished_record,
+    resume_state,
+    run_fingerprint,
+    save_round,
+)
+from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role
 from capdistill.distill.rounds import RoundSettings, generate_round, train_round
-from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
-from capdistill.io import atomic_dir, atomic_write_json
-from capdistill.losses import DistillLoss
-from capdistill.models.hf import load_model, load_tokenizer, resolve_path
-from capdistill.prompting import response_ids, uses_chat_template
-from capdistill.results.record import RECORD_FILE, check_record
+from capdistill.io import atomic_write_json
+from capdistill.prompting import uses_chat_template
+from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 from capdistill.supervision.slices import PromptStream
-from capdistill.world.build import WorldModel, ensure_model
+from capdistill.world.build import WorldModel
 
 log = logging.getLogger(__name__)
-ROUNDS_DIR = "rounds"
-ROUND_FILE = "round.json"
-STUDENT_DIR = "student"
-OPTIMIZER_FILE = "optimizer.pt"
 LMEVAL_DIR = "lmeval"
 
 
-# --------------------------------------------------------------------------- models
+def distill(cfg: DictConfig) -> dict[str, Any]:
+    """Run (or resume) one distillation and write `record.json`; returns the record."""
+    out = Path(cfg.paths.output_dir)
+    recipe = DistillRecipe(cfg, out)
+    finished = finished_record(out, cfg)
+    if finished is not None:
+        log.info("%s already holds this run's complete record: skipping it", out)
+        return finished
+    recipe.setup()
+    try:
+        for index in range(len(recipe.history), recipe.rounds):
+            recipe.run_round(index)
+        record = recipe.finish()
+    finally:
+        recipe.logger.finish()
+    log.info("record: %s", out / RECORD_FILE)
+    return record
 
 
-def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
-    """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
-    mcfg = cfg[role]
-    if mcfg.kind == ModelKind.synthetic:
-        return ensure_model(cfg, role, sources, output_dir)
-    cache = cfg.paths.cache_dir
-    tokenizer = load_tokenizer(mcfg, role, cache)
-    model = load_model(mcfg, role, cache, tokenizer)
-    init = OmegaConf.to_container(mcfg.init)
-    if mcfg.init.scratch:
-        init["arch"] = OmegaConf.to_container(mcfg.arch)
-        init["seed"] = mcfg.seed
-    loading = {
-        k: OmegaConf.to_container(mcfg, enum_to_str=True)[k] for k in ("dtype", "attn_implementation", "chat_template")
-    }
-    info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
-    return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
+class DistillRecipe:
+    """One run's state: the parts built from the config, and the rounds completed so far."""
 
-
-def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    return a.get_vocab() == b.get_vocab()
-
-
-def check_tokenizers(cfg: DictConfig, loss: DistillLoss) -> None:
-    """A same-tokenizer loss across different tokenizers fails here, before any model is loaded."""
-    if not loss.needs_teacher or loss.cross_tokenizer:
-        return
-    t, s = cfg.teacher, cfg.student
-    if t.kind == ModelKind.synthetic and s.kind == ModelKind.synthetic:
-        same = (t.tokenizer, t.vocab_size) == (s.tokenizer, s.vocab_size)
-    elif t.kind == ModelKind.hf and s.kind == ModelKind.hf:
-        cache = cfg.paths.cache_dir
-        same = t.path == s.path or same_tokenizer(
-            load_tokenizer(t, "teacher", cache), load_tokenizer(s, "student", cache)
+    def __init__(self, cfg: DictConfig, out: Path) -> None:
+        """The parts the config alone determines (no model yet): a bad combination fails here."""
+        self.start = time.time()
+        self.cfg, self.out = cfg, out
+        self.names = list(cfg.capabilities.names)
+        self.total, self.rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
+        self.task_source, self.batch = cfg.task.source, cfg.capabilities.probe_batch_size
+        self.loss = build_loss(cfg)
+        self.allocator = build_allocator(cfg)
+        self.optim = optimizer_settings(cfg)
+        typed = typed_settings(cfg)
+        self.settings = RoundSettings(
+            make_trainer=trainer_factory(cfg),
+            generation=typed.distill.generation,
+            overflow=typed.distill.overflow,
+            seed=cfg.seed,
+            batch_size=cfg.distill.batch_size,
+            epochs=cfg.distill.epochs,
+            grad_clip=cfg.distill.grad_clip,
         )
-    else:
-        same = False
-    if not same:
-        raise CapdistillError(
-            f"loss={loss_label(loss)} needs teacher and student to share a tokenizer, but {t.name} and {s.name} "
-            "tokenize differently; use a cross-tokenizer loss (loss=uld or loss=mlot) or loss=sft"
-        )
+        self.requirements = normalize_weights(dict(cfg.task.requirements), self.names)
+        check_tokenizers(cfg, self.loss)
+        self.sources: WorldSources = world_sources(cfg)
+        self.checkpoints = checkpoint_rounds(self.rounds, list(cfg.evaluation.checkpoints))
 
+    # ------------------------------------------------------------------------- setup
 
-def align_vocab(loss: DistillLoss, teacher: WorldModel, student: WorldModel) -> None:
-    """Same tokenizer, differently padded logits (e.g. Qwen2.5-7B 152064 vs 0.5B 151936): slice to the tokenizer."""
-    if not loss.needs_teacher or loss.cross_tokenizer or getattr(loss, "vocab_size", 0) is not None:
-        return
-    widths = {m.model.get_output_embeddings().weight.shape[0] for m in (teacher, student)}
-    if len(widths) > 1:
-        loss.vocab_size = len(student.tokenizer)
-        log.info("teacher and student logits differ in width %s; comparing the first %d", widths, loss.vocab_size)
+    def setup(self) -> None:
+        """Held-out sets, models, reference scores, pilots, and the state of earlier rounds."""
+        cfg, out = self.cfg, self.out
+        self.history = completed_rounds(out, cfg)
+        # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
+        seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
+        self.dev_sets = self.sources.held_out_sets("dev", self.task_source, seeds["dev"])
+        self.eval_sets = self.sources.held_out_sets("eval", self.task_source, seeds["eval"])
 
-
-def check_budget(total: int, rounds: int, sets: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase) -> None:
-    """A round's slice must fit at least the shortest reference response of some capability (`sets`:
-    the capabilities' dev sets)."""
-    shortest = min(len(response_ids(tokenizer, e.response)) for examples in sets.values() for e in examples)
-    if total // rounds < shortest:
-        raise CapdistillError(
-            f"budget.total_tokens={total} over {rounds} rounds gives {total // rounds} tokens per round, "
-            f"smaller than one example ({shortest} tokens); raise the budget or lower budget.rounds"
-        )
-
-
-# --------------------------------------------------------------------------- rounds on disk
-
-
-def run_identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """What must match for a run directory to be resumed: the config but its paths and logging."""
-    data = OmegaConf.to_container(config, resolve=True, enum_to_str=True) if isinstance(config, DictConfig) else config
-    return {k: v for k, v in data.items() if k not in ("paths", "logger", "rebuild", "report")}
-
-
-def run_fingerprint(cfg: DictConfig) -> str:
-    return hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ. A key one side lacks counts only if the other side sets it:
-    a config field added since (or removed) and left unset is no change, so runs stay resumable."""
-    changes = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append(f"{prefix}{key}")
-    return changes
-
-
-def same_run(saved_fingerprint: str | None, saved_config: dict[str, Any] | None, cfg: DictConfig) -> list[str]:
-    """[] when saved state belongs to this run's config, else the differing keys (['?'] if unknown)."""
-    if saved_fingerprint == run_fingerprint(cfg):
-        return []
-    if saved_config is None:
-        return ["?"]
-    return config_changes(run_identity(saved_config), run_identity(cfg))
-
-
-def finished_record(output_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The record of a completed run of this config in `output_dir` (a relaunched sweep skips it)."""
-    path = output_dir / RECORD_FILE
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    return None if same_run(record.get("fingerprint"), record.get("config"), cfg) else record
-
-
-def completed_rounds(output_dir: Path, cfg: DictConfig) -> list[dict[str, Any]]:
-    """Record entries of the rounds a previous run in this directory completed, in order."""
-    entries = []
-    for path in sorted((output_dir / ROUNDS_DIR).glob("round-*")):
-        if not (path / ROUND_FILE).is_file():
-            continue
-        saved = json.loads((path / ROUND_FILE).read_text())
-        changes = same_run(saved["fingerprint"], saved.get("config"), cfg)
-        if changes:
-            differs = "" if changes == ["?"] else f" ({', '.join(changes[:3])}{', ...' if len(changes) > 3 else ''})"
-            raise CapdistillError(
-                f"{output_dir} holds rounds of a run with a different config{differs}; resume with the same "
-                "overrides or choose a new output directory (hydra.run.dir=...)"
+        self.teacher = load_role(cfg, "teacher", self.sources, out)
+        self.student = load_role(cfg, "student", self.sources, out)
+        check_budget(self.total, self.rounds, {c: self.dev_sets[c] for c in self.names}, self.student.tokenizer)
+        if getattr(self.allocator, "warmup", 0) >= self.rounds:
+            log.warning(
+                "allocator=%s only plays random warm-up candidates: budget.rounds=%d <= allocator.warmup=%d",
+                allocator_label(self.allocator),
+                self.rounds,
+                self.allocator.warmup,
             )
-        entries.append(saved["entry"])
-    if [e["round"] for e in entries] != list(range(len(entries))):
-        raise CapdistillError(f"{output_dir / ROUNDS_DIR} is missing a round; choose a new output directory")
-    return entries
+        align_vocab(self.loss, self.teacher, self.student)
+        self.device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
+        self.teacher.model.eval().requires_grad_(False)
+        self.teacher.model.to(self.device)
+        self.student.model.to(self.device)  # every proxy of the run on one device: its differences are the reward
 
+        t0 = time.time()
+        self.reference = reference_scores(
+            cfg, self.teacher, self.student, self.sources, self.dev_sets, self.eval_sets, seeds
+        )
+        responses = self.reference.pop("dev_responses")
+        # every dev set: pilots and evaluation checkpoints
+        self.proxy = Proxy(self.student.tokenizer, self.dev_sets, responses, self.batch)
+        head_only = self.proxy.decide(self.student.model)  # on the student base, as in the reference scores
+        self.setup_probing = time.time() - t0
+        self.identification = run_pilots(
+            self.allocator,
+            self.settings,
+            total=self.total,
+            teacher=self.teacher,
+            student=self.student,
+            loss=self.loss,
+            optim=self.optim,
+            sources=self.sources,
+            proxy=self.proxy,
+            base=self.reference["student_base"],
+            device=self.device,
+            task_source=self.task_source,
+            first_seed_index=self.rounds,
+            path=out / PILOTS_FILE,
+            fingerprint=run_fingerprint(cfg),
+        )
+        self.streams = {
+            c: PromptStream(self.sources.capabilities[c], str(cfg.seed), self.sources.difficulties) for c in self.names
+        }
+        self.logger = RunLogger(build_logger(cfg))
+        teacher_model = self.teacher.model if self.loss.needs_teacher else None
+        self.module = DistillationModule(
+            self.student.model, teacher_model, self.loss, self.optim, self.logger, cfg.distill.log_every
+        )
+        if self.history:
+            log.info("resuming after round %d of %d from %s", len(self.history), self.rounds, out / ROUNDS_DIR)
+            resume_state(out, self.history, self.student, self.module)
+        self.replay()
+        # between checkpoints, only the dev sets a decision reads: the loop stays lean
+        signals = self.allocator.signals(self.requirements)
+        self.read = {n for n in signals if n != TASK}
+        self.read |= task_sets(self.sources, self.task_source) if TASK in signals else set()
+        self.decision_proxy = Proxy(
+            self.student.tokenizer,
+            {n: self.dev_sets[n] for n in self.read},
+            {n: responses[n] for n in self.read},
+            self.batch,
+            head_only,
+        )
 
-def round_dir(output_dir: Path, index: int) -> Path:
-    return output_dir / ROUNDS_DIR / f"round-{index:03d}"
+    def context(self, index: int, history: list[dict[str, Any]]) -> RoundContext:
+        """What the allocator sees before round `index`: dev signals and the decision views of earlier rounds."""
+        before = history[index - 1] if index else self.reference["student_base"]
+        return RoundContext(
+            round=index,
+            rounds=self.rounds,
+            capabilities=self.names,
+            requirements=self.requirements,
+            probe_loglik=dict(before.get("probe_loglik", {})),
+            task_loglik=before.get("task_loglik"),
+            total_tokens=self.total,
+            spent_tokens=sum(sum(e["spent_by_capability"].values()) for e in history),
+            history=[decision_view(e) for e in history],
+        )
 
+    def replay(self) -> None:
+        """Feed a resumed run's completed rounds to the allocator, as if it had just run them."""
+        for index, entry in enumerate(self.history):
+            context = self.context(index, self.history[:index])
+            self.allocator.allocate(context)
+            self.allocator.update(context, entry["allocation"], decision_view(entry))
 
-def save_round(
-    output_dir: Path,
-    index: int,
-    student: WorldModel,
-    module: DistillationModule,
-    entry: dict[str, Any],
-    cfg: DictConfig,
-) -> None:
-    """Write the round's entry, student and optimizer state atomically; drop the previous round's
-    weights and optimizer state (its entry stays)."""
-    with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
-        student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
-        student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
-        torch.save(module.optimizer_state(), tmp / OPTIMIZER_FILE)
-        saved = {"fingerprint": run_fingerprint(cfg), "config": run_identity(cfg), "entry": entry}
-        (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
-    if index > 0:
-        shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)
-        (round_dir(output_dir, index - 1) / OPTIMIZER_FILE).unlink(missing_ok=True)
+    # ------------------------------------------------------------------------- one round
 
+    def run_round(self, index: int) -> None:
+        """Allocate, generate, train, measure, learn; then save the round."""
+        history, names, student = self.history, self.names, self.student
+        context = self.context(index, history)
+        t_allocate = time.time()
+        allocation = normalize_weights(self.allocator.allocate(context), names)
+        allotted = round_slice(self.total, context.spent_tokens, self.rounds - index)
+        shares = split_tokens(allotted, allocation)
+        cursors = {
+            c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in history) for c in names
+        }
 
-def resume_state(
-    output_dir: Path, history: list[dict[str, Any]], student: WorldModel, module: DistillationModule
-) -> None:
-    """Load the student weights and optimizer state saved after the last completed round."""
-    last = round_dir(output_dir, len(history) - 1)
-    resumed = AutoModelForCausalLM.from_pretrained(last / STUDENT_DIR)
-    student.model.load_state_dict(resumed.state_dict())
-    module.load_optimizer_state(torch.load(last / OPTIMIZER_FILE, weights_only=False))
+        t_generate = time.time()
+        slices = generate_round(self.settings, shares, self.streams, cursors, self.teacher, student, self.device)
+        t_train = time.time()
+        spent = sum(s.spent for s in slices)
+        progress = (context.spent_tokens / self.total, (context.spent_tokens + spent) / self.total)
+        offset = sum(e["train_steps"] for e in history)
+        steps, trained, losses = train_round(
+            self.settings, index, slices, self.module, self.teacher, student, progress, offset
+        )
 
+        t_proxy = time.time()
+        student.model.to(self.device)
+        checkpoint = index in self.checkpoints
+        signals = {}
+        if checkpoint or self.read:
+            proxy = self.proxy if checkpoint else self.decision_proxy
+            signals = proxy_scores(proxy, student.model, self.sources, self.task_source)
+        t_eval = time.time()
+        scores = {}
+        if checkpoint:
+            scores = exact_match(
+                student.model, student.tokenizer, self.sources, self.eval_sets, self.task_source, self.batch
+            )
 
-# --------------------------------------------------------------------------- one round
+        t_update = time.time()
+        by_slice = {s.capability: s for s in slices}
+        entry = RoundEntry(
+            round=index,
+            allocation=allocation,
+            allotted_tokens=allotted,
+            allotted_by_capability=shares,
+            spent_by_capability={c: by_slice[c].spent if c in by_slice else 0 for c in names},
+            examples_by_capability={c: len(by_slice[c].examples) if c in by_slice else 0 for c in names},
+            prompts_by_capability={c: by_slice[c].prompts if c in by_slice else 0 for c in names},
+            truncated_examples=sum(e.truncated for s in slices for e in s.examples),
+            shortfall_tokens=allotted - spent,
+            teacher_generated_tokens=sum(s.generated_tokens for s in slices),
+            student_trained_tokens=trained,
+            train_steps=steps,
+            train_loss={"first": losses[0], "last": losses[-1]} if losses else None,
+            signals=signals,
+            scores=scores,
+            decision=self.allocator.decision,
+        )
+        entry.update = self.allocator.update(context, allocation, decision_view(entry.to_json()))
+        done = time.time()
+        entry.timing = {
+            "allocator_s": (t_generate - t_allocate) + (done - t_update),
+            "generation_s": t_train - t_generate,
+            "training_s": t_proxy - t_train,
+            "proxy_s": t_eval - t_proxy,
+            "eval_s": t_update - t_eval,
+            "probing_s": t_update - t_proxy,
+        }
+        saved = entry.to_json()
+        save_round(self.out, index, student, self.module, saved, self.cfg)
+        history.append(saved)
+        self.logger.log_round(saved, offset + steps)
+        log.info(
+            "round %d/%d: spent %d tokens%s%s",
+            index + 1,
+            self.rounds,
+            sum(entry.spent_by_capability.values()),
+            f", task dev proxy {signals['task_loglik']:.4f}" if "task_loglik" in signals else "",
+            f", task utility (eval) {scores['task_utility']:.1f}" if scores else "",
+        )
 
+    # ------------------------------------------------------------------------- the record
 
-def context_for(
-    index: int,
-    cfg: DictConfig,
-    requirements: dict[str, float],
-    before: dict[str, Any],
-    total: int,
-    history: list[dict[str, Any]],
-) -> RoundContext:
-    """What the allocator sees before round `index`: dev signals and the decision views of earlier rounds."""
-    return RoundContext(
-        round=index,
-        rounds=cfg.budget.rounds,
-        capabilities=list(cfg.capabilities.names),
-        requirements=requirements,
-        probe_loglik=dict(before.get("probe_loglik", {})),
-        task_loglik=before.get("task_loglik"),
-        total_tokens=total,
-        spent_tokens=sum(sum(e["spent_by_capability"].values()) for e in history),
-        history=[decision_view(e) for e in history],
-    )
+    def finish(self) -> dict[str, Any]:
+        """Score the final student (dev, and lm-eval on eval) and write the record atomically."""
+        final_dev = dev_task_utility(self.student, self.sources, self.dev_sets, self.task_source, self.batch)
+        lmeval = final_lmeval(self.cfg, self.student, self.sources, self.eval_sets, self.out)
+        history, cfg = self.history, self.cfg
+        spent = {c: sum(e["spent_by_capability"][c] for e in history) for c in self.names}
+        wall = time.time() - self.start
+        keys = ("allocator_s", "generation_s", "training_s", "proxy_s", "eval_s", "probing_s")
+        timing = {k: sum(e["timing"][k] for e in history) for k in keys}
+        timing["reference_s"] = self.setup_probing
+        timing["probing_s"] += self.setup_probing
+        timing["decision_s"] = timing["allocator_s"] + timing["proxy_s"]  # what deciding costs per run
+        timing["decision_fraction"] = timing["decision_s"] / wall
+        last = history[-1]
+        record = Record(
+            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            seed=cfg.seed,
+            version=capdistill.__version__,
+            experiment=cfg.experiment_name,
+            allocator=allocator_label(self.allocator),
+            loss=loss_label(self.loss),
+            task=cfg.task.name,
+            budget={
+                "total_tokens": self.total,
+                "rounds": self.rounds,
+                "spent_tokens": sum(spent.values()),
+                "spent_by_capability": spent,
+                "shortfall_tokens": self.total - sum(spent.values()),
+                "teacher_generated_tokens": sum(e["teacher_generated_tokens"] for e in history),
+                "student_trained_tokens": sum(e["student_trained_tokens"] for e in history),
+            },
+            rounds=history,
+            final={
+                **{k: last[k] for k in ("probe", "task_utility", "n", "probe_loglik", "task_loglik")},
+                "splits": SPLITS,
+            },
+            reference=self.reference,
+            identification=self.identification,
+            timing={**timing, "total_s": wall},
+            final_dev=final_dev,
+            fingerprint=run_fingerprint(cfg),
+            lmeval=lmeval,
+        ).to_json()
+        atomic_write_json(self.out / RECORD_FILE, record)
+        self.logger.log_final(record)
+        return record
 
 
 def checkpoint_rounds(rounds: int, fractions: list[float]) -> set[int]:
     """Rounds (0-based) after which the eval sets are scored: the first round reaching each fraction
     of the budget's rounds, and the last round."""
     return {max(math.ceil(round(f * rounds, 9)) - 1, 0) for f in fractions} | {rounds - 1}
-
-
-# --------------------------------------------------------------------------- the run
-
-
-def distill(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or resume) one distillation and write `record.json`; returns the record."""
-    start = time.time()
-    out = Path(cfg.paths.output_dir)
-    names = list(cfg.capabilities.names)
-    total, rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
-    typed = typed_settings(cfg)
-    loss = build_loss(cfg)
-    allocator = build_allocator(cfg)
-    optim = optimizer_settings(cfg)
-    settings = RoundSettings(
-        make_trainer=trainer_factory(cfg),
-        generation=typed.distill.generation,
-        overflow=typed.distill.overflow,
-        seed=cfg.seed,
-        batch_size=cfg.distill.batch_size,
-        epochs=cfg.distill.epochs,
-        grad_clip=cfg.distill.grad_clip,
-    )
-    requirements = normalize_weights(dict(cfg.task.requirements), names)
-    check_tokenizers(cfg, loss)
-    sources = world_sources(cfg)
-    finished = finished_record(out, cfg)
-    if finished is not None:
-        log.info("%s already holds this run's complete record: skipping it", out)
-        return finished
-    history = completed_rounds(out, cfg)
-    # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
-    seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
-    dev_sets = sources.held_out_sets("dev", cfg.task.source, seeds["dev"])
-    eval_sets = sources.held_out_sets("eval", cfg.task.source, seeds["eval"])
-
-    teacher = load_role(cfg, "teacher", sources, out)
-    student = load_role(cfg, "student", sources, out)
-    check_budget(total, rounds, {c: dev_sets[c] for c in names}, student.tokenizer)
-    if getattr(allocator, "warmup", 0) >= rounds:
-        log.warning(
-            "allocator=%s only plays random warm-up candidates: budget.rounds=%d <= allocator.warmup=%d",
-            allocator_label(allocator),
-            rounds,
-            allocator.warmup,
-        )
-    align_vocab(loss, teacher, student)
-    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
-    teacher.model.eval().requires_grad_(False)
-    teacher.model.to(device)
-    student.model.to(device)  # every proxy of the run on one device: its differences are the reward
-    batch = cfg.capabilities.probe_batch_size
-
-    t0 = time.time()
-    reference = reference_scores(cfg, teacher, student, sources, dev_sets, eval_sets, seeds)
-    responses = reference.pop("dev_responses")
-    proxy = Proxy(student.tokenizer, dev_sets, responses, batch)  # every set: pilots and checkpoints
-    head_only = proxy.decide(student.model)  # on the student base, as in the reference scores
-    setup_probing = time.time() - t0
-    identification = run_pilots(
-        allocator,
-        settings,
-        total=total,
-        teacher=teacher,
-        student=student,
-        loss=loss,
-        optim=optim,
-        sources=sources,
-        proxy=proxy,
-        base=reference["student_base"],
-        device=device,
-        task_source=cfg.task.source,
-        first_seed_index=rounds,
-        path=out / PILOTS_FILE,
-        fingerprint=run_fingerprint(cfg),
-    )
-    streams = {c: PromptStream(sources.capabilities[c], str(cfg.seed), sources.difficulties) for c in names}
-    logger = RunLogger(build_logger(cfg))
-    module = DistillationModule(
-        student.model, teacher.model if loss.needs_teacher else None, loss, optim, logger, cfg.distill.log_every
-    )
-    if history:
-        log.info("resuming after round %d of %d from %s", len(history), rounds, out / ROUNDS_DIR)
-        resume_state(out, history, student, module)
-    replay(allocator, cfg, requirements, reference["student_base"], total, history)
-    checkpoints = checkpoint_rounds(rounds, list(cfg.evaluation.checkpoints))
-    # between checkpoints, only the dev sets a decision reads: the loop stays lean
-    signals = allocator.signals(requirements)
-    read = {n for n in signals if n != TASK} | (task_sets(sources, cfg.task.source) if TASK in signals else set())
-    decision_proxy = Proxy(
-        student.tokenizer, {n: dev_sets[n] for n in read}, {n: responses[n] for n in read}, batch, head_only
-    )
-
-    try:
-        for index in range(len(history), rounds):
-            before = history[-1] if history else reference["student_base"]
-            context = context_for(index, cfg, requirements, before, total, history)
-            t_allocate = time.time()
-            allocation = normalize_weights(allocator.allocate(context), names)
-            allotted = round_slice(total, context.spent_tokens, rounds - index)
-            shares = split_tokens(allotted, allocation)
-            cursors = {
-                c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in history) for c in names
-            }
-
-            t_generate = time.time()
-            slices = generate_round(settings, shares, streams, cursors, teacher, student, device)
-            t_train = time.time()
-            spent = sum(s.spent for s in slices)
-            progress = (context.spent_tokens / total, (context.spent_tokens + spent) / total)
-            offset = sum(e["train_steps"] for e in history)
-            steps, trained, losses = train_round(settings, index, slices, module, teacher, student, progress, offset)
-            t_proxy = time.time()
-            student.model.to(device)
-            checkpoint = index in checkpoints
-            signal = {}
-            if checkpoint or read:
-                signal = proxy_scores(proxy if checkpoint else decision_proxy, student.model, sources, cfg.task.source)
-            t_eval = time.time()
-            scores = {}
-            if checkpoint:
-                scores = exact_match(student.model, student.tokenizer, sources, eval_sets, cfg.task.source, batch)
-            t_update = time.time()
-            by_slice = {s.capability: s for s in slices}
-            entry = {
-                "round": index,
-                "allocation": allocation,
-                "allotted_tokens": allotted,
-                "allotted_by_capability": shares,
-                "spent_by_capability": {c: by_slice[c].spent if c in by_slice else 0 for c in names},
-                "examples_by_capability": {c: len(by_slice[c].examples) if c in by_slice else 0 for c in names},
-                "prompts_by_capability": {c: by_slice[c].prompts if c in by_slice else 0 for c in names},
-                "truncated_examples": sum(e.truncated for s in slices for e in s.examples),
-                "shortfall_tokens": allotted - spent,
-                "teacher_generated_tokens": sum(s.generated_tokens for s in slices),
-                "student_trained_tokens": trained,
-                "train_steps": steps,
-                "train_loss": {"first": losses[0], "last": losses[-1]} if losses else None,
-                **signal,
-                **scores,
-                "splits": {**{k: "dev" for k in signal}, **dict.fromkeys(scores, "eval")},
-                "decision": allocator.decision,
-            }
-            entry["update"] = allocator.update(context, allocation, decision_view(entry))
-            done = time.time()
-            entry["timing"] = {
-                "allocator_s": (t_generate - t_allocate) + (done - t_update),
-                "generation_s": t_train - t_generate,
-                "training_s": t_proxy - t_train,
-                "proxy_s": t_eval - t_proxy,
-                "eval_s": t_update - t_eval,
-                "probing_s": t_update - t_proxy,
-            }
-            save_round(out, index, student, module, entry, cfg)
-            history.append(entry)
-            logger.log_round(entry, offset + steps)
-            log.info(
-                "round %d/%d: spent %d tokens%s%s",
-                index + 1,
-                rounds,
-                sum(entry["spent_by_capability"].values()),
-                f", task dev proxy {entry['task_loglik']:.4f}" if "task_loglik" in signal else "",
-                f", task utility (eval) {entry['task_utility']:.1f}" if scores else "",
-            )
-        final_dev = dev_task_utility(student, sources, dev_sets, cfg.task.source, batch)
-        final_eval = final_lmeval(cfg, student, sources, eval_sets, out)
-        record = build_record(cfg, history, reference, identification, total, setup_probing, time.time() - start)
-        record["allocator"], record["loss"] = allocator_label(allocator), loss_label(loss)
-        record["final_dev"] = final_dev
-        record["fingerprint"] = run_fingerprint(cfg)
-        if final_eval is not None:
-            record["lmeval"] = final_eval
-        check_record(record)
-        atomic_write_json(out / RECORD_FILE, record)
-        logger.log_final(record)
-    finally:
-        logger.finish()
-    log.info("record: %s", out / RECORD_FILE)
-    return record
 
 
 def dev_task_utility(
@@ -480,63 +384,3 @@ def final_lmeval(
     scores["timing_s"] = time.time() - t0
     log.info("lm-eval: task utility %.1f, probe %s", scores["task_utility"], scores["probe"])
     return scores
-
-
-def replay(
-    allocator: Allocator,
-    cfg: DictConfig,
-    requirements: dict[str, float],
-    base: dict[str, Any],
-    total: int,
-    history: list[dict[str, Any]],
-) -> None:
-    """Feed a resumed run's completed rounds to the allocator, as if it had just run them."""
-    for index, entry in enumerate(history):
-        before = history[index - 1] if index else base
-        context = context_for(index, cfg, requirements, before, total, history[:index])
-        allocator.allocate(context)
-        allocator.update(context, entry["allocation"], decision_view(entry))
-
-
-def build_record(
-    cfg: DictConfig,
-    history: list[dict[str, Any]],
-    reference: dict[str, Any],
-    identification: dict[str, Any] | None,
-    total: int,
-    setup_probing: float,
-    wall: float,
-) -> dict[str, Any]:
-    names = list(cfg.capabilities.names)
-    spent = {c: sum(e["spent_by_capability"][c] for e in history) for c in names}
-    keys = ("allocator_s", "generation_s", "training_s", "proxy_s", "eval_s", "probing_s")
-    timing = {k: sum(e["timing"][k] for e in history) for k in keys}
-    timing["reference_s"] = setup_probing
-    timing["probing_s"] += setup_probing
-    timing["decision_s"] = timing["allocator_s"] + timing["proxy_s"]  # what deciding costs per run
-    timing["decision_fraction"] = timing["decision_s"] / wall
-    last = history[-1]
-    return {
-        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        "seed": cfg.seed,
-        "version": capdistill.__version__,
-        "experiment": cfg.experiment_name,
-        "task": cfg.task.name,
-        "budget": {
-            "total_tokens": total,
-            "rounds": cfg.budget.rounds,
-            "spent_tokens": sum(spent.values()),
-            "spent_by_capability": spent,
-            "shortfall_tokens": total - sum(spent.values()),
-            "teacher_generated_tokens": sum(e["teacher_generated_tokens"] for e in history),
-            "student_trained_tokens": sum(e["student_trained_tokens"] for e in history),
-        },
-        "rounds": history,
-        "final": {
-            **{k: last[k] for k in ("probe", "task_utility", "n", "probe_loglik", "task_loglik")},
-            "splits": SPLITS,
-        },
-        "reference": reference,
-        "identification": identification,
-        "timing": {**timing, "total_s": wall},
-    }

@@ -1,10 +1,12 @@
-"""The per-run result record (`record.json`): its required keys and a structural check.
+"""The per-run result record (`record.json`) and its round entries: typed where they are written,
+serialised to the JSON keys users and `capdistill collect` rely on, and a structural check.
 
-Later work adds keys; it never renames these (users and `capdistill collect` rely on them).
+Later work adds keys; it never renames these.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from capdistill.errors import CapdistillError
@@ -33,6 +35,70 @@ TOP_LEVEL: dict[str, tuple[str, ...] | None] = {
 # scores too, and `splits` names the split of each
 ROUND_KEYS = ("allocation", "spent_by_capability")
 CHECKPOINT_KEYS = ("probe", "task_utility", "probe_loglik", "task_loglik")
+
+
+@dataclass
+class RoundEntry:
+    """One round of a run: what the allocator chose, what was spent, trained and measured.
+
+    `signals` are the dev proxies measured after the round (`probe_loglik`, `task_loglik`); `scores`
+    the eval exact match at evaluation checkpoints (`probe`, `task_utility`, `n`). Both are written
+    at the entry's top level, as `splits` names their split."""
+
+    round: int
+    allocation: dict[str, float]
+    allotted_tokens: int
+    allotted_by_capability: dict[str, int]
+    spent_by_capability: dict[str, int]
+    examples_by_capability: dict[str, int]
+    prompts_by_capability: dict[str, int]
+    truncated_examples: int
+    shortfall_tokens: int
+    teacher_generated_tokens: int
+    student_trained_tokens: int
+    train_steps: int
+    train_loss: dict[str, float] | None  # the round's first and last batch loss (None: nothing trained)
+    signals: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)  # what the allocator considered
+    update: dict[str, Any] = field(default_factory=dict)  # what it learned from the round
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        signals, scores = data.pop("signals"), data.pop("scores")
+        tail = {k: data.pop(k) for k in ("decision", "update", "timing")}
+        splits = {**dict.fromkeys(signals, "dev"), **dict.fromkeys(scores, "eval")}
+        return {**data, **signals, **scores, "splits": splits, **tail}
+
+
+@dataclass
+class Record:
+    """A finished run: its config, spend, rounds, final scores and references, and where its time went."""
+
+    config: dict[str, Any]
+    seed: int
+    version: str
+    experiment: str
+    allocator: str  # the allocator's label (its class's `name`)
+    loss: str
+    task: str
+    budget: dict[str, Any]
+    rounds: list[dict[str, Any]]  # `RoundEntry.to_json()` of every round
+    final: dict[str, Any]  # the last round's eval scores and dev proxies, and their `splits`
+    reference: dict[str, Any]  # teacher and student base
+    identification: dict[str, Any] | None  # pilot runs and learned requirements (identify=learned)
+    timing: dict[str, float]
+    final_dev: dict[str, Any] | None  # the final student's task exact match on dev (what grid chooses on)
+    fingerprint: str  # the config hash a relaunch compares
+    lmeval: dict[str, Any] | None = None  # the final student re-scored through lm-eval
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["lmeval"] is None:
+            del data["lmeval"]
+        check_record(data)
+        return data
 
 
 def check_record(record: dict[str, Any]) -> None:

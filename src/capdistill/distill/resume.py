@@ -1,0 +1,125 @@
+"""Resuming a run: what identifies it, and each completed round saved atomically (entry, student, optimizer).
+
+After each round the student, the optimizer state and the round's record entry are saved under
+`rounds/`, so a killed run restarted in the same output directory resumes after its last
+completed round, exactly; a finished run's `record.json` makes a relaunched sweep skip it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM
+
+from capdistill.distill.module import DistillationModule
+from capdistill.errors import CapdistillError
+from capdistill.io import atomic_dir
+from capdistill.results.record import RECORD_FILE
+from capdistill.world.build import WorldModel
+
+ROUNDS_DIR = "rounds"
+ROUND_FILE = "round.json"
+STUDENT_DIR = "student"
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def run_identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """What must match for a run directory to be resumed: the config but its paths and logging."""
+    data = OmegaConf.to_container(config, resolve=True, enum_to_str=True) if isinstance(config, DictConfig) else config
+    return {k: v for k, v in data.items() if k not in ("paths", "logger", "rebuild", "report")}
+
+
+def run_fingerprint(cfg: DictConfig) -> str:
+    return hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ. A key one side lacks counts only if the other side sets it:
+    a config field added since (or removed) and left unset is no change, so runs stay resumable."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}")
+    return changes
+
+
+def same_run(saved_fingerprint: str | None, saved_config: dict[str, Any] | None, cfg: DictConfig) -> list[str]:
+    """[] when saved state belongs to this run's config, else the differing keys (['?'] if unknown)."""
+    if saved_fingerprint == run_fingerprint(cfg):
+        return []
+    if saved_config is None:
+        return ["?"]
+    return config_changes(run_identity(saved_config), run_identity(cfg))
+
+
+def finished_record(output_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The record of a completed run of this config in `output_dir` (a relaunched sweep skips it)."""
+    path = output_dir / RECORD_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return None if same_run(record.get("fingerprint"), record.get("config"), cfg) else record
+
+
+def completed_rounds(output_dir: Path, cfg: DictConfig) -> list[dict[str, Any]]:
+    """Record entries of the rounds a previous run in this directory completed, in order."""
+    entries = []
+    for path in sorted((output_dir / ROUNDS_DIR).glob("round-*")):
+        if not (path / ROUND_FILE).is_file():
+            continue
+        saved = json.loads((path / ROUND_FILE).read_text())
+        changes = same_run(saved["fingerprint"], saved.get("config"), cfg)
+        if changes:
+            differs = "" if changes == ["?"] else f" ({', '.join(changes[:3])}{', ...' if len(changes) > 3 else ''})"
+            raise CapdistillError(
+                f"{output_dir} holds rounds of a run with a different config{differs}; resume with the same "
+                "overrides or choose a new output directory (hydra.run.dir=...)"
+            )
+        entries.append(saved["entry"])
+    if [e["round"] for e in entries] != list(range(len(entries))):
+        raise CapdistillError(f"{output_dir / ROUNDS_DIR} is missing a round; choose a new output directory")
+    return entries
+
+
+def round_dir(output_dir: Path, index: int) -> Path:
+    return output_dir / ROUNDS_DIR / f"round-{index:03d}"
+
+
+def save_round(
+    output_dir: Path,
+    index: int,
+    student: WorldModel,
+    module: DistillationModule,
+    entry: dict[str, Any],
+    cfg: DictConfig,
+) -> None:
+    """Write the round's entry, student and optimizer state atomically; drop the previous round's
+    weights and optimizer state (its entry stays)."""
+    with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
+        student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
+        student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
+        torch.save(module.optimizer_state(), tmp / OPTIMIZER_FILE)
+        saved = {"fingerprint": run_fingerprint(cfg), "config": run_identity(cfg), "entry": entry}
+        (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
+    if index > 0:
+        shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)
+        (round_dir(output_dir, index - 1) / OPTIMIZER_FILE).unlink(missing_ok=True)
+
+
+def resume_state(
+    output_dir: Path, history: list[dict[str, Any]], student: WorldModel, module: DistillationModule
+) -> None:
+    """Load the student weights and optimizer state saved after the last completed round."""
+    last = round_dir(output_dir, len(history) - 1)
+    resumed = AutoModelForCausalLM.from_pretrained(last / STUDENT_DIR)
+    student.model.load_state_dict(resumed.state_dict())
+    module.load_optimizer_state(torch.load(last / OPTIMIZER_FILE, weights_only=False))

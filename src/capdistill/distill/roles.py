@@ -1,0 +1,86 @@
+"""A run's teacher and student: loaded (or built, for the synthetic world), and checked against the loss."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
+
+from capdistill.capabilities import Example
+from capdistill.capabilities.sources import WorldSources
+from capdistill.components import loss_label
+from capdistill.config.schema import ModelKind
+from capdistill.errors import CapdistillError
+from capdistill.losses import DistillLoss
+from capdistill.models.hf import load_model, load_tokenizer, resolve_path
+from capdistill.prompting import response_ids
+from capdistill.world.build import WorldModel, ensure_model
+
+log = logging.getLogger(__name__)
+
+
+def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
+    """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
+    mcfg = cfg[role]
+    if mcfg.kind == ModelKind.synthetic:
+        return ensure_model(cfg, role, sources, output_dir)
+    cache = cfg.paths.cache_dir
+    tokenizer = load_tokenizer(mcfg, role, cache)
+    model = load_model(mcfg, role, cache, tokenizer)
+    init = OmegaConf.to_container(mcfg.init)
+    if mcfg.init.scratch:
+        init["arch"] = OmegaConf.to_container(mcfg.arch)
+        init["seed"] = mcfg.seed
+    loading = {
+        k: OmegaConf.to_container(mcfg, enum_to_str=True)[k] for k in ("dtype", "attn_implementation", "chat_template")
+    }
+    info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
+    return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
+
+
+def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    return a.get_vocab() == b.get_vocab()
+
+
+def check_tokenizers(cfg: DictConfig, loss: DistillLoss) -> None:
+    """A same-tokenizer loss across different tokenizers fails here, before any model is loaded."""
+    if not loss.needs_teacher or loss.cross_tokenizer:
+        return
+    t, s = cfg.teacher, cfg.student
+    if t.kind == ModelKind.synthetic and s.kind == ModelKind.synthetic:
+        same = (t.tokenizer, t.vocab_size) == (s.tokenizer, s.vocab_size)
+    elif t.kind == ModelKind.hf and s.kind == ModelKind.hf:
+        cache = cfg.paths.cache_dir
+        same = t.path == s.path or same_tokenizer(
+            load_tokenizer(t, "teacher", cache), load_tokenizer(s, "student", cache)
+        )
+    else:
+        same = False
+    if not same:
+        raise CapdistillError(
+            f"loss={loss_label(loss)} needs teacher and student to share a tokenizer, but {t.name} and {s.name} "
+            "tokenize differently; use a cross-tokenizer loss (loss=uld or loss=mlot) or loss=sft"
+        )
+
+
+def align_vocab(loss: DistillLoss, teacher: WorldModel, student: WorldModel) -> None:
+    """Same tokenizer, differently padded logits (e.g. Qwen2.5-7B 152064 vs 0.5B 151936): slice to the tokenizer."""
+    if not loss.needs_teacher or loss.cross_tokenizer or getattr(loss, "vocab_size", 0) is not None:
+        return
+    widths = {m.model.get_output_embeddings().weight.shape[0] for m in (teacher, student)}
+    if len(widths) > 1:
+        loss.vocab_size = len(student.tokenizer)
+        log.info("teacher and student logits differ in width %s; comparing the first %d", widths, loss.vocab_size)
+
+
+def check_budget(total: int, rounds: int, sets: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase) -> None:
+    """A round's slice must fit at least the shortest reference response of some capability (`sets`:
+    the capabilities' dev sets)."""
+    shortest = min(len(response_ids(tokenizer, e.response)) for examples in sets.values() for e in examples)
+    if total // rounds < shortest:
+        raise CapdistillError(
+            f"budget.total_tokens={total} over {rounds} rounds gives {total // rounds} tokens per round, "
+            f"smaller than one example ({shortest} tokens); raise the budget or lower budget.rounds"
+        )
