@@ -157,3 +157,12 @@ def test_forward_errors_name_the_missing_input():
     with pytest.raises(CapdistillError, match=r"vocab.*11 vs 12.*vocab_size"):
         build_loss("fkl")(s, torch.randn(2, 6, 12), mask)
     assert torch.isfinite(build_loss("fkl", vocab_size=11)(s, torch.randn(2, 6, 12), mask))
+
+
+@pytest.mark.parametrize("fn", [forward_kl, generalized_jsd, topk_kl])
+def test_the_shared_keyword_extras_reject_an_unknown_keyword(fn):
+    s, t, mask, _ = batch()
+    args = (4,) if fn is topk_kl else ()
+    with pytest.raises(TypeError, match=f"{fn.__name__}\\(\\) got an unexpected keyword argument 'chunksize'"):
+        fn(s, t, mask, *args, chunksize=4)
+    assert fn(s, t, mask, *args, chunk_size=4).item() == pytest.approx(fn(s, t, mask, *args).item(), rel=1e-6)

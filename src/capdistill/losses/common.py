@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -24,6 +25,28 @@ from torch import Tensor
 from capdistill.errors import CapdistillError
 
 NEG_INF = float("-inf")
+
+
+class SameVocabExtras(TypedDict, total=False):
+    """The keyword-only extras of every same-vocabulary loss (``forward_kl`` ... ``sampled_kl``).
+
+    * ``vocab_size``: slice both vocabularies to their first ``vocab_size`` entries (same
+      tokenizer, padded embedding rows); required when the two ``V`` differ.
+    * ``num_items``: denominator replacing the number of counted positions (global token count).
+    * ``chunk_size``: positions per chunk (default: about 2**23 / V); bounds the fp32 working set.
+    """
+
+    vocab_size: int | None
+    num_items: Tensor | float | None
+    chunk_size: int | None
+
+
+def same_vocab_extras(fn: str, extras: SameVocabExtras) -> tuple[int | None, Tensor | float | None, int | None]:
+    """(vocab_size, num_items, chunk_size) from a loss's keyword extras; an unknown keyword is a TypeError."""
+    unknown = sorted(set(extras) - SameVocabExtras.__optional_keys__)
+    if unknown:
+        raise TypeError(f"{fn}() got an unexpected keyword argument {unknown[0]!r}")
+    return extras.get("vocab_size"), extras.get("num_items"), extras.get("chunk_size")
 
 
 # --------------------------------------------------------------------------- validation

@@ -15,9 +15,11 @@ from functools import partial
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
 from capdistill.losses.chunking import Rows, chunked_sum
 from capdistill.losses.common import (
+    SameVocabExtras,
     check_chunk_size,
     check_logits,
     check_mask,
@@ -26,6 +28,7 @@ from capdistill.losses.common import (
     check_temperature,
     denominator,
     masked_rows,
+    same_vocab_extras,
     shared_vocab,
 )
 
@@ -146,14 +149,12 @@ def same_vocab_setup(
 
 
 def same_vocab_loss(
+    fn: str,
     row_fn: Callable[..., tuple[Tensor, Grads]],
     student_logits: Tensor,
     teacher_logits: Tensor,
     mask: Tensor,
-    *,
-    vocab_size: int | None,
-    num_items: Tensor | float | None,
-    chunk_size: int | None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """Sum of ``row_fn(student_rows, teacher_rows, needs=...)`` over counted positions / denominator.
 
@@ -161,6 +162,7 @@ def same_vocab_loss(
     the mask and the vocabularies (sliced to ``vocab_size`` when given), then runs the
     chunked driver with the row function's closed-form gradients.
     """
+    vocab_size, num_items, chunk_size = same_vocab_extras(fn, extras)
     chunk = check_chunk_size(chunk_size)
     vocab, rows, scale = same_vocab_setup(student_logits, teacher_logits, mask, vocab_size, num_items)
     return chunked_sum(
@@ -180,10 +182,7 @@ def forward_kl(
     teacher_logits: Tensor,
     mask: Tensor,
     temperature: float = 1.0,
-    *,
-    vocab_size: int | None = None,
-    num_items: Tensor | float | None = None,
-    chunk_size: int | None = None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """Forward KL ``KL(p_T || p_S)`` (mode-covering), mean over counted positions.
 
@@ -192,20 +191,12 @@ def forward_kl(
             (computed in fp32). The teacher may be a different ``V`` only with ``vocab_size``.
         mask: bool ``[B, T]``, True where a position counts.
         temperature: > 0; both distributions are ``softmax(logits / temperature)``.
-        vocab_size: slice both vocabularies to their first ``vocab_size`` entries (same
-            tokenizer, padded embedding rows). Required when the two ``V`` differ.
-        num_items: denominator replacing the number of counted positions (global token count).
-        chunk_size: positions per chunk (default: about 2**23 / V); bounds the fp32 working set.
+        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``
+            (:class:`~capdistill.losses.common.SameVocabExtras`).
     """
     t = check_temperature(temperature)
     return same_vocab_loss(
-        partial(_fkl_rows, temperature=t),
-        student_logits,
-        teacher_logits,
-        mask,
-        vocab_size=vocab_size,
-        num_items=num_items,
-        chunk_size=chunk_size,
+        "forward_kl", partial(_fkl_rows, temperature=t), student_logits, teacher_logits, mask, **extras
     )
 
 
@@ -214,10 +205,7 @@ def reverse_kl(
     teacher_logits: Tensor,
     mask: Tensor,
     temperature: float = 1.0,
-    *,
-    vocab_size: int | None = None,
-    num_items: Tensor | float | None = None,
-    chunk_size: int | None = None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """Reverse KL ``KL(p_S || p_T)`` (mode-seeking); arguments as :func:`forward_kl`.
 
@@ -225,13 +213,7 @@ def reverse_kl(
     """
     t = check_temperature(temperature)
     return same_vocab_loss(
-        partial(_rkl_rows, temperature=t),
-        student_logits,
-        teacher_logits,
-        mask,
-        vocab_size=vocab_size,
-        num_items=num_items,
-        chunk_size=chunk_size,
+        "reverse_kl", partial(_rkl_rows, temperature=t), student_logits, teacher_logits, mask, **extras
     )
 
 
@@ -241,10 +223,7 @@ def generalized_jsd(
     mask: Tensor,
     beta: float = 0.5,
     temperature: float = 1.0,
-    *,
-    vocab_size: int | None = None,
-    num_items: Tensor | float | None = None,
-    chunk_size: int | None = None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """Generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2024); arguments as :func:`forward_kl`.
 
@@ -258,13 +237,7 @@ def generalized_jsd(
     b = check_real("beta", beta, low=0.0, high=1.0)
     t = check_temperature(temperature)
     return same_vocab_loss(
-        partial(_jsd_rows, beta=b, temperature=t),
-        student_logits,
-        teacher_logits,
-        mask,
-        vocab_size=vocab_size,
-        num_items=num_items,
-        chunk_size=chunk_size,
+        "generalized_jsd", partial(_jsd_rows, beta=b, temperature=t), student_logits, teacher_logits, mask, **extras
     )
 
 
@@ -273,19 +246,10 @@ def total_variation(
     teacher_logits: Tensor,
     mask: Tensor,
     temperature: float = 1.0,
-    *,
-    vocab_size: int | None = None,
-    num_items: Tensor | float | None = None,
-    chunk_size: int | None = None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """Total variation distance ``0.5 * sum_v |p_T(v) - p_S(v)|`` (in [0, 1]); arguments as :func:`forward_kl`."""
     t = check_temperature(temperature)
     return same_vocab_loss(
-        partial(_tvd_rows, temperature=t),
-        student_logits,
-        teacher_logits,
-        mask,
-        vocab_size=vocab_size,
-        num_items=num_items,
-        chunk_size=chunk_size,
+        "total_variation", partial(_tvd_rows, temperature=t), student_logits, teacher_logits, mask, **extras
     )

@@ -30,10 +30,12 @@ from functools import partial
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
 from capdistill.errors import CapdistillError
 from capdistill.losses.chunking import Rows, chunked_sum, resolve_chunk_size
 from capdistill.losses.common import (
+    SameVocabExtras,
     check_chunk_size,
     check_int,
     check_logits,
@@ -42,6 +44,7 @@ from capdistill.losses.common import (
     denominator,
     flat_rows,
     masked_rows,
+    same_vocab_extras,
     shared_vocab,
 )
 from capdistill.losses.divergences import log_softmax_inplace, log_softmax_t, same_vocab_loss, same_vocab_setup
@@ -283,10 +286,7 @@ def topk_kl(
     mask: Tensor,
     k: int | None,
     temperature: float = 1.0,
-    *,
-    vocab_size: int | None = None,
-    num_items: Tensor | float | None = None,
-    chunk_size: int | None = None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """``KL(q_k || p_S)`` with ``q_k`` the teacher's top-``k`` distribution renormalised (biased).
 
@@ -296,9 +296,10 @@ def topk_kl(
         mask: bool ``[B, T]``.
         k: 1 <= k <= V (dense teacher); for a sparse teacher 1 <= k <= K, or None for all K.
         temperature: > 0, applied to the student logits and to the teacher's (log-)probabilities.
-        vocab_size, num_items, chunk_size: as in :func:`~capdistill.losses.forward_kl`.
+        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``, as in :func:`~capdistill.losses.forward_kl`.
     """
     t = check_temperature(temperature)
+    vocab_size, num_items, chunk_size = same_vocab_extras("topk_kl", extras)
     if isinstance(teacher_logits, SparseTeacher):
         kk = teacher_logits.k if k is None else check_int("k", k, low=1, high=teacher_logits.k)
         srcs, scale, chunk = _sparse_setup(
@@ -312,13 +313,7 @@ def topk_kl(
     )
     kk = check_int("k", k, low=1, high=vocab)
     return same_vocab_loss(
-        partial(_topk_dense_rows, k=kk, temperature=t),
-        student_logits,
-        teacher_logits,
-        mask,
-        vocab_size=vocab_size,
-        num_items=num_items,
-        chunk_size=chunk_size,
+        "topk_kl", partial(_topk_dense_rows, k=kk, temperature=t), student_logits, teacher_logits, mask, **extras
     )
 
 
@@ -329,10 +324,7 @@ def sampled_kl(
     num_samples: int | None = None,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
-    *,
-    vocab_size: int | None = None,
-    num_items: Tensor | float | None = None,
-    chunk_size: int | None = None,
+    **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
     """Sparse Logit Sampling: ``KL(q || p_S)`` with ``q`` the empirical teacher distribution of random draws.
 
@@ -346,12 +338,13 @@ def sampled_kl(
         generator: torch.Generator on the logits' device for reproducible draws (default: global RNG).
             The uniforms are drawn once per call, so the draws do not depend on ``chunk_size``.
         temperature: > 0.
-        vocab_size, num_items, chunk_size: as in :func:`~capdistill.losses.forward_kl`.
+        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``, as in :func:`~capdistill.losses.forward_kl`.
 
     The gradient with respect to the student logits is an unbiased estimate of
     :func:`~capdistill.losses.forward_kl`'s gradient. The teacher receives no gradient.
     """
     t = check_temperature(temperature)
+    vocab_size, num_items, chunk_size = same_vocab_extras("sampled_kl", extras)
     if isinstance(teacher_logits, SparseTeacher):
         srcs, scale, chunk = _sparse_setup(
             student_logits, teacher_logits, mask, vocab_size, num_items, chunk_size, "counts"
