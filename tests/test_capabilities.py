@@ -28,7 +28,7 @@ from capdistill.capabilities.synthetic import (
     parse_calls,
     safety_rates,
 )
-from capdistill.capabilities.tasks import COMPOSITES, build_task
+from capdistill.capabilities.tasks import COMPOSITES
 from capdistill.errors import CapdistillError
 
 PARAMS = WorldParams()
@@ -491,30 +491,6 @@ def test_knowledge_base_is_seeded():
     assert knowledge_base(0, 10) == knowledge_base(0, 10)
     assert knowledge_base(0, 10) != knowledge_base(1, 10)
     assert len(knowledge_base(3, len(ENTITIES))) == len(ENTITIES)
-
-
-def test_build_task_validation():
-    with pytest.raises(CapdistillError, match="'ghost'"):
-        build_task("t", "math", {"math": 1.0, "ghost": 1.0}, CAPS, PARAMS)
-    with pytest.raises(CapdistillError, match="non-negative"):
-        build_task("t", "math", {"math": 1.0, "code": -0.5}, CAPS, PARAMS)
-    with pytest.raises(CapdistillError, match="positive"):
-        build_task("t", "math", {"math": 0.0, "code": 0.0}, CAPS, PARAMS)
-    with pytest.raises(CapdistillError, match="positive"):
-        build_task("t", "math", {}, CAPS, PARAMS)
-    with pytest.raises(CapdistillError, match="'nowhere'"):
-        build_task("t", "nowhere", {"math": 1.0}, CAPS, PARAMS)
-
-
-def test_build_task_normalises_requirements():
-    task = build_task("wp", "word_problem_formatted", {"math": 2, "multilingual": 1, "steerability": 1}, CAPS, PARAMS)
-    assert task.name == "wp"
-    assert task.requirements == pytest.approx({"math": 0.5, "multilingual": 0.25, "steerability": 0.25})
-    assert sum(task.requirements.values()) == pytest.approx(1.0)
-    assert isinstance(task.source, COMPOSITES["word_problem_formatted"])
-    one_hot = build_task("m", "math", {"math": 3.0, "code": 0.0}, CAPS, PARAMS)
-    assert one_hot.source is CAPS["math"]
-    assert one_hot.requirements == {"math": 1.0, "code": 0.0}
 
 
 def test_tool_use_schema_lists_the_tools():

@@ -11,7 +11,7 @@ import torch
 
 from capdistill.capabilities.base import ROLES, split_of
 from capdistill.capabilities.sources import WorldSources
-from capdistill.components import validate, world_sources
+from capdistill.components import model_request, validate, world_sources
 from capdistill.distill import run as run_module
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
@@ -204,8 +204,8 @@ def math_examples(sources: WorldSources, teacher, student, tokens: int) -> list:
 def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path, make_cfg) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     sources = world_sources(cfg)
-    teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
-    student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
+    teacher = ensure_model(model_request(cfg, "teacher"), sources, Path(cfg.paths.output_dir))
+    student = ensure_model(model_request(cfg, "student"), sources, Path(cfg.paths.output_dir))
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     examples = math_examples(sources, teacher, student, 400)
     module = DistillationModule(student.model, teacher.model, ForwardKLLoss(), OptimizerSettings(1e-2))
@@ -377,8 +377,8 @@ def test_one_optimizer_spans_the_run_or_each_round(micro_cache: Path, make_cfg, 
     count carry over) and the learning rate follows budget progress; scope=round: a fresh one per fit."""
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     sources = world_sources(cfg)
-    teacher = ensure_model(cfg, "teacher", sources, Path(cfg.paths.output_dir))
-    student = ensure_model(cfg, "student", sources, Path(cfg.paths.output_dir))
+    teacher = ensure_model(model_request(cfg, "teacher"), sources, Path(cfg.paths.output_dir))
+    student = ensure_model(model_request(cfg, "student"), sources, Path(cfg.paths.output_dir))
     examples = math_examples(sources, teacher, student, 300)
     settings = OptimizerSettings(1e-2, warmup_steps=0, schedule="cosine", scope=scope)
     module = DistillationModule(student.model, None, SFTLoss(), settings)

@@ -30,6 +30,7 @@ from capdistill.config.schema import ConfigError, ModelKind, World, check_writab
 from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
 from capdistill.models.hf import check_init, resolve_path
+from capdistill.models.request import ModelRequest
 from capdistill.training.optim import OptimizerSettings
 
 
@@ -165,6 +166,23 @@ def world_sources(cfg: DictConfig) -> WorldSources:
     world.dev_size = caps.dev_size
     world.requirements = dict(cfg.task.requirements)
     return world
+
+
+def model_request(cfg: DictConfig, role: str) -> ModelRequest:
+    """The teacher or student to load or build, with what a synthetic-world build depends on."""
+    typed = typed_settings(cfg)
+    return ModelRequest(
+        role=role,
+        model=getattr(typed, role),
+        world=OmegaConf.to_container(cfg.capabilities.params, resolve=True),
+        capabilities=list(cfg.capabilities.names),
+        cache_dir=Path(cfg.paths.cache_dir),
+        assets_dir=Path(cfg.paths.assets_dir),
+        rebuild=cfg.rebuild,
+        probe_batch_size=cfg.capabilities.probe_batch_size,
+        accelerator=cfg.trainer.get("accelerator", "cpu"),
+        precision=cfg.trainer.get("precision", "32-true"),
+    )
 
 
 def allocator_label(allocator: Allocator) -> str:

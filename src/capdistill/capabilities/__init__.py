@@ -2,7 +2,7 @@
 
 from capdistill.capabilities.base import SPLITS, Example, Source, normalize, split_of
 from capdistill.capabilities.synthetic import CAPABILITIES, WorldParams, build_capabilities, is_refusal, safety_rates
-from capdistill.capabilities.tasks import COMPOSITES, WEIGHTED, Task, build_task
+from capdistill.capabilities.tasks import COMPOSITES, WEIGHTED
 
 __all__ = [
     "CAPABILITIES",
@@ -10,11 +10,9 @@ __all__ = [
     "SPLITS",
     "Example",
     "Source",
-    "Task",
     "WEIGHTED",
     "WorldParams",
     "build_capabilities",
-    "build_task",
     "is_refusal",
     "normalize",
     "safety_rates",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 from capdistill.capabilities.base import Example, Source
 from capdistill.capabilities.lexicon import TOOLS, translate
@@ -18,7 +17,6 @@ from capdistill.capabilities.synthetic import (
     call_text,
     chain_text,
 )
-from capdistill.errors import CapdistillError
 
 # A task card whose `source` is WEIGHTED has as utility its requirement-weighted mean of
 # capability probe scores (for suites without a task's own evaluation set, e.g. world=paper).
@@ -101,36 +99,3 @@ class ContextCode(Source):
 
 
 COMPOSITES: dict[str, type[Source]] = {cls.name: cls for cls in (WordProblemFormatted, ToolMath, ContextCode)}
-
-
-@dataclass
-class Task:
-    """A task card: where its examples come from, and its requirement vector over capabilities."""
-
-    name: str
-    source: Source
-    requirements: dict[str, float]
-
-
-def build_task(
-    name: str,
-    source: str,
-    requirements: dict[str, float],
-    capabilities: dict[str, Source],
-    params: WorldParams,
-) -> Task:
-    """Validate a task card and bind it to its example source (a capability or a composite)."""
-    unknown = [c for c in requirements if c not in capabilities]
-    if unknown:
-        raise CapdistillError(f"task {name}: requirement names unknown capability {unknown[0]!r}")
-    if any(w < 0 for w in requirements.values()) or sum(requirements.values()) <= 0:
-        raise CapdistillError(f"task {name}: requirement weights must be non-negative and sum to a positive number")
-    if source in capabilities:
-        src = capabilities[source]
-    elif source in COMPOSITES:
-        src = COMPOSITES[source](params)
-    else:
-        known = sorted(capabilities) + sorted(COMPOSITES)
-        raise CapdistillError(f"task {name}: unknown source {source!r}; known: {', '.join(known)}")
-    total = sum(requirements.values())
-    return Task(name, src, {c: w / total for c, w in requirements.items()})

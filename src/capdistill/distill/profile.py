@@ -14,9 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from capdistill.components import world_sources
-from capdistill.distill.reference import reference_scores
-from capdistill.distill.roles import load_role
+from capdistill.distill.run import DistillRecipe
 from capdistill.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -49,15 +47,10 @@ def profile_table(reference: dict[str, Any], teacher: str, student: str) -> str:
 def profile(cfg: DictConfig) -> dict[str, Any]:
     """Score teacher and student base (cached like a run's reference scores); print and save the table."""
     out = Path(cfg.paths.output_dir)
-    sources = world_sources(cfg)
-    teacher = load_role(cfg, "teacher", sources, out)
-    student = load_role(cfg, "student", sources, out)
-    teacher.model.eval().requires_grad_(False)
-    seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
-    dev_sets = sources.held_out_sets("dev", cfg.task.source, seeds["dev"])
-    eval_sets = sources.held_out_sets("eval", cfg.task.source, seeds["eval"])
-    reference = reference_scores(cfg, teacher, student, sources, dev_sets, eval_sets, seeds)
-    reference.pop("dev_responses")
+    recipe = DistillRecipe(cfg, out)  # a run's setup, up to its reference scores
+    recipe.load_models()
+    recipe.score_references()
+    reference = recipe.reference
     table = profile_table(reference, cfg.teacher.name, cfg.student.name)
     atomic_write_json(out / "profile.json", reference)
     atomic_write_text(out / "profile.md", table + "\n")

@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from capdistill.capabilities import Example
 from capdistill.capabilities.sources import WorldSources
 from capdistill.evaluation.proxy import Proxy
@@ -45,23 +43,30 @@ def proxy_scores(proxy: Proxy, model: Any, sources: WorldSources, task_source: s
 
 
 def reference_scores(
-    cfg: DictConfig,
     teacher: WorldModel,
     student: WorldModel,
     sources: WorldSources,
     dev_sets: dict[str, list[Example]],
     eval_sets: dict[str, list[Example]],
     seeds: dict[str, int],
+    *,
+    world: dict[str, Any],
+    task_source: str,
+    requirements: dict[str, float],
+    cache_dir: Path,
+    batch: int,
 ) -> dict[str, Any]:
     """`teacher` and `student_base` scores (eval exact match; the student base's dev proxy too) and
-    the teacher's greedy `dev_responses`, from the cache when this pair and these draws were scored."""
+    the teacher's greedy `dev_responses`, from the cache when this pair and these draws were scored.
+
+    `world` (the `capabilities` config), `task_source` and `requirements` are part of the cache key."""
     weight = next(student.model.parameters())
     key = {
         "teacher": model_id(teacher),
         "student": model_id(student),
-        "world": OmegaConf.to_container(cfg.capabilities, resolve=True, enum_to_str=True),
-        "task": cfg.task.source,
-        "requirements": dict(cfg.task.requirements),  # a WEIGHTED task's utility depends on them
+        "world": world,
+        "task": task_source,
+        "requirements": dict(requirements),  # a WEIGHTED task's utility depends on them
         "seeds": seeds,
         # the proxy's values depend on where and in what precision the student runs: a reward
         # differences them against in-run proxies, so a cache from another device must not serve
@@ -69,10 +74,10 @@ def reference_scores(
         "version": VERSION,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cfg.paths.cache_dir) / "reference" / f"{digest}.json"
+    path = Path(cache_dir) / "reference" / f"{digest}.json"
     if path.is_file():
         return {**json.loads(path.read_text()), "splits": SPLITS}
-    batch, task = cfg.capabilities.probe_batch_size, cfg.task.source
+    task = task_source
     responses = teacher_responses(teacher.model, teacher.tokenizer, sources, dev_sets, batch)
     base = exact_match(student.model, student.tokenizer, sources, eval_sets, task, batch)
     base.update(proxy_scores(Proxy(student.tokenizer, dev_sets, responses, batch), student.model, sources, task))

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
 from capdistill.distill.module import DistillationModule
@@ -29,14 +28,14 @@ STUDENT_DIR = "student"
 OPTIMIZER_FILE = "optimizer.pt"
 
 
-def run_identity(config: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """What must match for a run directory to be resumed: the config but its paths and logging."""
-    data = OmegaConf.to_container(config, resolve=True, enum_to_str=True) if isinstance(config, DictConfig) else config
-    return {k: v for k, v in data.items() if k not in ("paths", "logger", "rebuild", "report")}
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a run directory to be resumed: the config (as resolved plain data) but its
+    paths, logging and report."""
+    return {k: v for k, v in config.items() if k not in ("paths", "logger", "rebuild", "report")}
 
 
-def run_fingerprint(cfg: DictConfig) -> str:
-    return hashlib.sha256(json.dumps(run_identity(cfg), sort_keys=True).encode()).hexdigest()[:16]
+def run_fingerprint(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -52,32 +51,32 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str =
     return changes
 
 
-def same_run(saved_fingerprint: str | None, saved_config: dict[str, Any] | None, cfg: DictConfig) -> list[str]:
-    """[] when saved state belongs to this run's config, else the differing keys (['?'] if unknown)."""
-    if saved_fingerprint == run_fingerprint(cfg):
+def same_run(saved_fingerprint: str | None, saved_config: dict[str, Any] | None, identity: dict[str, Any]) -> list[str]:
+    """[] when saved state belongs to the run of `identity`, else the differing keys (['?'] if unknown)."""
+    if saved_fingerprint == run_fingerprint(identity):
         return []
     if saved_config is None:
         return ["?"]
-    return config_changes(run_identity(saved_config), run_identity(cfg))
+    return config_changes(run_identity(saved_config), identity)
 
 
-def finished_record(output_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+def finished_record(output_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The record of a completed run of this config in `output_dir` (a relaunched sweep skips it)."""
     path = output_dir / RECORD_FILE
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    return None if same_run(record.get("fingerprint"), record.get("config"), cfg) else record
+    return None if same_run(record.get("fingerprint"), record.get("config"), identity) else record
 
 
-def completed_rounds(output_dir: Path, cfg: DictConfig) -> list[dict[str, Any]]:
+def completed_rounds(output_dir: Path, identity: dict[str, Any]) -> list[dict[str, Any]]:
     """Record entries of the rounds a previous run in this directory completed, in order."""
     entries = []
     for path in sorted((output_dir / ROUNDS_DIR).glob("round-*")):
         if not (path / ROUND_FILE).is_file():
             continue
         saved = json.loads((path / ROUND_FILE).read_text())
-        changes = same_run(saved["fingerprint"], saved.get("config"), cfg)
+        changes = same_run(saved["fingerprint"], saved.get("config"), identity)
         if changes:
             differs = "" if changes == ["?"] else f" ({', '.join(changes[:3])}{', ...' if len(changes) > 3 else ''})"
             raise CapdistillError(
@@ -100,7 +99,7 @@ def save_round(
     student: WorldModel,
     module: DistillationModule,
     entry: dict[str, Any],
-    cfg: DictConfig,
+    identity: dict[str, Any],
 ) -> None:
     """Write the round's entry, student and optimizer state atomically; drop the previous round's
     weights and optimizer state (its entry stays)."""
@@ -108,7 +107,7 @@ def save_round(
         student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
         torch.save(module.optimizer_state(), tmp / OPTIMIZER_FILE)
-        saved = {"fingerprint": run_fingerprint(cfg), "config": run_identity(cfg), "entry": entry}
+        saved = {"fingerprint": run_fingerprint(identity), "config": identity, "entry": entry}
         (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
     if index > 0:
         shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)

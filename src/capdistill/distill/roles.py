@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from capdistill.capabilities import Example
@@ -15,27 +15,26 @@ from capdistill.config.schema import ModelKind
 from capdistill.errors import CapdistillError
 from capdistill.losses import DistillLoss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
+from capdistill.models.request import ModelRequest
 from capdistill.prompting import response_ids
 from capdistill.world.build import WorldModel, ensure_model
 
 log = logging.getLogger(__name__)
 
 
-def load_role(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
+def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) -> WorldModel:
     """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
-    mcfg = cfg[role]
+    mcfg, role, cache = request.model, request.role, request.cache_dir
     if mcfg.kind == ModelKind.synthetic:
-        return ensure_model(cfg, role, sources, output_dir)
-    cache = cfg.paths.cache_dir
+        return ensure_model(request, sources, output_dir)
     tokenizer = load_tokenizer(mcfg, role, cache)
     model = load_model(mcfg, role, cache, tokenizer)
-    init = OmegaConf.to_container(mcfg.init)
+    init = asdict(mcfg.init)
     if mcfg.init.scratch:
-        init["arch"] = OmegaConf.to_container(mcfg.arch)
+        init["arch"] = asdict(mcfg.arch)
         init["seed"] = mcfg.seed
-    loading = {
-        k: OmegaConf.to_container(mcfg, enum_to_str=True)[k] for k in ("dtype", "attn_implementation", "chat_template")
-    }
+    loading = {"dtype": mcfg.dtype.value, "attn_implementation": mcfg.attn_implementation}
+    loading["chat_template"] = mcfg.chat_template
     info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
     return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
 
@@ -44,15 +43,15 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
     return a.get_vocab() == b.get_vocab()
 
 
-def check_tokenizers(cfg: DictConfig, loss: DistillLoss) -> None:
+def check_tokenizers(teacher: ModelRequest, student: ModelRequest, loss: DistillLoss) -> None:
     """A same-tokenizer loss across different tokenizers fails here, before any model is loaded."""
     if not loss.needs_teacher or loss.cross_tokenizer:
         return
-    t, s = cfg.teacher, cfg.student
+    t, s = teacher.model, student.model
     if t.kind == ModelKind.synthetic and s.kind == ModelKind.synthetic:
         same = (t.tokenizer, t.vocab_size) == (s.tokenizer, s.vocab_size)
     elif t.kind == ModelKind.hf and s.kind == ModelKind.hf:
-        cache = cfg.paths.cache_dir
+        cache = student.cache_dir
         same = t.path == s.path or same_tokenizer(
             load_tokenizer(t, "teacher", cache), load_tokenizer(s, "student", cache)
         )

@@ -34,6 +34,7 @@ from capdistill.components import (
     build_logger,
     build_loss,
     loss_label,
+    model_request,
     optimizer_settings,
     trainer_factory,
     world_sources,
@@ -50,6 +51,7 @@ from capdistill.distill.resume import (
     finished_record,
     resume_state,
     run_fingerprint,
+    run_identity,
     save_round,
 )
 from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role
@@ -73,7 +75,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) one distillation and write `record.json`; returns the record."""
     out = Path(cfg.paths.output_dir)
     recipe = DistillRecipe(cfg, out)
-    finished = finished_record(out, cfg)
+    finished = finished_record(out, recipe.identity)
     if finished is not None:
         log.info("%s already holds this run's complete record: skipping it", out)
         return finished
@@ -95,6 +97,7 @@ class DistillRecipe:
         """The parts the config alone determines (no model yet): a bad combination fails here."""
         self.start = time.time()
         self.cfg, self.out = cfg, out
+        self.identity = run_identity(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         self.names = list(cfg.capabilities.names)
         self.total, self.rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
         self.task_source, self.batch = cfg.task.source, cfg.capabilities.probe_batch_size
@@ -112,7 +115,8 @@ class DistillRecipe:
             grad_clip=cfg.distill.grad_clip,
         )
         self.requirements = normalize_weights(dict(cfg.task.requirements), self.names)
-        check_tokenizers(cfg, self.loss)
+        self.models = {role: model_request(cfg, role) for role in ("teacher", "student")}
+        check_tokenizers(self.models["teacher"], self.models["student"], self.loss)
         self.sources: WorldSources = world_sources(cfg)
         self.checkpoints = checkpoint_rounds(self.rounds, list(cfg.evaluation.checkpoints))
 
@@ -120,15 +124,21 @@ class DistillRecipe:
 
     def setup(self) -> None:
         """Held-out sets, models, reference scores, pilots, and the state of earlier rounds."""
-        cfg, out = self.cfg, self.out
-        self.history = completed_rounds(out, cfg)
-        # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
-        seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
-        self.dev_sets = self.sources.held_out_sets("dev", self.task_source, seeds["dev"])
-        self.eval_sets = self.sources.held_out_sets("eval", self.task_source, seeds["eval"])
+        self.history = completed_rounds(self.out, self.identity)
+        self.load_models()
+        self.score_references()
+        self.identify_requirements()
+        self.prepare_rounds()
 
-        self.teacher = load_role(cfg, "teacher", self.sources, out)
-        self.student = load_role(cfg, "student", self.sources, out)
+    def load_models(self) -> None:
+        """Draw the held-out sets and load (or build) teacher and student onto the run's device."""
+        cfg = self.cfg
+        # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
+        self.seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
+        self.dev_sets = self.sources.held_out_sets("dev", self.task_source, self.seeds["dev"])
+        self.eval_sets = self.sources.held_out_sets("eval", self.task_source, self.seeds["eval"])
+        self.teacher = load_role(self.models["teacher"], self.sources, self.out)
+        self.student = load_role(self.models["student"], self.sources, self.out)
         check_budget(self.total, self.rounds, {c: self.dev_sets[c] for c in self.names}, self.student.tokenizer)
         if getattr(self.allocator, "warmup", 0) >= self.rounds:
             log.warning(
@@ -143,15 +153,30 @@ class DistillRecipe:
         self.teacher.model.to(self.device)
         self.student.model.to(self.device)  # every proxy of the run on one device: its differences are the reward
 
+    def score_references(self) -> None:
+        """Teacher and student base on eval, the teacher's dev responses, and the proxy on them (cached)."""
         t0 = time.time()
         self.reference = reference_scores(
-            cfg, self.teacher, self.student, self.sources, self.dev_sets, self.eval_sets, seeds
+            self.teacher,
+            self.student,
+            self.sources,
+            self.dev_sets,
+            self.eval_sets,
+            self.seeds,
+            world=OmegaConf.to_container(self.cfg.capabilities, resolve=True, enum_to_str=True),
+            task_source=self.task_source,
+            requirements=dict(self.cfg.task.requirements),
+            cache_dir=Path(self.cfg.paths.cache_dir),
+            batch=self.batch,
         )
-        responses = self.reference.pop("dev_responses")
+        self.responses = self.reference.pop("dev_responses")
         # every dev set: pilots and evaluation checkpoints
-        self.proxy = Proxy(self.student.tokenizer, self.dev_sets, responses, self.batch)
-        head_only = self.proxy.decide(self.student.model)  # on the student base, as in the reference scores
+        self.proxy = Proxy(self.student.tokenizer, self.dev_sets, self.responses, self.batch)
+        self.head_only = self.proxy.decide(self.student.model)  # on the student base, as in the reference scores
         self.setup_probing = time.time() - t0
+
+    def identify_requirements(self) -> None:
+        """The allocator's pilot runs, if it learns the task's requirements (saved: a resumed run reloads them)."""
         self.identification = run_pilots(
             self.allocator,
             self.settings,
@@ -166,9 +191,13 @@ class DistillRecipe:
             device=self.device,
             task_source=self.task_source,
             first_seed_index=self.rounds,
-            path=out / PILOTS_FILE,
-            fingerprint=run_fingerprint(cfg),
+            path=self.out / PILOTS_FILE,
+            fingerprint=run_fingerprint(self.identity),
         )
+
+    def prepare_rounds(self) -> None:
+        """Prompt streams, logger, the training module (resumed if rounds were saved), the allocator's replay."""
+        cfg, out = self.cfg, self.out
         self.streams = {
             c: PromptStream(self.sources.capabilities[c], str(cfg.seed), self.sources.difficulties) for c in self.names
         }
@@ -188,9 +217,9 @@ class DistillRecipe:
         self.decision_proxy = Proxy(
             self.student.tokenizer,
             {n: self.dev_sets[n] for n in self.read},
-            {n: responses[n] for n in self.read},
+            {n: self.responses[n] for n in self.read},
             self.batch,
-            head_only,
+            self.head_only,
         )
 
     def context(self, index: int, history: list[dict[str, Any]]) -> RoundContext:
@@ -284,7 +313,7 @@ class DistillRecipe:
             "probing_s": t_update - t_proxy,
         }
         saved = entry.to_json()
-        save_round(self.out, index, student, self.module, saved, self.cfg)
+        save_round(self.out, index, student, self.module, saved, self.identity)
         history.append(saved)
         self.logger.log_round(saved, offset + steps)
         log.info(
@@ -301,7 +330,17 @@ class DistillRecipe:
     def finish(self) -> dict[str, Any]:
         """Score the final student (dev, and lm-eval on eval) and write the record atomically."""
         final_dev = dev_task_utility(self.student, self.sources, self.dev_sets, self.task_source, self.batch)
-        lmeval = final_lmeval(self.cfg, self.student, self.sources, self.eval_sets, self.out)
+        lmeval = None
+        if self.cfg.evaluation.lmeval:
+            lmeval = final_lmeval(
+                self.student,
+                self.sources,
+                self.eval_sets,
+                self.task_source,
+                self.out / LMEVAL_DIR,
+                batch=self.cfg.evaluation.batch_size,
+                limit=self.cfg.evaluation.limit,
+            )
         history, cfg = self.history, self.cfg
         spent = {c: sum(e["spent_by_capability"][c] for e in history) for c in self.names}
         wall = time.time() - self.start
@@ -338,7 +377,7 @@ class DistillRecipe:
             identification=self.identification,
             timing={**timing, "total_s": wall},
             final_dev=final_dev,
-            fingerprint=run_fingerprint(cfg),
+            fingerprint=run_fingerprint(self.identity),
             lmeval=lmeval,
         ).to_json()
         atomic_write_json(self.out / RECORD_FILE, record)
@@ -366,20 +405,25 @@ def dev_task_utility(
 
 
 def final_lmeval(
-    cfg: DictConfig, student: WorldModel, sources: WorldSources, eval_sets: dict[str, list[Example]], out: Path
-) -> dict[str, Any] | None:
-    """The final student scored through lm-eval: the exported eval sets (kept under `lmeval/` to
-    re-score it later), or a benchmark suite's tasks on `evaluation.limit` items (all by default)."""
-    if not cfg.evaluation.lmeval:
-        return None
+    student: WorldModel,
+    sources: WorldSources,
+    eval_sets: dict[str, list[Example]],
+    task_source: str,
+    export_dir: Path,
+    *,
+    batch: int,
+    limit: int | None,
+) -> dict[str, Any]:
+    """The final student scored through lm-eval: the exported eval sets (kept in `export_dir` to
+    re-score it later), or a benchmark suite's tasks on `limit` items (all by default)."""
     t0 = time.time()
-    model, tokenizer, batch = student.model, student.tokenizer, cfg.evaluation.batch_size
+    model, tokenizer = student.model, student.tokenizer
     if sources.suite is None:
-        scores = lmeval_scores(model, tokenizer, sources, eval_sets, cfg.task.source, out / LMEVAL_DIR, batch)
+        scores = lmeval_scores(model, tokenizer, sources, eval_sets, task_source, export_dir, batch)
     else:
         chat = uses_chat_template(tokenizer)
-        suite = sources.suite.score(hf_lm(model, tokenizer, batch, chat), cfg.evaluation.limit, chat, capped=False)
-        utility = suite_utility(suite["probe"], sources, cfg.task.source)
+        suite = sources.suite.score(hf_lm(model, tokenizer, batch, chat), limit, chat, capped=False)
+        utility = suite_utility(suite["probe"], sources, task_source)
         scores = {"probe": suite["probe"], "task_utility": utility, "tasks": suite["benchmarks"]}
     scores["timing_s"] = time.time() - t0
     log.info("lm-eval: task utility %.1f, probe %s", scores["task_utility"], scores["probe"])

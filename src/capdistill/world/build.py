@@ -11,13 +11,12 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -28,6 +27,7 @@ from capdistill.evaluation.probes import probe_accuracy
 from capdistill.evaluation.scores import teacher_responses
 from capdistill.io import atomic_dir
 from capdistill.models.llama import build_llama
+from capdistill.models.request import ModelRequest
 from capdistill.models.tokenizers import train_tokenizer
 from capdistill.training.lm_module import CausalLMModule
 from capdistill.training.streams import BatchStream, StagedStream
@@ -58,14 +58,14 @@ class WorldModel:
     info: dict[str, Any]
 
 
-def build_spec(cfg: DictConfig, role: str) -> dict[str, Any]:
-    """Everything that determines what a build of `role` produces (and nothing else)."""
-    model = OmegaConf.to_container(cfg[role], resolve=True, enum_to_str=True)
+def build_spec(request: ModelRequest) -> dict[str, Any]:
+    """Everything that determines what a build of the role produces (and nothing else)."""
+    model = json.loads(json.dumps(asdict(request.model)))  # enums as their values, as in the config
     return {
         "format": FORMAT_VERSION,
-        "role": role,
-        "world": OmegaConf.to_container(cfg.capabilities.params, resolve=True),
-        "capabilities": list(cfg.capabilities.names),
+        "role": request.role,
+        "world": request.world,
+        "capabilities": list(request.capabilities),
         "model": {k: v for k, v in model.items() if k in SYNTHETIC_KEYS},
     }
 
@@ -74,14 +74,14 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def entry_name(cfg: DictConfig, role: str) -> str:
-    return f"{role}-{cfg[role].name}-{spec_hash(build_spec(cfg, role))}"
+def entry_name(request: ModelRequest) -> str:
+    return f"{request.role}-{request.model.name}-{spec_hash(build_spec(request))}"
 
 
-def find_entry(cfg: DictConfig, role: str) -> Path | None:
-    """A complete cached or shipped build for this config, if one exists."""
-    name = entry_name(cfg, role)
-    for base in (cfg.paths.cache_dir, cfg.paths.assets_dir):
+def find_entry(request: ModelRequest) -> Path | None:
+    """A complete cached or shipped build for this request, if one exists."""
+    name = entry_name(request)
+    for base in (request.cache_dir, request.assets_dir):
         path = Path(base) / name
         if (path / BUILD_FILE).is_file():
             return path
@@ -173,14 +173,14 @@ class DevProbeStopping(pl.Callback):
 
 
 def train_model(
-    cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path
+    request: ModelRequest, sources: WorldSources, output_dir: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Train `role` from scratch on the world's train splits with Lightning."""
-    mcfg = cfg[role]
+    """Train the role's model from scratch on the world's train splits with Lightning."""
+    mcfg = request.model
     tcfg = mcfg.train
     pl.seed_everything(mcfg.seed, workers=True, verbose=False)
     tokenizer = world_tokenizer(sources, mcfg.tokenizer.value, mcfg.vocab_size)
-    model = build_llama(OmegaConf.to_container(mcfg.arch), tokenizer, mcfg.seed)
+    model = build_llama(asdict(mcfg.arch), tokenizer, mcfg.seed)
     weights = {n: float(tcfg.mix.get(n, 1.0)) for n in sources.all_sources}
 
     def batches(weights: dict[str, float]) -> BatchStream:
@@ -198,14 +198,14 @@ def train_model(
     )
     stopper = DevProbeStopping(sources, tokenizer, tcfg.dev_size, tcfg.eval_every, tcfg.target)
     trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
+        accelerator=request.accelerator,
         devices=1,
-        precision=cfg.trainer.precision,
+        precision=request.precision,
         max_steps=tcfg.max_steps,
         max_time={"minutes": tcfg.max_minutes} if tcfg.max_minutes else None,
         gradient_clip_val=tcfg.grad_clip,
         callbacks=[stopper],
-        logger=pl.loggers.CSVLogger(output_dir, name=f"build-{role}"),
+        logger=pl.loggers.CSVLogger(output_dir, name=f"build-{request.role}"),
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -229,26 +229,27 @@ def save_entry(
         (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2))
 
 
-def ensure_model(cfg: DictConfig, role: str, sources: WorldSources, output_dir: Path) -> WorldModel:
-    """Load the cached build of `role` for this config, or build and cache it."""
-    found = None if cfg.rebuild else find_entry(cfg, role)
+def ensure_model(request: ModelRequest, sources: WorldSources, output_dir: Path) -> WorldModel:
+    """Load the cached (or shipped) build for this request, or build and cache it."""
+    role = request.role
+    found = None if request.rebuild else find_entry(request)
     if found is not None:
         log.info("%s: using %s", role, found)
         return load_entry(found)
-    log.info("%s: building %s", role, entry_name(cfg, role))
-    model, tokenizer, stats = train_model(cfg, role, sources, output_dir)
-    spec = build_spec(cfg, role)
+    log.info("%s: building %s", role, entry_name(request))
+    model, tokenizer, stats = train_model(request, sources, output_dir)
+    spec = build_spec(request)
     info = {
         "hash": spec_hash(spec),
         "version": capdistill.__version__,
         "spec": spec,
         "probe_size": BUILD_PROBE_SIZE,
         "eval_size": BUILD_TASK_SIZE,
-        "scores": score_model(model, tokenizer, sources, cfg.capabilities.probe_batch_size),
+        "scores": score_model(model, tokenizer, sources, request.probe_batch_size),
         "params": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
         **stats,
     }
-    path = Path(cfg.paths.cache_dir) / entry_name(cfg, role)
-    save_entry(path, model, tokenizer, info, replace=cfg.rebuild)
+    path = Path(request.cache_dir) / entry_name(request)
+    save_entry(path, model, tokenizer, info, replace=request.rebuild)
     return load_entry(path)

@@ -1,0 +1,26 @@
+"""What a run asks for of a teacher or student: its typed config, and what a synthetic-world build depends on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capdistill.config.schema import ModelConf
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A teacher or student to load, or for the synthetic world to find or build: the role's typed
+    config and what a build depends on (made from the config by `capdistill.components.model_request`)."""
+
+    role: str
+    model: ModelConf
+    world: dict[str, Any]  # capabilities.params: the generators' parameters
+    capabilities: list[str]
+    cache_dir: Path
+    assets_dir: Path
+    rebuild: bool = False
+    probe_batch_size: int = 256
+    accelerator: str = "cpu"  # the build's Trainer (one device)
+    precision: str = "32-true"
