@@ -30,10 +30,10 @@ from capdistill.distill.rounds import RoundSettings, generate_round, train_round
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.losses import DistillLoss
+from capdistill.models.request import LoadedModel
 from capdistill.supervision.budget import split_tokens
 from capdistill.supervision.slices import PromptStream
 from capdistill.training.optim import OptimizerSettings, Scope
-from capdistill.world.build import WorldModel
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def run_pilots(
     settings: RoundSettings,
     *,
     total: int,
-    teacher: WorldModel,
-    student: WorldModel,
+    teacher: LoadedModel,
+    student: LoadedModel,
     loss: DistillLoss,
     optim: OptimizerSettings,
     sources: WorldSources,

@@ -18,14 +18,14 @@ from capdistill.capabilities.sources import WorldSources
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, task_score, task_sets, teacher_responses
 from capdistill.io import atomic_write_json
-from capdistill.world.build import WorldModel
+from capdistill.models.request import LoadedModel
 
 VERSION = 2  # bump when what is cached changes
 # the split each reference number comes from
 SPLITS = {"probe": "eval", "task_utility": "eval", "n": "eval", "probe_loglik": "dev", "task_loglik": "dev"}
 
 
-def model_id(model: WorldModel) -> str:
+def model_id(model: LoadedModel) -> str:
     """What identifies a model and what it is fed: a world build's hash, or an HF path, its
     initialisation and how it is loaded (dtype, attention, chat template: the prompts' text)."""
     if model.info.get("hash"):
@@ -43,8 +43,8 @@ def proxy_scores(proxy: Proxy, model: Any, sources: WorldSources, task_source: s
 
 
 def reference_scores(
-    teacher: WorldModel,
-    student: WorldModel,
+    teacher: LoadedModel,
+    student: LoadedModel,
     sources: WorldSources,
     dev_sets: dict[str, list[Example]],
     eval_sets: dict[str, list[Example]],

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM
 from capdistill.distill.module import DistillationModule
 from capdistill.errors import CapdistillError
 from capdistill.io import atomic_dir
+from capdistill.models.request import LoadedModel
 from capdistill.results.record import RECORD_FILE
-from capdistill.world.build import WorldModel
 
 ROUNDS_DIR = "rounds"
 ROUND_FILE = "round.json"
@@ -96,7 +96,7 @@ def round_dir(output_dir: Path, index: int) -> Path:
 def save_round(
     output_dir: Path,
     index: int,
-    student: WorldModel,
+    student: LoadedModel,
     module: DistillationModule,
     entry: dict[str, Any],
     identity: dict[str, Any],
@@ -115,7 +115,7 @@ def save_round(
 
 
 def resume_state(
-    output_dir: Path, history: list[dict[str, Any]], student: WorldModel, module: DistillationModule
+    output_dir: Path, history: list[dict[str, Any]], student: LoadedModel, module: DistillationModule
 ) -> None:
     """Load the student weights and optimizer state saved after the last completed round."""
     last = round_dir(output_dir, len(history) - 1)

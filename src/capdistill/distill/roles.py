@@ -15,14 +15,14 @@ from capdistill.config.schema import ModelKind
 from capdistill.errors import CapdistillError
 from capdistill.losses import DistillLoss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
-from capdistill.models.request import ModelRequest
+from capdistill.models.request import LoadedModel, ModelRequest
 from capdistill.prompting import response_ids
-from capdistill.world.build import WorldModel, ensure_model
+from capdistill.world.build import ensure_model
 
 log = logging.getLogger(__name__)
 
 
-def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) -> WorldModel:
+def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) -> LoadedModel:
     """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
     mcfg, role, cache = request.model, request.role, request.cache_dir
     if mcfg.kind == ModelKind.synthetic:
@@ -36,7 +36,7 @@ def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) ->
     loading = {"dtype": mcfg.dtype.value, "attn_implementation": mcfg.attn_implementation}
     loading["chat_template"] = mcfg.chat_template
     info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
-    return WorldModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
+    return LoadedModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
@@ -64,7 +64,7 @@ def check_tokenizers(teacher: ModelRequest, student: ModelRequest, loss: Distill
         )
 
 
-def align_vocab(loss: DistillLoss, teacher: WorldModel, student: WorldModel) -> None:
+def align_vocab(loss: DistillLoss, teacher: LoadedModel, student: LoadedModel) -> None:
     """Same tokenizer, differently padded logits (e.g. Qwen2.5-7B 152064 vs 0.5B 151936): slice to the tokenizer."""
     if not loss.needs_teacher or loss.cross_tokenizer or getattr(loss, "vocab_size", 0) is not None:
         return

@@ -12,8 +12,8 @@ import torch
 from capdistill.config.schema import Generation, Overflow
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
+from capdistill.models.request import LoadedModel
 from capdistill.supervision.slices import PromptStream, Slice, collect_round
-from capdistill.world.build import WorldModel
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ def generate_round(
     shares: dict[str, int],
     streams: dict[str, PromptStream],
     cursors: dict[str, int],
-    teacher: WorldModel,
-    student: WorldModel,
+    teacher: LoadedModel,
+    student: LoadedModel,
     device: torch.device,
 ) -> list[Slice]:
     """Each capability's share of the round, written by the teacher from its stream at its cursor."""
@@ -57,8 +57,8 @@ def train_round(
     index: int,
     slices: list[Slice],
     module: DistillationModule,
-    teacher: WorldModel,
-    student: WorldModel,
+    teacher: LoadedModel,
+    student: LoadedModel,
     progress: tuple[float, float],
     step_offset: int,
 ) -> tuple[int, int, list[float]]:

@@ -61,11 +61,11 @@ from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
 from capdistill.io import atomic_write_json
+from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 from capdistill.supervision.slices import PromptStream
-from capdistill.world.build import WorldModel
 
 log = logging.getLogger(__name__)
 LMEVAL_DIR = "lmeval"
@@ -392,7 +392,7 @@ def checkpoint_rounds(rounds: int, fractions: list[float]) -> set[int]:
 
 
 def dev_task_utility(
-    student: WorldModel, sources: WorldSources, dev_sets: dict[str, list[Example]], task_source: str, batch: int
+    student: LoadedModel, sources: WorldSources, dev_sets: dict[str, list[Example]], task_source: str, batch: int
 ) -> dict[str, Any] | None:
     """The final student's task exact match on the dev split: what chooses among runs (grid's split)
     without reading eval. Only the sets the task's score needs are generated. A benchmark suite is
@@ -405,7 +405,7 @@ def dev_task_utility(
 
 
 def final_lmeval(
-    student: WorldModel,
+    student: LoadedModel,
     sources: WorldSources,
     eval_sets: dict[str, list[Example]],
     task_source: str,

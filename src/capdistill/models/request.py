@@ -1,10 +1,13 @@
-"""What a run asks for of a teacher or student: its typed config, and what a synthetic-world build depends on."""
+"""A teacher or student: what a run asks for (its typed config, and what a synthetic-world build
+depends on), and what it gets (the loaded model, its tokenizer and where it came from)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.config.schema import ModelConf
 
@@ -24,3 +27,14 @@ class ModelRequest:
     probe_batch_size: int = 256
     accelerator: str = "cpu"  # the build's Trainer (one device)
     precision: str = "32-true"
+
+
+@dataclass
+class LoadedModel:
+    """A loaded teacher or student: the model, its tokenizer, its directory, and what identifies it (a
+    world build's record, or an HF model's path, initialisation and loading)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: Path
+    info: dict[str, Any]

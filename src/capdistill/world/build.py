@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from capdistill.evaluation.probes import probe_accuracy
 from capdistill.evaluation.scores import teacher_responses
 from capdistill.io import atomic_dir
 from capdistill.models.llama import build_llama
-from capdistill.models.request import ModelRequest
+from capdistill.models.request import LoadedModel, ModelRequest
 from capdistill.models.tokenizers import train_tokenizer
 from capdistill.training.lm_module import CausalLMModule
 from capdistill.training.streams import BatchStream, StagedStream
@@ -46,16 +46,6 @@ SYNTHETIC_KEYS = (
     "train",
     "seed",
 )  # probes per capability whose exact scores are recorded for reproduction checks
-
-
-@dataclass
-class WorldModel:
-    """A built model with its tokenizer and build record."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    path: Path
-    info: dict[str, Any]
 
 
 def build_spec(request: ModelRequest) -> dict[str, Any]:
@@ -88,12 +78,12 @@ def find_entry(request: ModelRequest) -> Path | None:
     return None
 
 
-def load_entry(path: Path) -> WorldModel:
+def load_entry(path: Path) -> LoadedModel:
     info = json.loads((path / BUILD_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = LlamaForCausalLM.from_pretrained(path)
     model.eval()
-    return WorldModel(model, tokenizer, path, info)
+    return LoadedModel(model, tokenizer, path, info)
 
 
 def world_tokenizer(sources: WorldSources, kind: str, vocab_size: int) -> PreTrainedTokenizerBase:
@@ -125,7 +115,7 @@ def score_model(
     return {"probe": probe, "task": task, "check": check, "responses": responses}
 
 
-def reference_responses(teacher: WorldModel, sources: WorldSources, batch_size: int) -> dict[str, list[str]]:
+def reference_responses(teacher: LoadedModel, sources: WorldSources, batch_size: int) -> dict[str, list[str]]:
     """The teacher's greedy probe responses: recorded at build time, regenerated for older entries."""
     recorded = teacher.info.get("scores", {}).get("responses")
     probes = sources.build_probes
@@ -229,7 +219,7 @@ def save_entry(
         (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2))
 
 
-def ensure_model(request: ModelRequest, sources: WorldSources, output_dir: Path) -> WorldModel:
+def ensure_model(request: ModelRequest, sources: WorldSources, output_dir: Path) -> LoadedModel:
     """Load the cached (or shipped) build for this request, or build and cache it."""
     role = request.role
     found = None if request.rebuild else find_entry(request)

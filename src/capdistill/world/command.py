@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from capdistill.components import model_request, world_sources
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
-from capdistill.world.build import WorldModel, ensure_model, reference_responses
+from capdistill.models.request import LoadedModel
+from capdistill.world.build import ensure_model, reference_responses
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def world_table(world: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summarize(model: WorldModel) -> dict[str, Any]:
+def summarize(model: LoadedModel) -> dict[str, Any]:
     keep = ("hash", "params", "steps", "train_seconds", "scores", "probe_size", "eval_size")
     return {"path": str(model.path), **{k: model.info[k] for k in keep if k in model.info}}
 
