@@ -122,6 +122,11 @@ def test_unknown_group_option_fails(make_cfg) -> None:
         (["evaluation.checkpoints=[0.5,1.5]"], "evaluation.checkpoints"),
         (["distill.lr=0"], "distill.lr"),
         (["distill.min_lr_ratio=2"], "distill.min_lr_ratio"),
+        (["trainer.precision=foo"], "trainer: Precision 'foo' is invalid"),
+        (["trainer.devices=0"], "trainer:"),
+        (["report.figure=budget_curve"], "report.figure must be one of"),
+        (["allocator=read", "+allocator.seed=3"], "allocator.seed is set by the run"),
+        (["allocator._target_=builtins.int"], "allocator:"),
     ],
 )
 def test_validate_rejects_bad_values_in_one_line(make_cfg, overrides: list[str], needle: str) -> None:

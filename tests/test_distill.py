@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
 from capdistill.capabilities.base import ROLES, split_of
 from capdistill.capabilities.sources import WorldSources
-from capdistill.components import model_request, validate, world_sources
+from capdistill.components import model_requests, validate, world_sources
 from capdistill.distill import run as run_module
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
+from capdistill.distill.resume import run_identity, same_run
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.losses import ForwardKLLoss, SFTLoss
@@ -112,7 +114,7 @@ def test_resume_refuses_a_different_config(run_micro, monkeypatch: pytest.Monkey
     monkeypatch.setattr(run_module, "train_round", _crash_on_round(run_module.train_round, 1))
     with pytest.raises(RuntimeError):
         run_micro(*FIXED)
-    with pytest.raises(CapdistillError, match="different config \\(allocator._target_, allocator.weights\\)"):
+    with pytest.raises(CapdistillError, match="different config \\(allocator.name, allocator.weights\\)"):
         run_micro("allocator=uniform")
 
 
@@ -204,8 +206,8 @@ def math_examples(sources: WorldSources, teacher, student, tokens: int) -> list:
 def test_teacher_is_frozen_and_outside_the_student_checkpoint(micro_cache: Path, make_cfg) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     sources = world_sources(cfg)
-    teacher = ensure_model(model_request(cfg, "teacher"), sources, Path(cfg.paths.output_dir))
-    student = ensure_model(model_request(cfg, "student"), sources, Path(cfg.paths.output_dir))
+    teacher = ensure_model(model_requests(cfg)["teacher"], sources, Path(cfg.paths.output_dir))
+    student = ensure_model(model_requests(cfg)["student"], sources, Path(cfg.paths.output_dir))
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     examples = math_examples(sources, teacher, student, 400)
     module = DistillationModule(student.model, teacher.model, ForwardKLLoss(), OptimizerSettings(1e-2))
@@ -377,8 +379,8 @@ def test_one_optimizer_spans_the_run_or_each_round(micro_cache: Path, make_cfg, 
     count carry over) and the learning rate follows budget progress; scope=round: a fresh one per fit."""
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     sources = world_sources(cfg)
-    teacher = ensure_model(model_request(cfg, "teacher"), sources, Path(cfg.paths.output_dir))
-    student = ensure_model(model_request(cfg, "student"), sources, Path(cfg.paths.output_dir))
+    teacher = ensure_model(model_requests(cfg)["teacher"], sources, Path(cfg.paths.output_dir))
+    student = ensure_model(model_requests(cfg)["student"], sources, Path(cfg.paths.output_dir))
     examples = math_examples(sources, teacher, student, 300)
     settings = OptimizerSettings(1e-2, warmup_steps=0, schedule="cosine", scope=scope)
     module = DistillationModule(student.model, None, SFTLoss(), settings)
@@ -400,3 +402,18 @@ def test_one_optimizer_spans_the_run_or_each_round(micro_cache: Path, make_cfg, 
     else:
         assert seen[0] is not seen[1] and adam_steps == module.steps == steps
         assert lrs == pytest.approx([settings.lr_at(0, 1.0)] * 2)  # each fit its own cosine to the floor
+
+
+def test_a_run_saved_before_components_were_instantiated_still_resumes(make_cfg) -> None:
+    """A run recorded when the config named its allocator and loss by `name` (and carried every other
+    allocator's and loss's fields as null) is the same run as its `_target_` config today: a relaunched
+    sweep skips it, a killed one resumes. A changed option is still a change."""
+    saved = json.loads((Path(__file__).parent / "data" / "pre_components_run.json").read_text())
+    overrides = ["experiment=ablation", *saved["overrides"].split(",")]
+    identity = run_identity(OmegaConf.to_container(make_cfg(*overrides), resolve=True, enum_to_str=True))
+    assert saved["config"]["allocator"]["name"] == "read" and "_target_" not in saved["config"]["allocator"]
+    assert same_run(saved["fingerprint"], saved["config"], identity) == []
+    changed = run_identity(OmegaConf.to_container(make_cfg(*overrides, "allocator.beta=0.4"), resolve=True))
+    assert same_run(saved["fingerprint"], saved["config"], changed) == ["allocator.beta"]
+    other = run_identity(OmegaConf.to_container(make_cfg("experiment=ablation", "allocator=uniform"), resolve=True))
+    assert "allocator.name" in same_run(saved["fingerprint"], saved["config"], other)

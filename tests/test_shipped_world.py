@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from capdistill.components import model_request, world_sources
+from capdistill.components import model_requests, world_sources
 from capdistill.evaluation.probes import probe_accuracy
 from capdistill.world.build import CHECK_SIZE, build_spec, find_entry, load_entry, spec_hash
 
@@ -23,12 +23,12 @@ def default_cfg(tmp_path_factory):
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_shipped_model_matches_the_current_config(default_cfg, role: str) -> None:
-    path = find_entry(model_request(default_cfg, role))
+    path = find_entry(model_requests(default_cfg)[role])
     assert path is not None, f"no shipped {role} for the current default config: run `make world`"
     assert path.parent == Path(default_cfg.paths.assets_dir)
     model = load_entry(path)
-    assert model.info["hash"] == spec_hash(build_spec(model_request(default_cfg, role)))
-    assert model.info["spec"] == build_spec(model_request(default_cfg, role))
+    assert model.info["hash"] == spec_hash(build_spec(model_requests(default_cfg)[role]))
+    assert model.info["spec"] == build_spec(model_requests(default_cfg)[role])
 
 
 def test_shipped_world_fits_the_size_limit(default_cfg) -> None:
@@ -38,7 +38,7 @@ def test_shipped_world_fits_the_size_limit(default_cfg) -> None:
 
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_shipped_model_reproduces_its_recorded_scores(default_cfg, role: str) -> None:
-    model = load_entry(find_entry(model_request(default_cfg, role)))
+    model = load_entry(find_entry(model_requests(default_cfg)[role]))
     sources = world_sources(default_cfg)
     recorded = model.info["scores"]
     for name, examples in sources.build_probes.items():
@@ -56,8 +56,8 @@ def test_shipped_model_reproduces_its_recorded_scores(default_cfg, role: str) ->
 
 
 def test_student_base_is_clearly_below_the_teacher(default_cfg) -> None:
-    teacher = load_entry(find_entry(model_request(default_cfg, "teacher"))).info["scores"]
-    student = load_entry(find_entry(model_request(default_cfg, "student"))).info["scores"]
+    teacher = load_entry(find_entry(model_requests(default_cfg)["teacher"])).info["scores"]
+    student = load_entry(find_entry(model_requests(default_cfg)["student"])).info["scores"]
     teacher_all = {**teacher["probe"], **teacher["task"]}
     student_all = {**student["probe"], **student["task"]}
     clearly_below = [n for n in teacher_all if student_all[n] <= teacher_all[n] - 20]

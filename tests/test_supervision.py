@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from capdistill.capabilities.base import split_of
-from capdistill.components import model_request, world_sources
+from capdistill.components import model_requests, world_sources
 from capdistill.prompting import response_ids
 from capdistill.supervision.slices import Generation, Overflow, PromptStream, Slice, collect_round
 from capdistill.world.build import ensure_model
@@ -20,8 +20,8 @@ def world(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("supervision")
     cfg = compose_config(["experiment=micro"], root / "run", micro_cache)
     sources = world_sources(cfg)
-    teacher = ensure_model(model_request(cfg, "teacher"), sources, root / "run")
-    student = ensure_model(model_request(cfg, "student"), sources, root / "run")
+    teacher = ensure_model(model_requests(cfg)["teacher"], sources, root / "run")
+    student = ensure_model(model_requests(cfg)["student"], sources, root / "run")
     return sources, teacher, student
 
 

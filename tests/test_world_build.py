@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from capdistill.components import model_request, world_sources
+from capdistill.components import model_requests, world_sources
 from capdistill.evaluation.probes import accuracy, max_response_tokens, probe_accuracy
 from capdistill.prompting import generate_texts
 from capdistill.world import build
@@ -34,21 +34,23 @@ def test_micro_world_json_has_every_capability_and_task(make_cfg, micro_cache: P
 def test_cached_build_is_reused_without_training(make_cfg, micro_cache: Path, monkeypatch) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
     monkeypatch.setattr(build, "train_model", lambda *a, **k: pytest.fail("retrained a cached model"))
-    model = ensure_model(model_request(cfg, "teacher"), world_sources(cfg), Path(cfg.paths.output_dir))
-    assert model.path == micro_cache / entry_name(model_request(cfg, "teacher"))
+    model = ensure_model(model_requests(cfg)["teacher"], world_sources(cfg), Path(cfg.paths.output_dir))
+    assert model.path == micro_cache / entry_name(model_requests(cfg)["teacher"])
 
 
 def test_hash_follows_what_changes_the_build(make_cfg) -> None:
-    base = entry_name(model_request(make_cfg("experiment=micro"), "teacher"))
-    assert entry_name(model_request(make_cfg("experiment=micro", "capabilities.probe_size=4"), "teacher")) == base
-    assert entry_name(model_request(make_cfg("experiment=micro", "teacher.seed=1"), "teacher")) != base
-    assert entry_name(model_request(make_cfg("experiment=micro", "capabilities.params.max_value=9"), "teacher")) != base
-    assert entry_name(model_request(make_cfg("experiment=micro", "teacher.arch.num_layers=2"), "teacher")) != base
+    base = entry_name(model_requests(make_cfg("experiment=micro"))["teacher"])
+    assert entry_name(model_requests(make_cfg("experiment=micro", "capabilities.probe_size=4"))["teacher"]) == base
+    assert entry_name(model_requests(make_cfg("experiment=micro", "teacher.seed=1"))["teacher"]) != base
+    assert (
+        entry_name(model_requests(make_cfg("experiment=micro", "capabilities.params.max_value=9"))["teacher"]) != base
+    )
+    assert entry_name(model_requests(make_cfg("experiment=micro", "teacher.arch.num_layers=2"))["teacher"]) != base
 
 
 def test_teacher_and_student_share_the_tokenizer(make_cfg, micro_cache: Path) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
-    teacher, student = (load_entry(find_entry(model_request(cfg, role))) for role in ("teacher", "student"))
+    teacher, student = (load_entry(find_entry(model_requests(cfg)[role])) for role in ("teacher", "student"))
     assert teacher.tokenizer.get_vocab() == student.tokenizer.get_vocab()
     assert teacher.model.num_parameters() > student.model.num_parameters()
 
@@ -57,7 +59,7 @@ def test_build_is_deterministic_for_a_seed(make_cfg, tmp_path: Path) -> None:
     weights = []
     for name in ("a", "b"):
         cfg = make_cfg("experiment=micro", "teacher.train.max_steps=5", cache_dir=tmp_path / name)
-        model = ensure_model(model_request(cfg, "teacher"), world_sources(cfg), tmp_path / f"run-{name}")
+        model = ensure_model(model_requests(cfg)["teacher"], world_sources(cfg), tmp_path / f"run-{name}")
         weights.append(model.model.state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -71,24 +73,24 @@ def test_killed_build_leaves_no_loadable_entry(make_cfg, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", crash)  # dies after the weights are written
     with pytest.raises(KeyboardInterrupt):
-        ensure_model(model_request(cfg, "teacher"), world_sources(cfg), tmp_path / "run")
-    assert find_entry(model_request(cfg, "teacher")) is None
+        ensure_model(model_requests(cfg)["teacher"], world_sources(cfg), tmp_path / "run")
+    assert find_entry(model_requests(cfg)["teacher"]) is None
     assert list((tmp_path / "cache").iterdir()) == []  # the temporary directory is gone too
 
 
 def test_leftover_temporary_directory_is_never_loaded(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=tmp_path / "cache")
     orphan = (
-        tmp_path / "cache" / f".{entry_name(model_request(cfg, 'teacher'))}.x1y2"
+        tmp_path / "cache" / f".{entry_name(model_requests(cfg)['teacher'])}.x1y2"
     )  # what a SIGKILL mid-write leaves
     orphan.mkdir(parents=True)
     (orphan / "build.json").write_text("{}")
-    assert find_entry(model_request(cfg, "teacher")) is None
+    assert find_entry(model_requests(cfg)["teacher"]) is None
 
 
 def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> None:
     cfg = make_cfg("experiment=micro", cache_dir=micro_cache)
-    teacher = load_entry(find_entry(model_request(cfg, "teacher")))
+    teacher = load_entry(find_entry(model_requests(cfg)["teacher"]))
     sources = world_sources(cfg)
     for name, examples in sources.build_probes.items():
         source = sources.capabilities[name]
@@ -109,10 +111,10 @@ def test_probe_scorer_agrees_with_the_checkers(make_cfg, micro_cache: Path) -> N
 def test_rebuild_replaces_the_cached_entry(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("experiment=micro", "teacher.train.max_steps=2", cache_dir=tmp_path / "cache")
     sources = world_sources(cfg)
-    first = ensure_model(model_request(cfg, "teacher"), sources, tmp_path / "run")
+    first = ensure_model(model_requests(cfg)["teacher"], sources, tmp_path / "run")
     (first.path / "stale-marker").write_text("from the first build")
     cfg.rebuild = True
-    second = ensure_model(model_request(cfg, "teacher"), sources, tmp_path / "run")
+    second = ensure_model(model_requests(cfg)["teacher"], sources, tmp_path / "run")
     assert second.path == first.path
     assert not (second.path / "stale-marker").exists()  # the entry was replaced, not kept
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.path.name]  # nothing left aside

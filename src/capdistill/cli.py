@@ -41,8 +41,8 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
         try:
             from capdistill.components import validate
 
-            validate(cfg)
             quiet_libraries()
+            validate(cfg)
             share_cores()
             task(cfg)
         except CapdistillError as err:

@@ -10,6 +10,7 @@ functions turn those groups into objects; the code below takes the objects, neve
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from capdistill.allocation.interface import Allocator
@@ -31,6 +32,7 @@ from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
 from capdistill.models.hf import check_init, resolve_path
 from capdistill.models.request import ModelRequest
+from capdistill.results.figures import FIGURES
 from capdistill.training.optim import OptimizerSettings
 
 
@@ -38,9 +40,10 @@ def target_of(node: Any, group: str) -> type:
     """The class a `_target_` group names (a one-line error if it names none or cannot be imported)."""
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{group} has no _target_: pick one with {group}=<option> or set {group}._target_")
+    module, _, attr = str(node._target_).rpartition(".")
     try:
-        return get_class(node._target_)
-    except Exception as err:  # Hydra reports an unknown module or attribute in several exception types
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:
         raise ConfigError(f"{group}._target_: cannot import {node._target_!r} ({type(err).__name__})") from None
 
 
@@ -53,7 +56,10 @@ def options_of(node: DictConfig) -> dict[str, Any]:
 def check_options(node: DictConfig, group: str, skip: tuple[str, ...] = ()) -> None:
     """Fail in one line if the group sets an option its class's constructor does not take."""
     cls = target_of(node, group)
-    params = inspect.signature(cls).parameters
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): instantiating it reports the problem
+        return
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     unknown = [k for k in options_of(node) if k not in params and k not in skip]
@@ -63,6 +69,9 @@ def check_options(node: DictConfig, group: str, skip: tuple[str, ...] = ()) -> N
 
 def build(node: DictConfig, group: str, **runtime: Any) -> Any:
     """Instantiate a `_target_` group with `runtime` arguments; its constructor's own error, in one line."""
+    given = [k for k in runtime if k in options_of(node)]
+    if given:
+        raise ConfigError(f"{group}.{given[0]} is set by the run, not by the config: remove it")
     check_options(node, group, skip=tuple(runtime))
     try:
         return instantiate(node, _convert_="all", **runtime)
@@ -168,21 +177,24 @@ def world_sources(cfg: DictConfig) -> WorldSources:
     return world
 
 
-def model_request(cfg: DictConfig, role: str) -> ModelRequest:
-    """The teacher or student to load or build, with what a synthetic-world build depends on."""
+def model_requests(cfg: DictConfig) -> dict[str, ModelRequest]:
+    """The teacher and student to load or build, with what a synthetic-world build depends on."""
     typed = typed_settings(cfg)
-    return ModelRequest(
-        role=role,
-        model=getattr(typed, role),
-        world=OmegaConf.to_container(cfg.capabilities.params, resolve=True),
-        capabilities=list(cfg.capabilities.names),
-        cache_dir=Path(cfg.paths.cache_dir),
-        assets_dir=Path(cfg.paths.assets_dir),
-        rebuild=cfg.rebuild,
-        probe_batch_size=cfg.capabilities.probe_batch_size,
-        accelerator=cfg.trainer.get("accelerator", "cpu"),
-        precision=cfg.trainer.get("precision", "32-true"),
-    )
+    return {
+        role: ModelRequest(
+            role=role,
+            model=getattr(typed, role),
+            world=OmegaConf.to_container(cfg.capabilities.params, resolve=True),
+            capabilities=list(cfg.capabilities.names),
+            cache_dir=Path(cfg.paths.cache_dir),
+            assets_dir=Path(cfg.paths.assets_dir),
+            rebuild=cfg.rebuild,
+            probe_batch_size=cfg.capabilities.probe_batch_size,
+            accelerator=cfg.trainer.get("accelerator", "cpu"),
+            precision=cfg.trainer.get("precision", "32-true"),
+        )
+        for role in ("teacher", "student")
+    }
 
 
 def allocator_label(allocator: Allocator) -> str:
@@ -231,13 +243,24 @@ def validate(cfg: DictConfig) -> None:
         if cfg[role].kind == ModelKind.hf:
             resolve_path(cfg[role].path, role)
             check_init(cfg[role], role)
-    trainer_factory(cfg)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
+    check_trainer(trainer_factory(cfg))
+    if cfg.report.figure is not None and cfg.report.figure not in FIGURES:
+        raise ConfigError(f"report.figure must be one of {', '.join(FIGURES)}, got {cfg.report.figure!r}")
     if cfg.get("logger") and "_target_" in cfg.logger:
         check_options(cfg.logger, "logger")
     optimizer_settings(cfg)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def check_trainer(make_trainer: functools.partial[pl.Trainer]) -> None:
+    """Build the Trainer once as a round would, so Lightning's own checks (precision, devices, strategy)
+    fail here in one line instead of after the teacher has written the first round."""
+    try:
+        make_trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    except Exception as err:  # Lightning raises ValueError, MisconfigurationException, RuntimeError...
+        raise ConfigError(f"trainer: {err}".splitlines()[0]) from None
 
 
 def validate_benchmark_world(cfg: DictConfig, names: list[str]) -> None:

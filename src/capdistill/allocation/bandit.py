@@ -161,7 +161,7 @@ class ReadBandit(Allocator):
         one_hots: bool = False,
         context: str = "compact",
         calibration: str = "affine",
-        proxy_units: str = "nats",
+        proxy_units: str | None = "nats",
         trust_radius: float | None = None,
         trust_z: float = 1.0,
         use_requirements: bool = True,
@@ -181,6 +181,7 @@ class ReadBandit(Allocator):
         self.max_candidates = int(_check("max_candidates", max_candidates, 2))
         self.step, self.tilt = _check("step", step, 0, 1), _check("tilt", tilt, 0, 1)
         self.one_hots, self.use_requirements, self.adapt = one_hots, use_requirements, adapt
+        proxy_units = proxy_units or "nats"  # null: the paper's units (the shipped config's value)
         for option, value, allowed in (
             ("context", context, CONTEXTS),
             ("calibration", calibration, CALIBRATIONS),

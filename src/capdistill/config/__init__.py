@@ -1,1 +1,1 @@
-"""Structured config schemas, validation and unit parsing."""
+"""The config's typed groups with their range checks, token units, and where the shipped configs are."""

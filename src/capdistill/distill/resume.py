@@ -8,6 +8,7 @@ completed round, exactly; a finished run's `record.json` makes a relaunched swee
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -30,8 +31,28 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     """What must match for a run directory to be resumed: the config (as resolved plain data) but its
-    paths, logging and report."""
-    return {k: v for k, v in config.items() if k not in ("paths", "logger", "rebuild", "report")}
+    paths, logging and report.
+
+    A component chosen by `_target_` is identified by its label (the class's `name`, as the config's
+    `name` key did before components were instantiated), so runs saved before keep resuming."""
+    identity = {k: v for k, v in config.items() if k not in ("paths", "logger", "rebuild", "report")}
+    for group in ("allocator", "loss", "trainer"):
+        node = dict(identity.get(group) or {})
+        target = node.pop("_target_", None)
+        node.pop("_partial_", None)
+        if target is not None and group != "trainer":
+            node["name"] = component_label(target)
+        identity[group] = node
+    return identity
+
+
+def component_label(target: str) -> str:
+    """The label of the class a `_target_` names: its `name` (the config option it ships as), else the path."""
+    module, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attr).name or target
+    except (ImportError, AttributeError):
+        return target
 
 
 def run_fingerprint(identity: dict[str, Any]) -> str:

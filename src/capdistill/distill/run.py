@@ -34,7 +34,7 @@ from capdistill.components import (
     build_logger,
     build_loss,
     loss_label,
-    model_request,
+    model_requests,
     optimizer_settings,
     trainer_factory,
     world_sources,
@@ -115,8 +115,7 @@ class DistillRecipe:
             grad_clip=cfg.distill.grad_clip,
         )
         self.requirements = normalize_weights(dict(cfg.task.requirements), self.names)
-        self.models = {role: model_request(cfg, role) for role in ("teacher", "student")}
-        check_tokenizers(self.models["teacher"], self.models["student"], self.loss)
+        self.models = model_requests(cfg)
         self.sources: WorldSources = world_sources(cfg)
         self.checkpoints = checkpoint_rounds(self.rounds, list(cfg.evaluation.checkpoints))
 
@@ -124,8 +123,10 @@ class DistillRecipe:
 
     def setup(self) -> None:
         """Held-out sets, models, reference scores, pilots, and the state of earlier rounds."""
+        check_tokenizers(self.models["teacher"], self.models["student"], self.loss)  # before any model loads
         self.history = completed_rounds(self.out, self.identity)
         self.load_models()
+        self.check_models()
         self.score_references()
         self.identify_requirements()
         self.prepare_rounds()
@@ -139,6 +140,13 @@ class DistillRecipe:
         self.eval_sets = self.sources.held_out_sets("eval", self.task_source, self.seeds["eval"])
         self.teacher = load_role(self.models["teacher"], self.sources, self.out)
         self.student = load_role(self.models["student"], self.sources, self.out)
+        self.device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
+        self.teacher.model.eval().requires_grad_(False)
+        self.teacher.model.to(self.device)
+        self.student.model.to(self.device)  # every proxy of the run on one device: its differences are the reward
+
+    def check_models(self) -> None:
+        """What needs the loaded models: a round's slice fits an example; the logits' widths match."""
         check_budget(self.total, self.rounds, {c: self.dev_sets[c] for c in self.names}, self.student.tokenizer)
         if getattr(self.allocator, "warmup", 0) >= self.rounds:
             log.warning(
@@ -148,10 +156,6 @@ class DistillRecipe:
                 self.allocator.warmup,
             )
         align_vocab(self.loss, self.teacher, self.student)
-        self.device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
-        self.teacher.model.eval().requires_grad_(False)
-        self.teacher.model.to(self.device)
-        self.student.model.to(self.device)  # every proxy of the run on one device: its differences are the reward
 
     def score_references(self) -> None:
         """Teacher and student base on eval, the teacher's dev responses, and the proxy on them (cached)."""

@@ -240,7 +240,7 @@ def check_init(mcfg: Any, role: str) -> None:
                 f"{role}.init.layers: layer {bad[0]} is outside {mcfg.path}'s depth ({depth} layers, 0-{depth - 1})"
             )
     for key in ("hidden_size", "intermediate_size"):
-        width = mcfg.init[key]
+        width = getattr(mcfg.init, key)
         if width is None:
             continue
         if mcfg.init.scratch:

@@ -15,7 +15,7 @@ from capdistill.config.schema import ModelConf
 @dataclass(frozen=True)
 class ModelRequest:
     """A teacher or student to load, or for the synthetic world to find or build: the role's typed
-    config and what a build depends on (made from the config by `capdistill.components.model_request`)."""
+    config and what a build depends on (made from the config by `capdistill.components.model_requests`)."""
 
     role: str
     model: ModelConf

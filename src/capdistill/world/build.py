@@ -35,17 +35,9 @@ from capdistill.training.streams import BatchStream, StagedStream
 log = logging.getLogger(__name__)
 BUILD_FILE = "build.json"
 FORMAT_VERSION = 3  # bump when the build procedure changes what a config produces
-CHECK_SIZE = 16
+CHECK_SIZE = 16  # probes per capability whose exact scores are recorded for reproduction checks
 # the model config fields a synthetic build depends on (the rest describe loading HF models)
-SYNTHETIC_KEYS = (
-    "kind",
-    "name",
-    "tokenizer",
-    "vocab_size",
-    "arch",
-    "train",
-    "seed",
-)  # probes per capability whose exact scores are recorded for reproduction checks
+SYNTHETIC_KEYS = ("kind", "name", "tokenizer", "vocab_size", "arch", "train", "seed")
 
 
 def build_spec(request: ModelRequest) -> dict[str, Any]:

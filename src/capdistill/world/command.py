@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from capdistill.components import model_request, world_sources
+from capdistill.components import model_requests, world_sources
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.models.request import LoadedModel
@@ -38,8 +38,9 @@ def build_world(cfg: DictConfig) -> dict[str, Any]:
     sources = world_sources(cfg)
     sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
     out = Path(cfg.paths.output_dir)
-    teacher = ensure_model(model_request(cfg, "teacher"), sources, out)
-    student = ensure_model(model_request(cfg, "student"), sources, out)
+    models = model_requests(cfg)
+    teacher = ensure_model(models["teacher"], sources, out)
+    student = ensure_model(models["student"], sources, out)
     target = cfg.teacher.train.target
     batch = cfg.capabilities.probe_batch_size
     scores = teacher.info["scores"]
