@@ -40,16 +40,10 @@ class PoolSource(Source):
         return rng.choice(self.splits["train"])
 
     def sample(
-        self,
-        split: str,
-        n: int,
-        seed: int,
-        difficulties: tuple[int, ...],
-        unique: bool = True,
-        max_tries: int = 200,
-        at_most: bool = False,
+        self, split: str, n: int, seed: int, difficulties: tuple[int, ...], unique: bool = True, **_: object
     ) -> list[Example]:
-        """`n` examples of a split in a seeded order (all of a held-out split when it is smaller)."""
+        """`n` examples of a split in a seeded order (all of a held-out split when it is smaller). A pool is
+        drawn from directly, so `max_tries` and `at_most` (of generated sources) do not apply."""
         if split not in SPLITS:
             raise CapdistillError(f"split must be one of {SPLITS}, got {split!r}")
         pool = self.splits[split]
