@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -38,6 +39,8 @@ NEEDS = {
     "capabilities=offline_real": "capabilities=offline_real needs HF models: teacher=synthetic",
     "task=paper/balanced": "task.requirements: unknown capability 'general'",  # needs capabilities=paper
 }
+if not torch.cuda.is_available():  # the Trainer is built once before compute: without a GPU, one line says so
+    NEEDS |= {f"trainer={t}": "trainer: No supported gpu backend found" for t in ("gpu", "ddp", "fsdp")}
 
 
 @pytest.mark.parametrize("group", GROUPS + ["task"])
