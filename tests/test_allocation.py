@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from capdistill.allocation import Allocator, RoundContext
+from capdistill.allocation import Allocation, Allocator, RoundContext
 from capdistill.allocation.static import Fixed, Uniform
 from capdistill.components import build_allocator
 from capdistill.config.hydra_setup import CONF_DIR
@@ -58,3 +58,13 @@ def test_every_allocator_option_builds_from_its_yaml(make_cfg) -> None:
         extra = ["allocator.weights={math:1}"] if option == "fixed" else []
         allocator = build_allocator(make_cfg(f"allocator={option}", *extra))
         assert isinstance(allocator, Allocator) and allocator.name, option
+
+
+def test_decide_wraps_a_plain_split_and_keeps_a_bandits_decision() -> None:
+    """`allocate` may return a split (static allocators, users' own) or an Allocation with what it considered."""
+    from capdistill.allocation.bandit import ReadBandit
+
+    assert Uniform(NAMES).decide(context()) == Allocation(dict.fromkeys(NAMES, 1 / 3), {})
+    decided = ReadBandit(NAMES, 0, warmup=1).decide(context())
+    assert isinstance(decided, Allocation) and decided.decision["warmup"] is True
+    assert decided.decision["chosen"] == decided.split

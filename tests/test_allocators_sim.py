@@ -55,7 +55,7 @@ def test_every_allocator_returns_a_split_over_known_capabilities(name: str) -> N
         assert set(split) == set(WORLD.names)
         assert all(w >= 0 for w in split.values()) and sum(split.values()) == pytest.approx(1.0)
     zeros = dict.fromkeys(WORLD.names, 0.0)
-    raw = allocator.allocate(RoundContext(4, 8, WORLD.names, WORLD.requirements, zeros, 0.0, 100, 50))
+    raw = allocator.decide(RoundContext(4, 8, WORLD.names, WORLD.requirements, zeros, 0.0, 100, 50)).split
     assert set(raw) <= set(WORLD.names) and min(raw.values()) >= 0 and sum(raw.values()) == pytest.approx(1.0)
 
 
@@ -236,13 +236,12 @@ def test_replaying_updates_reproduces_the_next_decision() -> None:
     result = simulate(ReadBandit(WORLD.names, 3, **options), WORLD, 6, seed=3)
     replayed = ReadBandit(WORLD.names, 3, **options)
     for ctx, entry in zip(result.contexts[:5], result.history[:5]):
-        replayed.allocate(ctx)
+        replayed.decide(ctx)
         replayed.update(ctx, entry["allocation"], entry)
-    chosen = replayed.allocate(result.contexts[5])
-    assert chosen == pytest.approx(result.history[5]["allocation"])
-    assert replayed.decision["mu"] == pytest.approx(result.history[5]["decision"]["mu"])
-    fresh = ReadBandit(WORLD.names, 3, **options)  # fed nothing: must differ, or this proves nothing
-    fresh.allocate(result.contexts[5])
+    decided = replayed.decide(result.contexts[5])
+    assert decided.split == pytest.approx(result.history[5]["allocation"])
+    assert decided.decision["mu"] == pytest.approx(result.history[5]["decision"]["mu"])
+    fresh = ReadBandit(WORLD.names, 3, **options).decide(result.contexts[5])  # fed nothing: must differ
     assert fresh.decision["warmup"] and "mu" not in fresh.decision
 
 

@@ -4,6 +4,6 @@ Each is chosen by the `_target_` of its `conf/allocator/*.yaml` option; a new al
 subclass of `Allocator` in any importable module plus a YAML file naming it.
 """
 
-from capdistill.allocation.interface import Allocator, RoundContext
+from capdistill.allocation.interface import Allocation, Allocator, RoundContext
 
-__all__ = ["Allocator", "RoundContext"]
+__all__ = ["Allocation", "Allocator", "RoundContext"]

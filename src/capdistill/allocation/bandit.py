@@ -74,7 +74,7 @@ from typing import Any
 
 import torch
 
-from capdistill.allocation.interface import Allocator, RoundContext
+from capdistill.allocation.interface import Allocation, Allocator, RoundContext
 from capdistill.allocation.requirements import Intervention, identify_requirements, pilot_splits
 from capdistill.capabilities.base import TASK
 from capdistill.errors import CapdistillError
@@ -335,31 +335,30 @@ class ReadBandit(Allocator):
 
     # ------------------------------------------------------------------ the interface
 
-    def allocate(self, context: RoundContext) -> Split:
+    def allocate(self, context: RoundContext) -> Allocation:
         if self.start is None:
             self.start = dict(context.probe_loglik)
         if not self.adapt and self.first is not None:
-            self.decision = {"frozen": True, "chosen": dict(self.first)}
-            return dict(self.first)
+            return Allocation(dict(self.first), {"frozen": True, "chosen": dict(self.first)})
         r = self.requirements(context)
         previous = dict(context.history[-1]["allocation"]) if context.history else r
         rng = random.Random(f"read/{self.seed}/{context.round}")
         options = self.candidates(r, previous, rng)
-        self.decision = {"essential": self.essential(r), "candidates": len(options), "kappa": self.kappa}
+        decision = {"essential": self.essential(r), "candidates": len(options), "kappa": self.kappa}
         if len(self.rewards) < self.warmup:  # 3. warm-up: a random candidate
             chosen = rng.choice(options)
-            self.decision.update(warmup=True, chosen=chosen)
-            return dict(chosen)
+            decision.update(warmup=True, chosen=chosen)
+            return Allocation(dict(chosen), decision)
         if not self.rewards:  # nothing logged and no warm-up (greedy's first round): the prior
-            self.decision.update(warmup=False, chosen=r)
-            return dict(r)
+            decision.update(warmup=False, chosen=r)
+            return Allocation(dict(r), decision)
         members = self.members(torch.stack([self.row(context, s) for s in options]))
         a, b, c = self.calibration()
         mu = a * members.mean(0) + b
         sigma = c * members.std(0)
         index = int(torch.argmax(mu + self.kappa * sigma))
         chosen = options[index]
-        self.decision.update(
+        decision.update(
             warmup=False,
             chosen=chosen,
             mu=float(mu[index]),
@@ -369,11 +368,11 @@ class ReadBandit(Allocator):
         if self.trust_radius is not None and index > 0:  # beyond the paper: play it only if confidently better than r
             advantage = a * (members[:, index] - members[:, 0])  # options[0] is r
             margin = float(advantage.mean() - self.trust_z * advantage.std())
-            self.decision["advantage_margin"] = margin
+            decision["advantage_margin"] = margin
             if margin <= 0:
-                self.decision.update(chosen=r, kept_prior=True)
-                return dict(r)
-        return dict(chosen)
+                decision.update(chosen=r, kept_prior=True)
+                return Allocation(dict(r), decision)
+        return Allocation(dict(chosen), decision)
 
     def update(self, context: RoundContext, allocation: Split, outcome: dict[str, Any]) -> dict[str, Any]:
         """5. The round's reward on the dev proxy, logged with its context and action; then refit;

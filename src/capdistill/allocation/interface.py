@@ -37,6 +37,15 @@ class RoundContext:
         return self.total_tokens - self.spent_tokens
 
 
+@dataclass
+class Allocation:
+    """What `allocate` returns when it has more to say than the split: the split, and what the allocator
+    considered in choosing it (recorded as the round's `decision`)."""
+
+    split: dict[str, float]
+    decision: dict[str, Any] = field(default_factory=dict)
+
+
 class Allocator(ABC):
     """Chooses capability weights for each round; learns from each round's outcome if it wants to.
 
@@ -50,11 +59,15 @@ class Allocator(ABC):
 
     def __init__(self, capabilities: list[str], seed: int = 0) -> None:
         self.capabilities, self.seed = list(capabilities), seed
-        self.decision: dict[str, Any] = {}  # what `allocate` last considered (recorded per round)
 
     @abstractmethod
-    def allocate(self, context: RoundContext) -> dict[str, float]:
-        """Weights per capability for this round's slice."""
+    def allocate(self, context: RoundContext) -> dict[str, float] | Allocation:
+        """Weights per capability for this round's slice, or an `Allocation` with what was considered."""
+
+    def decide(self, context: RoundContext) -> Allocation:
+        """The engine's call: `allocate`'s result as an `Allocation` (a plain split records no decision)."""
+        result = self.allocate(context)
+        return result if isinstance(result, Allocation) else Allocation(dict(result))
 
     def signals(self, requirements: dict[str, float]) -> list[str]:
         """What `allocate` and `update` read of the dev proxy every round: capability names, and

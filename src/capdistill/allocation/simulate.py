@@ -153,7 +153,8 @@ def simulate(
             spent_tokens=spent_so_far,
             history=[decision_view(e) for e in result.history],
         )
-        allocation = normalize_weights(allocator.allocate(context), names)
+        decided = allocator.decide(context)
+        allocation = normalize_weights(decided.split, names)
         spent = split_tokens(round_slice(total, spent_so_far, rounds - index), allocation)
         before = truth
         truth = world.step(truth, spent, total)
@@ -165,7 +166,7 @@ def simulate(
             "spent_by_capability": spent,
             "probe_loglik": observed,
             "task_loglik": signal,
-            "decision": dict(allocator.decision),
+            "decision": decided.decision,
         }
         entry["update"] = allocator.update(context, allocation, decision_view(entry))
         result.contexts.append(context)

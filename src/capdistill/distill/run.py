@@ -245,7 +245,7 @@ class DistillRecipe:
         """Feed a resumed run's completed rounds to the allocator, as if it had just run them."""
         for index, entry in enumerate(self.history):
             context = self.context(index, self.history[:index])
-            self.allocator.allocate(context)
+            self.allocator.decide(context)
             self.allocator.update(context, entry["allocation"], decision_view(entry))
 
     # ------------------------------------------------------------------------- one round
@@ -255,7 +255,8 @@ class DistillRecipe:
         history, names, student = self.history, self.names, self.student
         context = self.context(index, history)
         t_allocate = time.time()
-        allocation = normalize_weights(self.allocator.allocate(context), names)
+        decided = self.allocator.decide(context)
+        allocation = normalize_weights(decided.split, names)
         allotted = round_slice(self.total, context.spent_tokens, self.rounds - index)
         shares = split_tokens(allotted, allocation)
         cursors = {
@@ -304,7 +305,7 @@ class DistillRecipe:
             train_loss={"first": losses[0], "last": losses[-1]} if losses else None,
             signals=signals,
             scores=scores,
-            decision=self.allocator.decision,
+            decision=decided.decision,
         )
         entry.update = self.allocator.update(context, allocation, decision_view(entry.to_json()))
         done = time.time()
