@@ -40,11 +40,16 @@ def target_of(node: Any, group: str) -> type:
     """The class a `_target_` group names (a one-line error if it names none or cannot be imported)."""
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{group} has no _target_: pick one with {group}=<option> or set {group}._target_")
-    module, _, attr = str(node._target_).rpartition(".")
+    return locate(str(node._target_), group)
+
+
+def locate(target: str, group: str) -> type:
+    """The object a dotted `_target_` path names, imported without Hydra's error logging."""
+    module, _, attr = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"{group}._target_: cannot import {node._target_!r} ({type(err).__name__})") from None
+        raise ConfigError(f"{group}._target_: cannot import {target!r} ({type(err).__name__})") from None
 
 
 def options_of(node: DictConfig) -> dict[str, Any]:

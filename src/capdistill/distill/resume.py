@@ -8,7 +8,6 @@ completed round, exactly; a finished run's `record.json` makes a relaunched swee
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from capdistill.components import locate
+from capdistill.config.schema import ConfigError
 from capdistill.distill.module import DistillationModule
 from capdistill.errors import CapdistillError
 from capdistill.io import atomic_dir
@@ -48,10 +49,9 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def component_label(target: str) -> str:
     """The label of the class a `_target_` names: its `name` (the config option it ships as), else the path."""
-    module, _, attr = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), attr).name or target
-    except (ImportError, AttributeError):
+        return getattr(locate(target, "component"), "name", "") or target
+    except ConfigError:
         return target
 
 
