@@ -12,6 +12,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from capdistill.components import validate
 from capdistill.config.hydra_setup import CONF_DIR
+from capdistill.config.model_specs import ArchConf, Dtype, HFModel, SyntheticModel, WorldTrainConf, model_spec
 from capdistill.config.schema import ConfigError
 from capdistill.errors import CapdistillError
 
@@ -48,7 +49,7 @@ def test_every_group_option_composes_and_validates(make_cfg, group: str) -> None
     for option in options(group):
         cfg = make_cfg(f"{group}={option}")
         needle = NEEDS.get(f"{group}={option}")
-        hub = group in ("teacher", "student") and cfg[group].kind.value == "hf"
+        hub = group in ("teacher", "student") and cfg[group]._target_.endswith(".HFModel")
         if needle is None and hub and not cfg[group].path.startswith("packaged:"):  # packaged ones are installed
             needle = f"{group}.path {cfg[group].path} is not in the local HF cache"  # offline, nothing cached
         if needle is None:
@@ -168,3 +169,34 @@ def test_config_resolves_fully(make_cfg) -> None:
 def test_world_sizes_the_generators_cannot_honour_are_rejected(make_cfg, override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         validate(make_cfg(override))
+
+
+SYNTHETIC = "capdistill.config.model_specs.SyntheticModel"
+
+
+def test_a_model_is_its_target_class_or_the_class_an_older_kind_key_names() -> None:
+    legacy = OmegaConf.create({"kind": "hf", "name": "mine", "path": "gpt2", "init": {"layers": [0, 1]}})
+    spec = model_spec(legacy, "student")
+    assert isinstance(spec, HFModel) and spec.init.layers == [0, 1] and spec.dtype == Dtype.float32
+    plain = OmegaConf.create({"_target_": SYNTHETIC, "name": "mine", "arch": {"hidden_size": 32, "num_heads": 2}})
+    spec = model_spec(plain, "teacher")  # a YAML that does not extend the schema is checked against it all the same
+    assert isinstance(spec, SyntheticModel) and spec.arch == ArchConf(hidden_size=32, num_heads=2)
+    assert spec.train == WorldTrainConf() and spec.kind == "synthetic"
+
+
+@pytest.mark.parametrize(
+    ("node", "needle"),
+    [
+        ({"name": "mine"}, "teacher has no _target_"),
+        ({"_target_": "builtins.dict", "name": "mine"}, "not a SyntheticModel or HFModel"),
+        ({"_target_": "capdistill.nowhere.Model", "name": "mine"}, "cannot import"),
+        ({"_target_": SYNTHETIC, "name": "mine", "init": {"scratch": True}}, "teacher.init"),
+        ({"_target_": SYNTHETIC, "name": "mine", "vocab_size": "many"}, "teacher.vocab_size"),
+        ({"_target_": SYNTHETIC, "name": "mine", "vocab_size": 0}, "teacher.vocab_size must be positive"),
+        ({"_target_": SYNTHETIC, "name": "mine", "arch": {"num_heads": 3}}, "teacher.arch.hidden_size .* divisible"),
+    ],
+)
+def test_a_bad_model_config_fails_in_one_line_naming_the_key(node: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle) as err:
+        model_spec(OmegaConf.create(node), "teacher")
+    assert "\n" not in str(err.value)

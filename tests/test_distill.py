@@ -129,7 +129,7 @@ def test_resume_accepts_rounds_saved_before_a_config_field_was_added(
     path = Path(make_cfg("experiment=micro", *FIXED, cache_dir=micro_cache).paths.output_dir) / "rounds"
     path = path / "round-000" / "round.json"
     saved = json.loads(path.read_text())
-    del saved["config"]["student"]["init"]["hidden_size"]  # as a version without width pruning wrote it
+    del saved["config"]["student"]["arch"]["num_kv_heads"]  # as a version without grouped-query attention wrote it
     saved["fingerprint"] = "0" * 16
     path.write_text(json.dumps(saved))
     calls: list[int] = []
@@ -161,7 +161,7 @@ def test_each_same_tokenizer_loss_trains(run_micro, loss: str) -> None:
 
 @pytest.mark.parametrize("loss", ["uld", "mlot"])
 def test_cross_tokenizer_losses_train_across_tokenizers(run_micro, loss: str) -> None:
-    overrides = ("student=synthetic-small-bpe", f"loss={loss}", "budget.rounds=1", "distill.epochs=6")
+    overrides = ("student=synthetic-micro-bpe", f"loss={loss}", "budget.rounds=1", "distill.epochs=6")
     record, _ = run_micro(*FIXED, *overrides, "distill.lr=1e-2")
     curve = record["rounds"][0]["train_loss"]
     assert curve["last"] < curve["first"]
@@ -170,7 +170,7 @@ def test_cross_tokenizer_losses_train_across_tokenizers(run_micro, loss: str) ->
 def test_same_tokenizer_loss_across_tokenizers_fails_before_loading(run_micro, monkeypatch) -> None:
     monkeypatch.setattr(run_module, "load_role", _forbidden)
     with pytest.raises(CapdistillError, match="share a tokenizer.*uld"):
-        run_micro(*FIXED, "student=synthetic-small-bpe", "loss=fkl")
+        run_micro(*FIXED, "student=synthetic-micro-bpe", "loss=fkl")
 
 
 def _forbidden(*args, **kwargs):
@@ -417,3 +417,5 @@ def test_a_run_saved_before_components_were_instantiated_still_resumes(make_cfg)
     assert same_run(saved["fingerprint"], saved["config"], changed) == ["allocator.beta"]
     other = run_identity(OmegaConf.to_container(make_cfg("experiment=ablation", "allocator=uniform"), resolve=True))
     assert "allocator.name" in same_run(saved["fingerprint"], saved["config"], other)
+    student = run_identity(OmegaConf.to_container(make_cfg(*overrides, "student.seed=3"), resolve=True))
+    assert same_run(saved["fingerprint"], saved["config"], student) == ["student.seed"]

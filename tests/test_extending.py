@@ -1,15 +1,18 @@
 """Extending capdistill without editing it: a user's allocator and loss are one Python file plus one
-YAML file each, found through Hydra's search path; no registry or schema is touched."""
+YAML file each, and a user's model one YAML file, found through Hydra's search path; no registry or
+schema is touched."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
 from capdistill.allocation import RoundContext
 from capdistill.components import build_allocator, build_loss, validate
-from capdistill.config.schema import ConfigError
+from capdistill.config.model_specs import SyntheticModel
+from capdistill.config.schema import ConfigError, typed_settings
 
 USER = Path(__file__).parent / "data" / "user_config"
 SEARCH = f"hydra.searchpath=[file://{USER / 'conf'}]"
@@ -38,3 +41,13 @@ def test_a_user_component_option_the_class_does_not_take_is_a_one_line_error(mak
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="'telepathy' is not a capability"):  # the class's own check
         validate(make_cfg(SEARCH, "experiment=mine", "allocator.favourite=telepathy"))
+
+
+def test_a_user_student_extends_its_model_class_schema_from_the_search_path(make_cfg) -> None:
+    cfg = make_cfg(SEARCH, "experiment=demo", "student=tiny-bpe", "loss=uld")
+    validate(cfg)
+    student = typed_settings(cfg).student
+    assert isinstance(student, SyntheticModel) and (student.name, student.tokenizer.value) == ("tiny-bpe", "bpe")
+    assert student.arch.num_kv_heads is None  # a field the YAML leaves out comes from the class
+    with pytest.raises(ConfigCompositionException, match="vocab_size"):
+        make_cfg(SEARCH, "experiment=demo", "student=tiny-bpe", "student.vocab_size=many")

@@ -10,7 +10,6 @@ functions turn those groups into objects; the code below takes the objects, neve
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +25,10 @@ from capdistill.capabilities import CAPABILITIES, COMPOSITES, WEIGHTED, WorldPar
 from capdistill.capabilities.paper import PaperSuite
 from capdistill.capabilities.real import REAL_CAPABILITIES
 from capdistill.capabilities.sources import WorldSources, nested_tuples
+from capdistill.config.checks import ConfigError, check_writable, locate
 from capdistill.config.hydra_setup import setup
-from capdistill.config.schema import ConfigError, ModelKind, World, check_writable, typed_settings
+from capdistill.config.model_specs import HFModel, SyntheticModel
+from capdistill.config.schema import World, typed_settings
 from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
 from capdistill.models.hf import check_init, resolve_path
@@ -41,15 +42,6 @@ def target_of(node: Any, group: str) -> type:
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"{group} has no _target_: pick one with {group}=<option> or set {group}._target_")
     return locate(str(node._target_), group)
-
-
-def locate(target: str, group: str) -> type:
-    """The object a dotted `_target_` path names, imported without Hydra's error logging."""
-    module, _, attr = target.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"{group}._target_: cannot import {target!r} ({type(err).__name__})") from None
 
 
 def options_of(node: DictConfig) -> dict[str, Any]:
@@ -219,7 +211,8 @@ def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
 
 def validate(cfg: DictConfig) -> None:
     """Every check that the config alone can answer; raises ConfigError naming the key."""
-    typed_settings(cfg)
+    settings = typed_settings(cfg)
+    models = {"teacher": settings.teacher, "student": settings.student}
     names = list(cfg.capabilities.names)
     if cfg.capabilities.world == World.synthetic:
         unknown = [n for n in names if n not in CAPABILITIES]
@@ -229,7 +222,7 @@ def validate(cfg: DictConfig) -> None:
             )
         world_params(cfg)
     else:
-        validate_benchmark_world(cfg, names)
+        validate_benchmark_world(cfg, names, models)
     task = cfg.task
     if task.source not in names and task.source not in COMPOSITES and task.source != WEIGHTED:
         known = ", ".join(names + sorted(COMPOSITES) + [WEIGHTED])
@@ -237,17 +230,17 @@ def validate(cfg: DictConfig) -> None:
     bad = [c for c in task.requirements if c not in names]
     if bad:
         raise ConfigError(f"task.requirements: unknown capability {bad[0]!r} in task {task.name}")
-    for role in ("teacher", "student"):
-        for key in ("mix", "curriculum_mix"):
-            stray = [k for k in cfg[role].train[key] if k not in names and k not in COMPOSITES]
+    for role, model in models.items():
+        for key in ("mix", "curriculum_mix") if isinstance(model, SyntheticModel) else ():
+            stray = [k for k in getattr(model.train, key) if k not in names and k not in COMPOSITES]
             if stray:
                 raise ConfigError(f"{role}.train.{key}: unknown capability or task {stray[0]!r}")
     build_loss(cfg)
     build_allocator(cfg)
-    for role in ("teacher", "student"):
-        if cfg[role].kind == ModelKind.hf:
-            resolve_path(cfg[role].path, role)
-            check_init(cfg[role], role)
+    for role, model in models.items():
+        if isinstance(model, HFModel):
+            resolve_path(model.path, role)
+            check_init(model, role)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
     check_trainer(trainer_factory(cfg))
@@ -268,7 +261,7 @@ def check_trainer(make_trainer: functools.partial[pl.Trainer]) -> None:
         raise ConfigError(f"trainer: {err}".splitlines()[0]) from None
 
 
-def validate_benchmark_world(cfg: DictConfig, names: list[str]) -> None:
+def validate_benchmark_world(cfg: DictConfig, names: list[str], models: dict[str, Any]) -> None:
     """world=paper or offline_real: known capabilities, local data files exist, the models are HF models."""
     caps = cfg.capabilities
     if caps.world == World.paper:
@@ -285,8 +278,8 @@ def validate_benchmark_world(cfg: DictConfig, names: list[str]) -> None:
         for split, path in files.items():
             if not Path(path).is_file():
                 raise ConfigError(f"capabilities.data_files.{task}.{split}: no file {path}")
-    for role in ("teacher", "student"):
-        if cfg[role].kind != ModelKind.hf:
+    for role, model in models.items():
+        if not isinstance(model, HFModel):
             raise ConfigError(
-                f"capabilities={caps.world.value} needs HF models: {role}={cfg[role].name} is a synthetic-world model"
+                f"capabilities={caps.world.value} needs HF models: {role}={model.name} is a synthetic-world model"
             )

@@ -4,33 +4,22 @@ Composition merges each group's YAML into these types, so an unknown key or a va
 wrong type fails before anything runs, naming the key. Each dataclass checks its own ranges
 in `__post_init__`, which runs when the edge converts the config (`capdistill.components`).
 Components chosen by `_target_` (allocator, loss, trainer, logger) have no schema here: their
-class signature is their schema, and instantiating them checks their options.
+class signature is their schema, and instantiating them checks their options. The teacher's and
+student's classes are dataclasses, so they are schemas too (`capdistill.config.model_specs`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from capdistill.config.checks import ConfigError, positive
+from capdistill.config.model_specs import MODEL_KINDS, model_spec
 from capdistill.config.units import parse_tokens
-from capdistill.errors import CapdistillError
-
-
-class ConfigError(CapdistillError):
-    """A bad configuration value, reported as one line before any compute."""
-
-
-def positive(where: str, **values: float | None) -> None:
-    """Raise ConfigError naming the first of `values` that is not positive (`where`: its config path)."""
-    for key, value in values.items():
-        if value is None or value <= 0:
-            raise ConfigError(f"{where}{key} must be positive, got {value!r}")
 
 
 class Scope(str, Enum):
@@ -69,122 +58,10 @@ class Generation:
             )
 
 
-class TokenizerKind(str, Enum):
-    word = "word"
-    bpe = "bpe"
-
-
 class World(str, Enum):
     paper = "paper"  # the paper's benchmarks through lm-eval (capdistill.capabilities.paper)
     offline_real = "offline_real"  # real data shipped in packages (capdistill.capabilities.real)
     synthetic = "synthetic"
-
-
-class ModelKind(str, Enum):
-    synthetic = "synthetic"  # built and trained by the project from `arch` (the synthetic world)
-    hf = "hf"  # any Hugging Face causal LM, by hub name or local path
-
-
-class Dtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-@dataclass
-class ArchConf:
-    hidden_size: int = 128
-    intermediate_size: int = 384
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int | None = None
-    max_positions: int = 256
-    tie_embeddings: bool = True
-
-    def __post_init__(self) -> None:
-        positive("arch.", hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads)
-        positive("arch.", intermediate_size=self.intermediate_size)
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"arch.hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
-            )
-
-
-@dataclass
-class WorldTrainConf:
-    """How a world model is trained from scratch (teacher) or briefly pre-trained (student base)."""
-
-    max_steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    # Stop once every capability and task reaches `target` % on the dev split (null: run max_steps).
-    target: float | None = None
-    eval_every: int = 200
-    dev_size: int = 32
-    max_minutes: float | None = None
-    # Relative sampling weight per capability/task (missing ones weigh 1).
-    mix: dict[str, float] = field(default_factory=dict)
-    # A first stage of `curriculum_steps` steps drawn by `curriculum_mix` (missing ones weigh 0)
-    # instead of `mix`: e.g. retrieval alone, so the lookup circuit forms before the mixture.
-    curriculum_steps: int = 0
-    curriculum_mix: dict[str, float] = field(default_factory=dict)
-    curriculum_lr: float | None = None  # the stage's (constant, after warmup) learning rate; null: `lr`
-    # Examples are length-sorted `bucket` batches at a time: less padding, but each batch
-    # holds fewer task families (1: fully mixed batches, which learn fastest per second).
-    bucket: int = 1
-
-    def __post_init__(self) -> None:
-        positive("train.", batch_size=self.batch_size, eval_every=self.eval_every, dev_size=self.dev_size)
-        positive("train.", bucket=self.bucket, lr=self.lr)
-        if self.max_steps < 0:
-            raise ConfigError(f"train.max_steps must be >= 0, got {self.max_steps}")
-        if self.curriculum_steps and not any(w > 0 for w in self.curriculum_mix.values()):
-            raise ConfigError("train.curriculum_steps needs a curriculum_mix with a positive weight")
-        if self.target is not None and not 0 < self.target <= 100:
-            raise ConfigError(f"train.target must be in (0, 100], got {self.target}")
-
-
-@dataclass
-class InitConf:
-    """How an HF student starts, other than as the checkpoint at `path`."""
-
-    # keep these decoder layers of the checkpoint, in order (layer-dropping initialisation)
-    layers: list[int] | None = None
-    # width pruning: keep this many residual channels / MLP neurons per layer (largest weight norms)
-    hidden_size: int | None = None
-    intermediate_size: int | None = None
-    # random weights shaped by `arch` (a Llama), with the tokenizer at `path`
-    scratch: bool = False
-
-
-@dataclass
-class ModelConf:
-    """A teacher or student: a synthetic-world model built from `arch`, or an HF model from `path`.
-
-    `tokenizer`, `vocab_size`, `arch` and `train` describe the synthetic build; `path`,
-    `dtype`, `attn_implementation` and `chat_template` describe loading an HF model.
-    """
-
-    kind: ModelKind = ModelKind.synthetic
-    name: str = MISSING
-    path: str | None = None  # hub name (from the local HF cache) or a local directory
-    dtype: Dtype = Dtype.float32
-    attn_implementation: str | None = None  # e.g. sdpa, eager, flash_attention_2
-    chat_template: bool = False  # wrap prompts in the tokenizer's chat template
-    tokenizer: TokenizerKind = TokenizerKind.word
-    vocab_size: int = 1024
-    arch: ArchConf = field(default_factory=ArchConf)
-    train: WorldTrainConf = field(default_factory=WorldTrainConf)
-    init: InitConf = field(default_factory=InitConf)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        positive("", vocab_size=self.vocab_size)
 
 
 @dataclass
@@ -307,8 +184,9 @@ class PathsConf:
 
 @dataclass
 class RootConf:
-    teacher: ModelConf = MISSING
-    student: ModelConf = MISSING
+    # chosen by `_target_`: a model option's YAML extends its class's schema (capdistill.config.model_specs)
+    teacher: Any = MISSING
+    student: Any = MISSING
     capabilities: CapabilitiesConf = MISSING
     task: TaskConf = MISSING
     budget: BudgetConf = MISSING
@@ -328,28 +206,21 @@ class RootConf:
 
 
 def register_configs() -> None:
-    """Register the root schema; `conf/train.yaml` lists it first in its defaults."""
-    ConfigStore.instance().store(name="train_schema", node=RootConf)
-
-
-def check_writable(path: str | Path, what: str) -> None:
-    """Fail early, in one line, if `path` cannot be created or written."""
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ConfigError(f"{what} {path} is not writable ({err.strerror or err})") from None
+    """Register the root schema (`conf/train.yaml` lists it first in its defaults) and the model classes'
+    schemas that the teacher and student options extend (`/schema/synthetic_model`, `/schema/hf_model`)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=RootConf)
+    for kind, cls in MODEL_KINDS.items():
+        store.store(group="schema", name=f"{kind}_model", node=cls)
 
 
 def typed_settings(cfg: DictConfig) -> RootConf:
     """The composed config as typed objects, every `__post_init__` check run: the one conversion at the edge.
 
-    Groups chosen by `_target_` stay plain containers (their classes check them when built).
+    The teacher and student become their model classes; groups chosen by other `_target_`s stay plain
+    containers (their classes check them when built).
     """
-    for role in ("teacher", "student"):  # a model's own checks name their field within the role
-        try:
-            OmegaConf.to_object(cfg[role])
-        except ConfigError as err:
-            raise ConfigError(f"{role}.{err}") from None
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    specs = {role: model_spec(cfg[role], role) for role in ("teacher", "student")}
+    settings: RootConf = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    settings.teacher, settings.student = specs["teacher"], specs["student"]
+    return settings

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM
 
-from capdistill.components import locate
-from capdistill.config.schema import ConfigError
+from capdistill.config.checks import ConfigError, locate
+from capdistill.config.model_specs import MODEL_KINDS
 from capdistill.distill.module import DistillationModule
 from capdistill.errors import CapdistillError
 from capdistill.io import atomic_dir
@@ -44,7 +45,21 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
         if target is not None and group != "trainer":
             node["name"] = component_label(target)
         identity[group] = node
+    for role in ("teacher", "student"):
+        identity[role] = model_identity(identity[role], role)
     return identity
+
+
+def model_identity(node: dict[str, Any], role: str) -> dict[str, Any]:
+    """A teacher or student as its `kind` and its class's fields: a config saved when one union schema held
+    both kinds' fields (and `kind` chose) matches the same model chosen by `_target_` today."""
+    node = dict(node)
+    target = node.pop("_target_", None)
+    cls = locate(target, role) if target else MODEL_KINDS.get(node.get("kind", ""))
+    if cls is None:
+        return node
+    keep = {f.name for f in fields(cls)} - {"_target_"}
+    return {"kind": cls.kind} | {k: v for k, v in node.items() if k in keep}
 
 
 def component_label(target: str) -> str:

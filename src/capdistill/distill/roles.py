@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from capdistill.capabilities import Example
 from capdistill.capabilities.sources import WorldSources
 from capdistill.components import loss_label
-from capdistill.config.schema import ModelKind
+from capdistill.config.model_specs import HFModel, SyntheticModel
 from capdistill.errors import CapdistillError
 from capdistill.losses import DistillLoss
 from capdistill.models.hf import load_model, load_tokenizer, resolve_path
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) -> LoadedModel:
     """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
     mcfg, role, cache = request.model, request.role, request.cache_dir
-    if mcfg.kind == ModelKind.synthetic:
+    if isinstance(mcfg, SyntheticModel):
         return ensure_model(request, sources, output_dir)
     tokenizer = load_tokenizer(mcfg, role, cache)
     model = load_model(mcfg, role, cache, tokenizer)
@@ -48,9 +48,9 @@ def check_tokenizers(teacher: ModelRequest, student: ModelRequest, loss: Distill
     if not loss.needs_teacher or loss.cross_tokenizer:
         return
     t, s = teacher.model, student.model
-    if t.kind == ModelKind.synthetic and s.kind == ModelKind.synthetic:
+    if isinstance(t, SyntheticModel) and isinstance(s, SyntheticModel):
         same = (t.tokenizer, t.vocab_size) == (s.tokenizer, s.vocab_size)
-    elif t.kind == ModelKind.hf and s.kind == ModelKind.hf:
+    elif isinstance(t, HFModel) and isinstance(s, HFModel):
         cache = student.cache_dir
         same = t.path == s.path or same_tokenizer(
             load_tokenizer(t, "teacher", cache), load_tokenizer(s, "student", cache)

@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from capdistill.config.schema import ModelConf
+from capdistill.config.model_specs import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class ModelRequest:
     config and what a build depends on (made from the config by `capdistill.components.model_requests`)."""
 
     role: str
-    model: ModelConf
+    model: ModelSpec
     world: dict[str, Any]  # capabilities.params: the generators' parameters
     capabilities: list[str]
     cache_dir: Path

@@ -37,18 +37,19 @@ BUILD_FILE = "build.json"
 FORMAT_VERSION = 3  # bump when the build procedure changes what a config produces
 CHECK_SIZE = 16  # probes per capability whose exact scores are recorded for reproduction checks
 # the model config fields a synthetic build depends on (the rest describe loading HF models)
-SYNTHETIC_KEYS = ("kind", "name", "tokenizer", "vocab_size", "arch", "train", "seed")
+SYNTHETIC_KEYS = ("name", "tokenizer", "vocab_size", "arch", "train", "seed")
 
 
 def build_spec(request: ModelRequest) -> dict[str, Any]:
-    """Everything that determines what a build of the role produces (and nothing else)."""
+    """Everything that determines what a build of the role produces (and nothing else). The model part keeps
+    the keys (and the `kind`) it had when the config was a `kind`-chosen union, so shipped builds still match."""
     model = json.loads(json.dumps(asdict(request.model)))  # enums as their values, as in the config
     return {
         "format": FORMAT_VERSION,
         "role": request.role,
         "world": request.world,
         "capabilities": list(request.capabilities),
-        "model": {k: v for k, v in model.items() if k in SYNTHETIC_KEYS},
+        "model": {"kind": request.model.kind} | {k: v for k, v in model.items() if k in SYNTHETIC_KEYS},
     }
 
 
