@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -137,6 +139,8 @@ def test_sampled_module_generator_makes_draws_reproducible():
         (["loss=topk", "loss.k=0"], r"k.*0"),
         (["loss=sampled", "loss.num_samples=-1"], r"num_samples.*-1"),
         (["loss=mlot", "loss.top_k=0"], r"top_k.*0"),
+        (["loss=mlot", "+loss.topk=5"], r"mlot does not take option 'topk'.*'top_k'"),
+        (["loss=mlot", "loss.std_normalize=1"], r"std_normalize must be a bool"),
         (["loss=fkl", "loss._target_=capdistill.losses.modules.KLL"], r"loss._target_: cannot import"),
     ],
 )
@@ -166,3 +170,11 @@ def test_the_shared_keyword_extras_reject_an_unknown_keyword(fn):
     with pytest.raises(TypeError, match=f"{fn.__name__}\\(\\) got an unexpected keyword argument 'chunksize'"):
         fn(s, t, mask, *args, chunksize=4)
     assert fn(s, t, mask, *args, chunk_size=4).item() == pytest.approx(fn(s, t, mask, *args).item(), rel=1e-6)
+
+
+def test_mlot_module_and_function_share_one_set_of_options_and_defaults():
+    function = inspect.signature(multilevel_ot).parameters
+    module = LOSSES["mlot"]()
+    ot = {k: v for k, v in module.settings().items() if k not in ("temperature", "ce_weight", "chunk_size")}
+    assert ot == {k: function[k].default for k in ot} and len(ot) == 7
+    assert set(module.settings()) == set(module.options()) and "top_k=50" in repr(module)

@@ -60,6 +60,7 @@ What :func:`multilevel_ot` implements (defects fixed, documented choices):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -186,20 +187,43 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float, iters: int) -> Ten
     return ot_xy - 0.5 * (ot_xx + ot_yy)
 
 
+@dataclass(frozen=True)
+class OTSettings:
+    """MultiLevelOT's options besides temperature, range-checked when built: the one list of them and their
+    defaults, which :func:`multilevel_ot` and :class:`~capdistill.losses.modules.MultiLevelOTLoss` share."""
+
+    top_k: int = 50
+    std_normalize: bool = True
+    token_weight: float = 1.0
+    kl_weight: float = 0.1
+    seq_weight: float = 0.1
+    sinkhorn_epsilon: float = 0.1
+    sinkhorn_iters: int = 50
+
+    def __post_init__(self) -> None:
+        check_int("top_k", self.top_k, low=1)
+        if not isinstance(self.std_normalize, bool):
+            raise CapdistillError(f"std_normalize must be a bool, got {self.std_normalize!r}")
+        for name in ("token_weight", "kl_weight", "seq_weight"):
+            check_real(name, getattr(self, name), low=0.0)
+        check_real("sinkhorn_epsilon", self.sinkhorn_epsilon, low=0.0, low_open=True)
+        check_int("sinkhorn_iters", self.sinkhorn_iters, low=1)
+
+
 def multilevel_ot(
     student_logits: Tensor,
     student_mask: Tensor,
     teacher_logits: Tensor,
     teacher_mask: Tensor,
-    top_k: int = 50,
+    top_k: int = OTSettings.top_k,
     *,
     temperature: float = 1.0,
-    std_normalize: bool = True,
-    token_weight: float = 1.0,
-    kl_weight: float = 0.1,
-    seq_weight: float = 0.1,
-    sinkhorn_epsilon: float = 0.1,
-    sinkhorn_iters: int = 50,
+    std_normalize: bool = OTSettings.std_normalize,
+    token_weight: float = OTSettings.token_weight,
+    kl_weight: float = OTSettings.kl_weight,
+    seq_weight: float = OTSettings.seq_weight,
+    sinkhorn_epsilon: float = OTSettings.sinkhorn_epsilon,
+    sinkhorn_iters: int = OTSettings.sinkhorn_iters,
     num_items: Tensor | float | None = None,
     chunk_size: int | None = None,
 ) -> Tensor:
@@ -219,14 +243,10 @@ def multilevel_ot(
     """
     t = check_temperature(temperature)
     _check_cross(student_logits, student_mask, teacher_logits, teacher_mask)
-    k = min(check_int("top_k", top_k, low=1), student_logits.shape[-1], teacher_logits.shape[-1])
-    if not isinstance(std_normalize, bool):
-        raise CapdistillError(f"std_normalize must be a bool, got {std_normalize!r}")
-    w_tok = check_real("token_weight", token_weight, low=0.0)
-    w_kl = check_real("kl_weight", kl_weight, low=0.0)
-    w_seq = check_real("seq_weight", seq_weight, low=0.0)
-    eps = check_real("sinkhorn_epsilon", sinkhorn_epsilon, low=0.0, low_open=True)
-    iters = check_int("sinkhorn_iters", sinkhorn_iters, low=1)
+    ot = OTSettings(top_k, std_normalize, token_weight, kl_weight, seq_weight, sinkhorn_epsilon, sinkhorn_iters)
+    k = min(ot.top_k, student_logits.shape[-1], teacher_logits.shape[-1])
+    w_tok, w_kl, w_seq = float(ot.token_weight), float(ot.kl_weight), float(ot.seq_weight)
+    eps, iters = float(ot.sinkhorn_epsilon), ot.sinkhorn_iters
     chunk = check_chunk_size(chunk_size)
 
     rows_s, rows_t = masked_rows(student_mask), masked_rows(teacher_mask)

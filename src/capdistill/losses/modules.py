@@ -23,6 +23,7 @@ module is built, so a bad config fails before any model is loaded.
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import torch
@@ -31,10 +32,12 @@ from torch import Tensor, nn
 from capdistill.errors import CapdistillError
 from capdistill.introspect import init_options
 from capdistill.losses.common import check_chunk_size, check_int, check_real, check_temperature
-from capdistill.losses.cross_tokenizer import multilevel_ot, uld
+from capdistill.losses.cross_tokenizer import OTSettings, multilevel_ot, uld
 from capdistill.losses.divergences import forward_kl, generalized_jsd, reverse_kl, total_variation
 from capdistill.losses.sft import sft
 from capdistill.losses.sparse import SparseTeacher, sampled_kl, topk_kl
+
+OT_OPTIONS = [f.name for f in fields(OTSettings)]
 
 
 class DistillLoss(nn.Module):
@@ -94,8 +97,12 @@ class DistillLoss(nn.Module):
             loss = loss + self.ce_weight * ce.to(loss.dtype)
         return loss
 
+    def settings(self) -> dict[str, Any]:
+        """Each option's value, as built."""
+        return {k: getattr(self, k) for k in self.options()}
+
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self.options())
+        return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
 
 
 class SFTLoss(DistillLoss):
@@ -260,29 +267,22 @@ class MultiLevelOTLoss(DistillLoss):
     cross_tokenizer = True
 
     def __init__(
-        self,
-        *,
-        temperature: float = 1.0,
-        ce_weight: float = 1.0,
-        chunk_size: int | None = None,
-        top_k: int = 50,
-        std_normalize: bool = True,
-        token_weight: float = 1.0,
-        kl_weight: float = 0.1,
-        seq_weight: float = 0.1,
-        sinkhorn_epsilon: float = 0.1,
-        sinkhorn_iters: int = 50,
+        self, *, temperature: float = 1.0, ce_weight: float = 1.0, chunk_size: int | None = None, **ot: Any
     ) -> None:
+        """`ot`: the fields of :class:`~capdistill.losses.cross_tokenizer.OTSettings` (top_k, std_normalize,
+        token_weight, kl_weight, seq_weight, sinkhorn_epsilon, sinkhorn_iters)."""
         super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
-        self.top_k = check_int("top_k", top_k, low=1)
-        if not isinstance(std_normalize, bool):
-            raise CapdistillError(f"std_normalize must be a bool, got {std_normalize!r}")
-        self.std_normalize = std_normalize
-        self.token_weight = check_real("token_weight", token_weight, low=0.0)
-        self.kl_weight = check_real("kl_weight", kl_weight, low=0.0)
-        self.seq_weight = check_real("seq_weight", seq_weight, low=0.0)
-        self.sinkhorn_epsilon = check_real("sinkhorn_epsilon", sinkhorn_epsilon, low=0.0, low_open=True)
-        self.sinkhorn_iters = check_int("sinkhorn_iters", sinkhorn_iters, low=1)
+        unknown = sorted(set(ot) - set(OT_OPTIONS))
+        if unknown:
+            raise CapdistillError(f"loss mlot does not take option {unknown[0]!r}; it takes {self.options()}")
+        self.ot = OTSettings(**ot)
+
+    @classmethod
+    def options(cls) -> list[str]:
+        return sorted(init_options(cls) + OT_OPTIONS)
+
+    def settings(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in init_options(type(self))} | asdict(self.ot)
 
     def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
         return multilevel_ot(
@@ -290,14 +290,8 @@ class MultiLevelOTLoss(DistillLoss):
             mask,
             teacher_logits,
             teacher_mask,
-            self.top_k,
             temperature=self.temperature,
-            std_normalize=self.std_normalize,
-            token_weight=self.token_weight,
-            kl_weight=self.kl_weight,
-            seq_weight=self.seq_weight,
-            sinkhorn_epsilon=self.sinkhorn_epsilon,
-            sinkhorn_iters=self.sinkhorn_iters,
             num_items=num_items,
             chunk_size=self.chunk_size,
+            **asdict(self.ot),
         )
