@@ -302,10 +302,23 @@ def test_neg_inf_logits_give_finite_values_and_gradients(name):
     assert out.item() == pytest.approx(brute_force(name, s.detach(), t.detach(), mask), rel=1e-9, abs=1e-12)
 
 
-def test_reverse_kl_is_infinite_where_the_teacher_has_no_mass():
+@pytest.mark.parametrize("rkl", [reverse_kl, lambda s, t, mask: generalized_jsd(s, t, mask, beta=1.0)])
+def test_reverse_kl_where_the_teacher_has_no_mass_is_finite_and_pushes_the_mass_off(rkl):
+    """The true KL is infinite there; the teacher's log-probs are floored at log(tiny) (the issue's
+    reproducer gave a NaN gradient), so value and gradient are finite and descent moves mass away."""
     s, t, mask = make(seed=17)
     t[..., 0] = -math.inf
-    assert reverse_kl(s, t, mask).item() == math.inf
+    s.requires_grad_()
+    out = rkl(s, t, mask)
+    out.backward()
+    log_ps, log_pt = torch.log_softmax(s.detach(), -1), torch.log_softmax(t, -1)
+    floored = log_pt.clamp_min(math.log(torch.finfo(t.dtype).tiny))
+    brute = (log_ps.exp() * (log_ps - floored)).sum(-1)[mask].sum() / mask.sum()
+    assert torch.isfinite(out) and out.item() == pytest.approx(brute.item(), rel=1e-9)
+    assert torch.isfinite(s.grad).all() and (s.grad[..., 0][mask] > 0).all()
+    s = torch.tensor([[[1.0, 0.5, -0.3, 0.2]]], requires_grad=True)  # the issue's reproducer, fp32
+    reverse_kl(s, torch.tensor([[[-math.inf, -1.0, 0.7, 0.1]]]), torch.ones(1, 1, dtype=torch.bool)).backward()
+    assert torch.isfinite(s.grad).all()
 
 
 # --------------------------------------------------------------------------- vocabulary mismatch

@@ -176,5 +176,5 @@ def test_mlot_module_and_function_share_one_set_of_options_and_defaults():
     function = inspect.signature(multilevel_ot).parameters
     module = LOSSES["mlot"]()
     ot = {k: v for k, v in module.settings().items() if k not in ("temperature", "ce_weight", "chunk_size")}
-    assert ot == {k: function[k].default for k in ot} and len(ot) == 7
+    assert ot == {k: function[k].default for k in ot} and len(ot) == 8
     assert set(module.settings()) == set(module.options()) and "top_k=50" in repr(module)

@@ -76,9 +76,15 @@ def test_topk_with_k_equal_v_is_forward_kl():
 def test_topk_sparse_teacher_equals_dense_teacher():
     s, t, mask = make(seed=3)
     sparse = SparseTeacher.from_topk(t.double(), 5)
+    assert t.dtype == sparse.logprobs.dtype == torch.float64  # an fp64 teacher stays fp64 (it was cast to fp32)
     for k, temperature in [(5, 1.0), (3, 1.0), (3, 2.0), (None, 0.5)]:
-        dense = topk_kl(s, t, mask, 5 if k is None else k, temperature)
-        assert topk_kl(s, sparse, mask, k, temperature).item() == pytest.approx(dense.item(), rel=1e-6)
+        a, b = s.detach().clone().requires_grad_(), s.detach().clone().requires_grad_()
+        dense = topk_kl(a, t, mask, 5 if k is None else k, temperature)
+        cached = topk_kl(b, sparse, mask, k, temperature)
+        assert cached.item() == pytest.approx(dense.item(), rel=1e-12)
+        dense.backward()
+        cached.backward()  # scatter() failed on the fp32 log-probs of an fp64 teacher
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12)
     # raw logits instead of log-probs: the renormalisation makes them equivalent
     vals, ids = t.topk(4, dim=-1)
     assert topk_kl(s, SparseTeacher(ids=ids, logprobs=vals), mask, 4, 1.5).item() == pytest.approx(

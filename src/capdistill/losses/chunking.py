@@ -74,7 +74,8 @@ def resolve_chunk_size(chunk_size: int | None, width: int) -> int:
     return max(1, DEFAULT_CHUNK_ELEMENTS // max(1, width))
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What a loss computes in: fp64 for fp64 inputs, else fp32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -87,7 +88,7 @@ def _load(tensor: Tensor, index: Index, cols: int | None, needs_grad: bool) -> T
     if cols is not None and cols < x.shape[-1]:
         x = x[..., :cols]
     if x.is_floating_point():
-        x = x.to(_compute_dtype(x.dtype))
+        x = x.to(compute_dtype(x.dtype))
     if needs_grad:
         x = x.detach().requires_grad_(True)
     return x
@@ -144,7 +145,7 @@ class _ChunkedSum(torch.autograd.Function):
     def forward(ctx, fn, spec: _Spec, scale: Tensor, need_grad: bool, *tensors: Tensor) -> Tensor:  # type: ignore[override]
         needs = [need_grad and t.requires_grad for t in tensors]
         buffers = [torch.zeros_like(t) if need else None for t, need in zip(tensors, needs)]
-        dtype = _compute_dtype(tensors[0].dtype)
+        dtype = compute_dtype(tensors[0].dtype)
         scale = scale.to(dtype)
         total = torch.zeros((), dtype=dtype, device=scale.device)
         for start, end in _chunks(spec.n, spec.chunk):

@@ -14,23 +14,36 @@ stand-in for a Wasserstein distance between the two distributions). The
 student's cross-entropy on its own tokens, which the ULD paper adds, is the ``ce_weight``
 term of the module wrapper (:class:`~capdistill.losses.modules.ULDLoss`).
 
-**MultiLevelOT** (Cui et al. 2024). What the published code
-(``criterions/multi_level_ot.py`` of the authors' DSKD-based release) computes:
+**MultiLevelOT** (Cui et al. 2024). Two published codes compute different things; neither is
+what :func:`multilevel_ot` computes (below).
 
-1. logits divided by their standard deviation over the vocabulary (``x / (std + 1e-4)``);
-2. ``softmax(. / 2)`` (student and teacher temperature 2);
-3. the vocabulary *columns* sorted by one permutation for the whole batch (by the
-   probability summed over all sequences and positions), then truncated to the first 50
-   columns (zero-padded if a vocabulary is smaller);
-4. token level: the L1 distance between the truncated vectors, plus
-   ``0.1 * -sum softmax(q_T) log_softmax(q_S)`` — a cross-entropy that applies a second
-   softmax to the already-normalised truncated probabilities;
-5. sequence level: per sequence, ``C = cdist(softmax(q_S), softmax(q_T), p=1)`` between
-   positions (again softmaxing probabilities), a plain-domain Sinkhorn plan from 10
-   alternating row/column normalisations of ``exp(-C / 0.1)``, and ``0.001 * sum(P * C)``,
-   summed over the batch and scaled by 0.1. Sequences are rotated so the response comes
-   first, but all positions, padding included, enter the cost matrix;
-6. the scalar total multiplied by the number of non-padding positions.
+The authors' repository (``2018cx/Multi-Level-OT``, ``models/distillation_model.py`` at
+commit ``712cfb4``), ``L = CE + 1.5 * (L1 + 0.1 * H + 1e-4 * sum_b OT_b)``:
+
+1. logits divided by their (unbiased) standard deviation over the vocabulary,
+   ``x / (std + 1e-4)``, the mean not subtracted, at every position;
+2. ``softmax(.)`` at temperature 1 for student and teacher, on the answer rows only: those
+   are moved to the front, prompt rows dropped and the rest zero-filled up to the longest
+   answer in the batch (the student's last answer row is dropped, ``skip_student_eos``);
+3. one vocabulary permutation per side for the whole batch (by the probability summed
+   over sequences and positions; the per-position sort was commented out in ``712cfb4``),
+   truncated to 50 columns, the narrower side zero-padded to the wider when a vocabulary
+   has fewer than 50 entries;
+4. token level: the L1 distance over the first ``min(n_S, n_T)`` answer rows, averaged per
+   sequence then over the batch; plus ``0.1 * -sum softmax(p_S) log_softmax(p_T)``: a
+   cross-entropy with the *student* as the target (the opposite direction to KL(T || S)),
+   a second softmax applied to probabilities, averaged over all rows, zero rows included;
+5. sequence level: a third softmax at a hard-coded temperature 2, ``C = cdist(p_T, p_S, p=1)``
+   over all rows (zero rows included), a plain-domain Sinkhorn plan from 10 alternating
+   row/column normalisations of ``exp(-C / 0.1)`` (mass about ``L``, not 1), and
+   ``0.001 * sum(P * C)`` *summed* over the batch and weighted 0.1;
+6. computed in the logits' dtype (bf16 in its recipes), no cast.
+
+A DSKD-based re-implementation (``criterions/multi_level_ot.py``) differs again: softmax at
+temperature 2 after standardising, columns sorted per batch and cut to 50, the token-level
+term ``0.1 * -sum softmax(q_T) log_softmax(q_S)``, per-sequence Sinkhorn on all positions
+(padding included, sequences rotated so the response comes first), ``0.001 * sum(P * C)``
+weighted 0.1, and the scalar total multiplied by the number of non-padding positions.
 
 What :func:`multilevel_ot` implements (defects fixed, documented choices):
 
@@ -48,8 +61,10 @@ What :func:`multilevel_ot` implements (defects fixed, documented choices):
    ``S_eps(A, B) = OT_eps(A, B) - OT_eps(A, A) / 2 - OT_eps(B, B) / 2`` between the uniform
    measures on the student's and the teacher's *counted* positions (padding and prompt
    rows never enter; lengths may differ), ``A``, ``B`` their top-k probability vectors,
-   ground cost L1 between vectors, entropic OT solved with ``sinkhorn_iters`` log-domain
-   iterations at ``sinkhorn_epsilon``; the value is the dual objective and its gradient is
+   ground cost L1 between vectors, entropic OT solved by log-domain Sinkhorn at
+   ``sinkhorn_epsilon`` until the plan's marginals are within ``sinkhorn_tol`` (at most
+   ``sinkhorn_iters`` iterations: 50 iterations at eps 0.1, the earlier fixed count, left the
+   gradient off by up to 1e-3); the value is the dual objective and its gradient is
    the transport plan (envelope theorem: no back-propagation through the iterations, so
    memory is one ``n_S x n_T`` cost matrix). ``S_eps >= 0`` and is 0 when the student's and
    teacher's sequences agree (the plain Sinkhorn cost of the reference is not: its
@@ -82,6 +97,8 @@ from capdistill.losses.common import (
     safe_kl_terms,
 )
 from capdistill.losses.divergences import log_softmax_t
+
+CHECK_EVERY = 10  # Sinkhorn iterations between convergence checks (a check costs half an iteration)
 
 
 def _check_cross(student_logits, student_mask, teacher_logits, teacher_mask):
@@ -159,12 +176,15 @@ def _topk_logprob_rows(x: Tensor, *, k: int, temperature: float, std_normalize: 
     return log_softmax_t(x, temperature).topk(k, dim=-1).values
 
 
-def entropic_ot(cost: Tensor, epsilon: float, iters: int) -> Tensor:
+def entropic_ot(cost: Tensor, epsilon: float, iters: int, tol: float = 0.0) -> Tensor:
     """Entropic OT ``OT_eps`` between uniform measures, cost ``[n, m]``; log-domain Sinkhorn.
 
-    Returns the dual objective ``<a, f> + <b, g> - eps <a x b, exp((f + g - C) / eps) - 1>`` at
-    the potentials after ``iters`` iterations (computed without autograd); its gradient with
-    respect to ``cost`` is the transport plan (exact at convergence, envelope theorem).
+    Iterates until the plan's row sums are within a relative ``tol`` of the row marginal
+    (checked every ``CHECK_EVERY`` iterations; ``tol = 0``: always ``iters``), at most ``iters``
+    times. Returns the dual objective ``<a, f> + <b, g> - eps <a x b, exp((f + g - C) / eps) - 1>``
+    at those potentials (computed without autograd); its gradient with respect to ``cost`` is the
+    transport plan, exact at convergence (envelope theorem), so the gradient's error shrinks with
+    ``tol``.
     """
     n, m = cost.shape
     log_a, log_b = -math.log(n), -math.log(m)
@@ -172,18 +192,22 @@ def entropic_ot(cost: Tensor, epsilon: float, iters: int) -> Tensor:
         c = cost.detach() / epsilon
         f = torch.zeros(n, dtype=cost.dtype, device=cost.device)  # potentials / eps
         g = torch.zeros(m, dtype=cost.dtype, device=cost.device)
-        for _ in range(iters):
+        for step in range(1, iters + 1):
             f = -torch.logsumexp(g[None, :] - c, dim=1) - log_b
-            g = -torch.logsumexp(f[:, None] - c, dim=0) - log_a
+            g = -torch.logsumexp(f[:, None] - c, dim=0) - log_a  # columns now exact; rows drift
+            if tol > 0 and step % CHECK_EVERY == 0:
+                rows = (torch.logsumexp(g[None, :] - c, dim=1) + f + log_b).exp()  # n x row sums
+                if (rows - 1.0).abs().max() <= tol:
+                    break
     plan_log = f[:, None] + g[None, :] - cost / epsilon + (log_a + log_b)
     return epsilon * (f.mean() + g.mean() - (plan_log.exp().sum() - 1.0))
 
 
-def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float, iters: int) -> Tensor:
+def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float, iters: int, tol: float = 0.0) -> Tensor:
     """Debiased ``S_eps(x, y) = OT_eps(x, y) - OT_eps(x, x)/2 - OT_eps(y, y)/2`` with L1 ground cost."""
-    ot_xy = entropic_ot(torch.cdist(x, y, p=1), epsilon, iters)
-    ot_xx = entropic_ot(torch.cdist(x, x, p=1), epsilon, iters)
-    ot_yy = entropic_ot(torch.cdist(y, y, p=1), epsilon, iters)
+    ot_xy = entropic_ot(torch.cdist(x, y, p=1), epsilon, iters, tol)
+    ot_xx = entropic_ot(torch.cdist(x, x, p=1), epsilon, iters, tol)
+    ot_yy = entropic_ot(torch.cdist(y, y, p=1), epsilon, iters, tol)
     return ot_xy - 0.5 * (ot_xx + ot_yy)
 
 
@@ -198,7 +222,8 @@ class OTSettings:
     kl_weight: float = 0.1
     seq_weight: float = 0.1
     sinkhorn_epsilon: float = 0.1
-    sinkhorn_iters: int = 50
+    sinkhorn_iters: int = 1000  # at most; it stops once converged to sinkhorn_tol
+    sinkhorn_tol: float = 1e-6  # relative error of the plan's marginals (0: always sinkhorn_iters)
 
     def __post_init__(self) -> None:
         check_int("top_k", self.top_k, low=1)
@@ -208,6 +233,7 @@ class OTSettings:
             check_real(name, getattr(self, name), low=0.0)
         check_real("sinkhorn_epsilon", self.sinkhorn_epsilon, low=0.0, low_open=True)
         check_int("sinkhorn_iters", self.sinkhorn_iters, low=1)
+        check_real("sinkhorn_tol", self.sinkhorn_tol, low=0.0)
 
 
 def multilevel_ot(
@@ -224,6 +250,7 @@ def multilevel_ot(
     seq_weight: float = OTSettings.seq_weight,
     sinkhorn_epsilon: float = OTSettings.sinkhorn_epsilon,
     sinkhorn_iters: int = OTSettings.sinkhorn_iters,
+    sinkhorn_tol: float = OTSettings.sinkhorn_tol,
     num_items: Tensor | float | None = None,
     chunk_size: int | None = None,
 ) -> Tensor:
@@ -232,18 +259,21 @@ def multilevel_ot(
     Args:
         student_logits, student_mask, teacher_logits, teacher_mask: as in :func:`uld`.
         top_k: >= 1, probabilities kept per position (capped at both vocabulary sizes).
-        temperature: > 0 (the reference uses 2 after standardising).
+        temperature: > 0 (the DSKD-based code uses 2 after standardising, the authors' repository 1).
         std_normalize: standardise logits over the vocabulary first (the reference does).
         token_weight, kl_weight, seq_weight: >= 0 weights of the token-level L1, the
             token-level KL and the sequence-level Sinkhorn divergence.
         sinkhorn_epsilon: > 0 entropic regularisation (costs are L1 distances in [0, 2]).
-        sinkhorn_iters: >= 1 log-domain Sinkhorn iterations.
+        sinkhorn_iters: >= 1, the most log-domain Sinkhorn iterations.
+        sinkhorn_tol: >= 0, stop once the plan's marginals are this close (relative; 0: run them all).
         num_items: denominator replacing the number of paired positions.
         chunk_size: positions per chunk for the full-vocabulary part.
     """
     t = check_temperature(temperature)
     _check_cross(student_logits, student_mask, teacher_logits, teacher_mask)
-    ot = OTSettings(top_k, std_normalize, token_weight, kl_weight, seq_weight, sinkhorn_epsilon, sinkhorn_iters)
+    ot = OTSettings(
+        top_k, std_normalize, token_weight, kl_weight, seq_weight, sinkhorn_epsilon, sinkhorn_iters, sinkhorn_tol
+    )
     k = min(ot.top_k, student_logits.shape[-1], teacher_logits.shape[-1])
     w_tok, w_kl, w_seq = float(ot.token_weight), float(ot.kl_weight), float(ot.seq_weight)
     eps, iters = float(ot.sinkhorn_epsilon), ot.sinkhorn_iters
@@ -276,6 +306,6 @@ def multilevel_ot(
         seq = total.new_zeros(())
         for xs, ys, m in zip(ps_all.split(counts_s), pt_all.split(counts_t), pairs):
             if m > 0:
-                seq = seq + m * sinkhorn_divergence(xs, ys, eps, iters)
+                seq = seq + m * sinkhorn_divergence(xs, ys, eps, iters, float(ot.sinkhorn_tol))
         total = total + w_seq * seq
     return total / denominator(n_pairs, num_items, student_logits.device).to(total.dtype)

@@ -67,9 +67,14 @@ def kl_with_grads(
     """``KL(p || q)`` per row and its gradients w.r.t. the logits of ``p`` and ``q`` (overwrites ``log_q``).
 
     ``d KL / d z_q = (q - p) / tau`` and ``d KL / d z_p = p (log p - log q - KL) / tau``.
+    Where ``q`` is exactly 0 under ``p``'s mass (a ``-inf`` logit, e.g. a masked teacher token in
+    reverse KL) the true KL is infinite; ``log q`` is floored at ``log`` of the dtype's smallest
+    normal number instead, so the value is large but finite and the gradient finite, pushing
+    ``p``'s mass off that entry (TRL, torchtune and DistillKit give NaN there).
     """
     p = log_p.exp()
-    d = (log_p - log_q).masked_fill_(p == 0, 0.0)  # log p - log q on p's support
+    floor = math.log(torch.finfo(log_q.dtype).tiny)
+    d = (log_p - log_q.clamp_min(floor)).masked_fill_(p == 0, 0.0)  # log p - log q on p's support
     loss = (p * d).sum(-1)
     g_p = g_q = None
     if need_q:

@@ -33,7 +33,7 @@ from torch import Tensor
 from typing_extensions import Unpack
 
 from capdistill.errors import CapdistillError
-from capdistill.losses.chunking import Rows, chunked_sum, resolve_chunk_size
+from capdistill.losses.chunking import Rows, chunked_sum, compute_dtype, resolve_chunk_size
 from capdistill.losses.common import (
     SameVocabExtras,
     check_chunk_size,
@@ -86,7 +86,7 @@ class SparseTeacher:
         step = resolve_chunk_size(check_chunk_size(chunk_size), flat.shape[-1])
         ids, lps = [], []
         for start in range(0, flat.shape[0], step):
-            lp = torch.log_softmax(flat[start : start + step].float(), dim=-1)
+            lp = torch.log_softmax(flat[start : start + step].to(compute_dtype(flat.dtype)), dim=-1)
             v, i = lp.topk(k, dim=-1)
             ids.append(i)
             lps.append(v)
@@ -115,7 +115,7 @@ class SparseTeacher:
         u = torch.rand(flat.shape[0], n, generator=generator, device=flat.device)
         step = resolve_chunk_size(check_chunk_size(chunk_size), flat.shape[-1])
         ids = [
-            _draw(flat[start : start + step].float(), u[start : start + step], t)
+            _draw(flat[start : start + step].to(compute_dtype(flat.dtype)), u[start : start + step], t)
             for start in range(0, flat.shape[0], step)
         ]
         shape = (*teacher_logits.shape[:2], n)
