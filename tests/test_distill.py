@@ -26,6 +26,7 @@ from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import ensure_model
 from conftest import compose_config
 from hf_models import save_tiny_models
+from wandb_files import read_wandb_run
 
 FIXED = ("allocator=fixed", "allocator.weights={math:0.5,code:0.5}")
 
@@ -179,7 +180,7 @@ def _forbidden(*args, **kwargs):
 
 def test_budget_smaller_than_one_example_fails_before_generation(run_micro, monkeypatch) -> None:
     monkeypatch.setattr(run_module, "generate_round", _forbidden)
-    with pytest.raises(CapdistillError, match="smaller than one example"):
+    with pytest.raises(CapdistillError, match="no response fits"):  # refused by the config check now
         run_micro(*FIXED, "budget.total_tokens=3")
 
 
@@ -192,6 +193,17 @@ def test_wandb_offline_writes_an_offline_run(run_micro, monkeypatch: pytest.Monk
     import wandb
 
     assert wandb.run is None  # finished: the next job of a multirun starts its own run
+    run = read_wandb_run(next(runs[0].glob("*.wandb")))
+    assert run["config"]["budget"]["total_tokens"] == 5000 and run["config"]["budget"]["label"] == "5k"
+    assert run["metrics"]["probe/*"] == run["metrics"]["round/*"] == "round"  # the round is the x-axis
+    base, first = run["history"][0], run["history"][-1]
+    assert base["round"] == 0 and base["tokens/cumulative"] == 0 and "probe/math" in base  # the student base
+    assert first["round"] == 1 and 0 < first["tokens/cumulative"] <= 5000 and "timing/training_s" in first
+    summary = run["summary"]
+    assert {"reference/teacher/task_utility", "reference/student_base/task_utility", "final/task_utility"} <= set(
+        summary
+    )
+    assert summary["budget/total_tokens"] == 5000 and "timing/total_s" in summary
 
 
 def math_examples(sources: WorldSources, teacher, student, tokens: int) -> list:

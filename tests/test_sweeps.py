@@ -18,6 +18,7 @@ from capdistill.errors import CapdistillError
 from capdistill.results.collect import collect, variant
 from capdistill.results.plot import BASELINES, DRAW, FIGURES, plot, upload_to_wandb
 from test_cli import capdistill
+from wandb_files import read_wandb_run, wandb_records
 
 CAPS = ["math", "code", "safety"]
 
@@ -235,6 +236,11 @@ def test_plot_uploads_to_an_offline_wandb_run(tmp_path: Path, monkeypatch: pytes
     assert len(runs) == 1
     assert list(runs[0].rglob("media/images/*.png"))  # the figure went into the run
     assert list(runs[0].rglob("media/table/**/*.table.json"))  # and the table of runs
+    run_file = next(runs[0].glob("*.wandb"))
+    config = read_wandb_run(run_file)["config"]
+    assert config["figure"] == "budget_curves" and config["runs"] == len(table) and config["seeds"]
+    tags = next(list(r.run.tags) for r in wandb_records(run_file) if r.HasField("run"))
+    assert "aggregate" in tags and "figure=budget_curves" in tags
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))

@@ -29,11 +29,13 @@ from capdistill.config.checks import ConfigError, check_writable, locate
 from capdistill.config.hydra_setup import setup
 from capdistill.config.model_specs import HFModel, SyntheticModel
 from capdistill.config.schema import World, typed_settings
+from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
-from capdistill.models.hf import check_init, resolve_path
+from capdistill.models.hf import check_init, checkpoint_shape, resolve_path
 from capdistill.models.request import ModelRequest
 from capdistill.results.figures import FIGURES
+from capdistill.supervision.slices import MAX_BATCHES, MIN_RESPONSE_TOKENS
 from capdistill.training.optim import OptimizerSettings
 
 
@@ -108,7 +110,10 @@ def build_logger(cfg: DictConfig) -> pl.loggers.Logger | None:
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     logger = build(cfg.logger, "logger")
-    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    params = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    # numbers a dashboard can sort and plot against; the label as written ('50k') kept beside them
+    params["budget"] |= {"total_tokens": parse_tokens(cfg.budget.total_tokens), "label": str(cfg.budget.total_tokens)}
+    logger.log_hyperparams(params)
     return logger
 
 
@@ -235,12 +240,14 @@ def validate(cfg: DictConfig) -> None:
             stray = [k for k in getattr(model.train, key) if k not in names and k not in COMPOSITES]
             if stray:
                 raise ConfigError(f"{role}.train.{key}: unknown capability or task {stray[0]!r}")
-    build_loss(cfg)
+    loss = build_loss(cfg)
     build_allocator(cfg)
     for role, model in models.items():
         if isinstance(model, HFModel):
             resolve_path(model.path, role)
             check_init(model, role)
+    check_loss_vocab(loss, models)
+    check_budget_size(cfg)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
     check_trainer(trainer_factory(cfg))
@@ -250,6 +257,48 @@ def validate(cfg: DictConfig) -> None:
         check_options(cfg.logger, "logger")
     optimizer_settings(cfg)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def configured_vocab(model: Any) -> int | None:
+    """The vocabulary size the config states or the checkpoint's config.json declares (None: unknown before loading)."""
+    if isinstance(model, SyntheticModel):
+        return model.vocab_size  # an upper bound: the trained tokenizer may stop short of it
+    if model.init.scratch:
+        return None
+    return (checkpoint_shape(model.path) or {}).get("vocab_size")
+
+
+def check_loss_vocab(loss: DistillLoss, models: dict[str, Any]) -> None:
+    """`loss.k` or `loss.vocab_size` larger than a vocabulary the config already shows fails here, not after loading."""
+    if not loss.needs_teacher or loss.cross_tokenizer:
+        return
+    known = {role: v for role, m in models.items() if (v := configured_vocab(m)) is not None}
+    if not known:
+        return
+    role, vocab = min(known.items(), key=lambda item: item[1])
+    for option in ("k", "vocab_size"):
+        value = getattr(loss, option, None)
+        if isinstance(value, int) and value > vocab:
+            raise ConfigError(f"loss.{option}={value} exceeds the {role}'s vocabulary ({vocab} entries)")
+
+
+def check_budget_size(cfg: DictConfig) -> None:
+    """A round slice too small for any response, or larger than a round can ever generate, fails before compute."""
+    total, rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
+    per_round = total // rounds
+    if per_round < MIN_RESPONSE_TOKENS:
+        raise ConfigError(
+            f"budget.total_tokens={total} over {rounds} rounds gives {per_round} tokens per round; no response "
+            f"fits (each is at least {MIN_RESPONSE_TOKENS} tokens): raise the budget or lower budget.rounds"
+        )
+    gen = cfg.distill.generation
+    most = MAX_BATCHES * gen.batch_size * gen.max_new_tokens
+    if per_round > most:
+        raise ConfigError(
+            f"budget.total_tokens={total} gives {per_round} tokens per round, more than a round can generate "
+            f"({MAX_BATCHES} batches of {gen.batch_size} responses of at most {gen.max_new_tokens} tokens = {most}): "
+            "lower the budget or raise budget.rounds"
+        )
 
 
 def check_trainer(make_trainer: functools.partial[pl.Trainer]) -> None:

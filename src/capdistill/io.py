@@ -1,10 +1,19 @@
-"""Atomic writes: readers see the old file (or directory) or the new one, never half of one."""
+"""Atomic writes: readers see the old file (or directory) or the new one, never half of one.
+
+The temporary file or directory is private while it is written (mkstemp's 0600, mkdtemp's 0700)
+and gets the usual mode (0644 / 0755 under the common umask 022) before it is renamed into place,
+so outputs on shared lab storage are readable like any other file. A temporary is named for its
+target and its writer (`.record.json.<host>-<pid>.x1y2`), so `remove_stale_temporaries` can clear
+what a killed run left on the next run without touching another live job's."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,16 +21,62 @@ from pathlib import Path
 from typing import Any
 
 
+def umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish(path: str | Path) -> None:
+    """Give a private temporary file or directory the mode a plain create would: 0666 / 0777 less the umask."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
+
+
+def temporary_prefix(path: Path) -> str:
+    """`.<name>.<host>-<pid>.`: a temporary names its target and the process writing it, so a later run
+    can tell one whose writer died from one still being written (another job of a sweep)."""
+    host = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+    return f".{path.name}.{host}-{os.getpid()}."
+
+
+STALE = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+(\.old)?$")
+
+
+def writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Remove the temporaries in `directory` whose writer (a process on this host) has died: what a killed
+    run's atomic writes left behind. Another host's, or a live process's, are left alone."""
+    host = temporary_prefix(Path("x")).split(".")[2].rpartition("-")[0]
+    removed = []
+    for tmp in Path(directory).glob(".*"):
+        match = STALE.match(tmp.name)
+        if match and match["host"] == host and not writer_alive(int(match["pid"])):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        publish(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,10 +89,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     renamed over `path` when the block ends without error, removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        publish(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -57,10 +113,11 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), dir=path.parent))
     old = path.parent / f"{tmp.name}.old"
     try:
         yield tmp
+        publish(tmp)
         if replace and path.exists():
             os.replace(path, old)
         try:
@@ -71,3 +128,18 @@ def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def checksums(directory: Path, suffixes: tuple[str, ...] = (".safetensors",)) -> dict[str, str]:
+    """sha256 of each file in `directory` with one of `suffixes` (stored at write time, checked at load)."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(directory).iterdir())
+        if p.suffix in suffixes
+    }
+
+
+def changed_files(directory: Path, expected: dict[str, str]) -> list[str]:
+    """The files of `expected` that are missing from `directory` or no longer match their checksum."""
+    found = checksums(directory, tuple({Path(name).suffix for name in expected}))
+    return [name for name, digest in expected.items() if found.get(name) != digest]

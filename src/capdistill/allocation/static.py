@@ -30,6 +30,11 @@ class Fixed(Allocator):
             raise CapdistillError(
                 "allocator=fixed needs allocator.weights, e.g. allocator.weights='{math:0.5,code:0.5}'"
             )
+        if not isinstance(weights, Mapping):
+            raise CapdistillError(
+                f"allocator.weights must map capabilities to weights, e.g. allocator.weights='{{math:0.5,code:0.5}}', "
+                f"got {weights!r}"
+            )
         self.weights = normalize_weights(dict(weights), self.capabilities)
 
     def allocate(self, context: RoundContext) -> dict[str, float]:

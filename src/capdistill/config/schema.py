@@ -182,6 +182,9 @@ class PathsConf:
     assets_dir: str = MISSING
 
 
+MAX_SEED = 4_294_000  # seed * 1000 + round index stays below 2**32 for any run of < 967,000 rounds
+
+
 @dataclass
 class RootConf:
     # chosen by `_target_`: a model option's YAML extends its class's schema (capdistill.config.model_specs)
@@ -203,6 +206,13 @@ class RootConf:
     experiment_name: str = "default"
     # Rebuild world models even when a cached build exists.
     rebuild: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(
+                f"seed must be in [0, {MAX_SEED}] (each round seeds numpy with seed * 1000 + round, "
+                f"which must fit in 32 bits), got {self.seed}"
+            )
 
 
 def register_configs() -> None:

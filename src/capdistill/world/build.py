@@ -23,9 +23,10 @@ from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedModel, PreTr
 import capdistill
 from capdistill.capabilities.lexicon import all_words
 from capdistill.capabilities.sources import BUILD_PROBE_SIZE, BUILD_TASK_SIZE, WorldSources
+from capdistill.errors import CapdistillError
 from capdistill.evaluation.probes import probe_accuracy
 from capdistill.evaluation.scores import teacher_responses
-from capdistill.io import atomic_dir
+from capdistill.io import atomic_dir, changed_files, checksums, remove_stale_temporaries
 from capdistill.models.llama import build_llama
 from capdistill.models.request import LoadedModel, ModelRequest
 from capdistill.models.tokenizers import train_tokenizer
@@ -72,9 +73,23 @@ def find_entry(request: ModelRequest) -> Path | None:
 
 
 def load_entry(path: Path) -> LoadedModel:
-    info = json.loads((path / BUILD_FILE).read_text())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = LlamaForCausalLM.from_pretrained(path)
+    """A cache entry, checked: its weights match the checksums stored when it was written (entries from before
+    checksums: they load), and every weight is finite. A damaged entry is a one-line error with the remedy."""
+    remedy = "delete it, or rebuild it with rebuild=true"
+    try:
+        info = json.loads((path / BUILD_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise CapdistillError(f"cache entry {path} is damaged ({BUILD_FILE}: {type(err).__name__}): {remedy}") from None
+    changed = changed_files(path, info.get("checksums", {}))
+    if changed:
+        raise CapdistillError(f"cache entry {path} is damaged ({changed[0]} does not match its checksum): {remedy}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = LlamaForCausalLM.from_pretrained(path)
+    except Exception as err:  # unreadable weights or tokenizer files (safetensors, tokenizers: their own types)
+        raise CapdistillError(f"cache entry {path} is damaged ({type(err).__name__}): {remedy}") from None
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise CapdistillError(f"cache entry {path} holds non-finite weights: {remedy}")
     model.eval()
     return LoadedModel(model, tokenizer, path, info)
 
@@ -209,12 +224,14 @@ def save_entry(
     with atomic_dir(path, replace=replace) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        info = {**info, "checksums": checksums(tmp)}
         (tmp / BUILD_FILE).write_text(json.dumps(info, indent=2))
 
 
 def ensure_model(request: ModelRequest, sources: WorldSources, output_dir: Path) -> LoadedModel:
     """Load the cached (or shipped) build for this request, or build and cache it."""
     role = request.role
+    remove_stale_temporaries(request.cache_dir)  # builds a killed run left half-written
     found = None if request.rebuild else find_entry(request)
     if found is not None:
         log.info("%s: using %s", role, found)

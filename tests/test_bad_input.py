@@ -1,0 +1,170 @@
+"""Bad input gets one line naming the problem: at config level before compute wherever the config
+shows it, and for damaged files (cache entries, rounds, records, tables) with the remedy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from capdistill.components import validate
+from capdistill.distill.resume import ROUND_FILE, completed_rounds, finished_record, round_dir
+from capdistill.distill.run import distill
+from capdistill.errors import CapdistillError
+from capdistill.io import atomic_dir, atomic_write_text, remove_stale_temporaries, temporary_prefix
+from capdistill.results.collect import collect
+from capdistill.results.plot import plot
+from capdistill.world.build import BUILD_FILE, load_entry
+from capdistill.world.command import build_world
+
+FIXED = ("allocator=fixed", "allocator.weights={math:0.5,code:0.5}")
+
+# (overrides on experiment=micro, what the one-line error says): each refused by `validate`, before any model
+CONFIG_LEVEL = [
+    ("allocator=fixed allocator.weights=math", "allocator.weights must map capabilities to weights"),
+    ("allocator=fixed allocator.weights=[0.5,0.5]", "allocator.weights must map capabilities to weights"),
+    ("seed=-1", r"seed must be in \[0, 4294000\]"),
+    ("seed=5000000", r"seed must be in \[0, 4294000\]"),
+    ("budget.total_tokens=3", "gives 1 tokens per round; no response fits"),
+    ("budget.total_tokens=1000000M", "more than a round can generate"),
+    ("loss=topk loss.k=5000", r"loss.k=5000 exceeds the teacher's vocabulary \(512 entries\)"),
+    ("loss=fkl loss.vocab_size=600", "loss.vocab_size=600 exceeds"),
+    ("teacher.vocab_size=0", "teacher.vocab_size must be positive"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needle"), CONFIG_LEVEL, ids=[o for o, _ in CONFIG_LEVEL])
+def test_config_level_bad_input_is_refused_in_one_line(make_cfg, overrides: str, needle: str) -> None:
+    with pytest.raises(CapdistillError, match=needle) as err:
+        validate(make_cfg("experiment=micro", *overrides.split(" ")))
+    assert "\n" not in str(err.value)
+
+
+@pytest.fixture
+def entry(micro_cache: Path, tmp_path: Path) -> Path:
+    """A copy of the micro teacher's cache entry, to damage."""
+    source = next(micro_cache.glob("teacher-*"))
+    return Path(shutil.copytree(source, tmp_path / source.name))
+
+
+def test_a_cache_entry_records_checksums_and_loads(entry: Path) -> None:
+    info = json.loads((entry / BUILD_FILE).read_text())
+    assert set(info["checksums"]) == {"model.safetensors"}
+    assert load_entry(entry).info["hash"] == info["hash"]
+
+
+def test_garbage_weights_in_a_cache_entry_are_named_with_the_remedy(entry: Path) -> None:
+    (entry / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CapdistillError, match="model.safetensors does not match its checksum.*rebuild=true"):
+        load_entry(entry)
+    info = json.loads((entry / BUILD_FILE).read_text())
+    del info["checksums"]  # an entry written before checksums: loading it still fails in one line
+    (entry / BUILD_FILE).write_text(json.dumps(info))
+    with pytest.raises(CapdistillError, match="is damaged .*rebuild=true"):
+        load_entry(entry)
+
+
+def test_rebuild_replaces_a_damaged_entry(make_cfg, micro_cache: Path, tmp_path: Path) -> None:
+    cache = Path(shutil.copytree(micro_cache, tmp_path / "cache"))
+    teacher = next(cache.glob("teacher-*"))
+    (teacher / "model.safetensors").write_bytes(b"damaged")
+    build_world(make_cfg("experiment=micro", "rebuild=true", cache_dir=cache))
+    assert load_entry(teacher).model is not None
+
+
+def test_non_finite_weights_in_a_cache_entry_are_refused(entry: Path) -> None:
+    weights = load_file(entry / "model.safetensors")
+    weights = {k: torch.full_like(v, float("nan")) for k, v in weights.items()}
+    save_file(weights, entry / "model.safetensors", metadata={"format": "pt"})
+    info = json.loads((entry / BUILD_FILE).read_text())
+    del info["checksums"]  # overwritten along with its checksum: the weights themselves are checked
+    (entry / BUILD_FILE).write_text(json.dumps(info))
+    with pytest.raises(CapdistillError, match="holds non-finite weights"):
+        load_entry(entry)
+
+
+def test_a_damaged_round_is_named_and_a_damaged_record_is_written_again(tmp_path: Path) -> None:
+    identity = {"seed": 0}
+    round0 = round_dir(tmp_path, 0)
+    round0.mkdir(parents=True)
+    (round0 / ROUND_FILE).write_text('{"fingerprint": "ab')
+    with pytest.raises(CapdistillError, match=f"{ROUND_FILE} is damaged .*delete .*rounds to run from the start"):
+        completed_rounds(tmp_path, identity)
+    (tmp_path / "record.json").write_text('{"config": {"se')
+    assert finished_record(tmp_path, identity) is None  # the run finishes again and rewrites it
+
+
+def test_collect_skips_and_names_a_damaged_record(
+    make_cfg, micro_cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg("experiment=micro", *FIXED, "budget.rounds=1", "evaluation.lmeval=false", cache_dir=micro_cache)
+    good = distill(cfg)
+    tmp_path = tmp_path / "sweep"
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "record.json").write_text(json.dumps(good))
+    (tmp_path / "b" / "record.json").write_text(json.dumps(good)[:200])
+    table = collect(tmp_path)
+    assert list(table["run"]) == ["a"] and (tmp_path / "results.csv").is_file()
+    assert "skipping" in caplog.text and str(tmp_path / "b" / "record.json") in caplog.text
+    (tmp_path / "a" / "record.json").write_text("{")
+    with pytest.raises(CapdistillError, match="each one found is corrupt"):
+        collect(tmp_path)
+
+
+@pytest.mark.parametrize("drop", ["variant", "task_utility"])
+def test_plot_names_a_missing_column(tmp_path: Path, drop: str) -> None:
+    table = pd.DataFrame(
+        {"experiment": "e", "variant": "uniform", "allocator": "uniform", "loss": "sft", "seed": [0, 1]}
+        | {"budget_tokens": 1000, "task_utility": [1.0, 2.0]}
+    )
+    with pytest.raises(CapdistillError, match=f"'{drop}' column"):
+        plot(table.drop(columns=[drop]), "budget_curves", tmp_path)
+
+
+def test_a_run_that_would_spend_nothing_writes_no_record(make_cfg, micro_cache: Path) -> None:
+    cfg = make_cfg("experiment=micro", "budget.total_tokens=10", cache_dir=micro_cache)
+    validate(cfg)  # 5 tokens a round passes the config check; split over 12 capabilities no share fits
+    with pytest.raises(CapdistillError, match="spent none of its 10 tokens"):
+        distill(cfg)
+    assert not (Path(cfg.paths.output_dir) / "record.json").exists()
+
+
+def test_outputs_are_world_readable_under_the_umask(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.json", "{}")
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f").write_text("x")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~_umask()
+    old = os.umask(0o077)
+    try:
+        atomic_write_text(tmp_path / "private.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_killed_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    mine = temporary_prefix(tmp_path / "round-001")
+    stale = tmp_path / (mine.replace(f"-{os.getpid()}.", f"-{int(dead.stdout)}.") + "x1")
+    live = tmp_path / (mine + "x2")
+    stale.mkdir()
+    live.mkdir()
+    (tmp_path / f"{stale.name}.old").mkdir()
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale, tmp_path / f"{stale.name}.old"])
+    assert live.is_dir() and not stale.exists()
