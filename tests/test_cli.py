@@ -89,7 +89,8 @@ def test_multirun_builds_one_world_per_seed(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 2
-    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/world.json")) == ["0", "1"]
+    names = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/world.json"))
+    assert names == ["teacher.seed=0", "teacher.seed=1"]  # job directories are named by their overrides
 
 
 def test_exhausted_prompt_pool_fails_before_building(tmp_path: Path) -> None:

@@ -92,6 +92,7 @@ def fake_table() -> pd.DataFrame:
         for i, c in enumerate(CAPS):
             row[f"probe/{c}"] = 20 + i * 10 + budget / 2000
             row[f"delta/{c}"] = (5.0 if name.endswith(c) else -1.0) * budget / 3000
+            row[f"spent/{c}"] = (budget if name.endswith(c) else 0) if ":" in name else budget // len(CAPS)
         row["negative_spillover"] = -budget / 3000
         row["negative_transfer_rate"] = 50.0 if name.startswith("single") else 0.0
         rows.append(row)
@@ -130,11 +131,19 @@ def test_allocator_figures_are_drawn_against_a_baseline(tmp_path: Path, figure: 
 
 
 def test_budget_curves_show_reference_levels_and_the_paired_panel() -> None:
-    fig, _ = DRAW["budget_curves"](fake_table(), "uniform")
+    table = fake_table()
+    fig, _ = DRAW["budget_curves"](table, "uniform")
     labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert {"teacher", "student base", "read", "uniform"} <= set(labels)
+    runs = table.groupby(["variant", "budget_tokens"]).size()
+    n = f"n={runs.min()}" if runs.min() == runs.max() else f"n={runs.min()}-{runs.max()}"
+    assert {"teacher", "student base", f"read ({n})", f"uniform ({n})"} <= set(labels)  # n in the legend
+    lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith(("teacher", "student"))]
+    assert len({(line.get_marker(), line.get_linestyle()) for line in lines}) == len(lines)  # each its own style
+    low, high = fig.axes[0].get_ylim()
+    assert 0 <= low < high <= 100  # exact match stays on a percentage axis
     assert fig.axes[1].get_title() == "paired difference vs uniform"
-    assert [ax.get_title() for ax in fig.axes[2:] if ax.get_visible()] == sorted(CAPS)
+    assert fig.axes[2].get_title().startswith("share of spent tokens")  # the allocation panel
+    assert [ax.get_title() for ax in fig.axes[3:] if ax.get_visible()] == sorted(CAPS)
     plt.close(fig)
 
 

@@ -37,6 +37,9 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
     from capdistill.config.hydra_setup import CONF_DIR, setup
     from capdistill.errors import CapdistillError
 
+    if not any(a.startswith("hydra.verbose=") and a.split("=", 1)[1].lower() not in ("", "false") for a in argv):
+        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it when imported: lm-eval's and datasets' bars
+
     def job(cfg: Any) -> None:
         try:
             from capdistill.components import validate
@@ -91,15 +94,21 @@ def profile(argv: list[str]) -> int:
 
 
 def quiet_libraries() -> None:
-    """Keep library chatter (progress bars, tips, upstream deprecations) out of a run's output."""
+    """Keep library chatter (progress bars, INFO lines, tips, upstream deprecations) out of a run's output,
+    unless the run asks for it with Hydra's own flag, `hydra.verbose=true`."""
     import logging
     import warnings
 
+    from hydra.core.hydra_config import HydraConfig
     from transformers.utils import logging as hf_logging
 
+    if HydraConfig.initialized() and HydraConfig.get().verbose:
+        return
     hf_logging.disable_progress_bar()
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in ("pytorch_lightning", "lightning.pytorch", "lm_eval", "lm-eval", "datasets", "wandb"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # lm-eval warns that it was handed a loaded model instead of a name: how capdistill calls it, by design
+    logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*treespec.*")  # inside Lightning, not ours
 
 

@@ -91,6 +91,25 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
+def round_line(
+    index: int, rounds: int, entry: dict[str, Any], history: list[dict[str, Any]], reference: dict, total: int
+) -> str:
+    """One line per round: the split chosen, the tokens spent (and so far), and the task's dev proxy and, at
+    evaluation checkpoints, its eval utility, each with its change since the last measurement (or the base)."""
+    chosen = sorted(((w, c) for c, w in entry["allocation"].items() if w > 0), reverse=True)
+    split = " ".join(f"{c} {w:.2f}" for w, c in chosen[:4]) + (f" +{len(chosen) - 4} more" if len(chosen) > 4 else "")
+    spent = sum(entry["spent_by_capability"].values())
+    so_far = sum(sum(e["spent_by_capability"].values()) for e in history)
+    parts = [f"round {index + 1}/{rounds}", f"split {split or 'nothing'}", f"spent {spent} ({so_far}/{total})"]
+    base = reference["student_base"]
+    for key, label, digits in (("task_loglik", "task dev proxy", 4), ("task_utility", "task utility (eval)", 1)):
+        if key in entry:
+            earlier = [e[key] for e in history[:-1] if key in e] or [base.get(key)]
+            change = "" if earlier[-1] is None else f" ({entry[key] - earlier[-1]:+.{digits}f})"
+            parts.append(f"{label} {entry[key]:.{digits}f}{change}")
+    return " | ".join(parts)
+
+
 class DistillRecipe:
     """One run's state: the parts built from the config, and the rounds completed so far."""
 
@@ -328,14 +347,7 @@ class DistillRecipe:
         save_round(self.out, index, student, self.module, saved, self.identity)
         history.append(saved)
         self.logger.log_round(saved, offset + steps)
-        log.info(
-            "round %d/%d: spent %d tokens%s%s",
-            index + 1,
-            self.rounds,
-            sum(entry.spent_by_capability.values()),
-            f", task dev proxy {signals['task_loglik']:.4f}" if "task_loglik" in signals else "",
-            f", task utility (eval) {scores['task_utility']:.1f}" if scores else "",
-        )
+        log.info(round_line(index, self.rounds, saved, history, self.reference, self.total))
 
     # ------------------------------------------------------------------------- the record
 

@@ -110,6 +110,41 @@ def _budget_axis(ax: Any, budgets: list[int]) -> None:
     ax.grid(alpha=0.3)
 
 
+MARKERS, LINESTYLES = "osD^vPX*", ("-", "--", "-.", ":")
+
+
+def _style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th series: lines that coincide stay distinguishable."""
+    return {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+
+
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _percent_axis(ax: Any) -> None:
+    """Keep an exact-match axis inside 0-100 (flat data no longer shows negative percentages), at least 2 points tall."""
+    low, high = ax.get_ylim()
+    low, high = max(0.0, low), min(100.0, high)
+    if high - low < 2.0:
+        low, high = max(0.0, min(low, 100.0 - 2.0)), max(high, min(100.0, low + 2.0))
+    ax.set_ylim(low, high)
+
+
+def _spend_panel(ax: Any, table: pd.DataFrame, hue: str, spends: list[str], budgets: list[int]) -> None:
+    """Where each `hue` value spent its budget: the mean share per capability at the largest budget, stacked."""
+    top = table[table["budget_tokens"] == budgets[-1]]
+    shares = top.groupby(hue)[spends].mean()
+    shares = 100 * shares.div(shares.sum(axis=1).replace(0, 1), axis=0)
+    left = pd.Series(0.0, index=shares.index)
+    for i, column in enumerate(spends):
+        ax.barh([str(k) for k in shares.index], shares[column], left=left, color=f"C{i % 10}", label=column[6:])
+        left += shares[column]
+    ax.set_xlim(0, 100)
+    ax.set_title(f"share of spent tokens (%) at {tokens(budgets[-1])}")
+    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+
+
 # table column -> label of the reference levels drawn on the task utility panel
 REFERENCES = {"teacher_task_utility": "teacher", "base_task_utility": "student base"}
 
@@ -119,35 +154,45 @@ def curves(table: pd.DataFrame, hue: str, title: str, baseline: str | None = Non
     `baseline` variant, the paired difference to it; then one panel per capability's probe score."""
     pairs = paired(table, baseline) if baseline else None
     probes = sorted(c for c in table.columns if c.startswith("probe/"))
+    spends = sorted(c for c in table.columns if c.startswith("spent/"))
     budgets = sorted(table["budget_tokens"].unique())
-    colors = {key: f"C{i}" for i, key in enumerate(sorted(table[hue].unique()))}
-    fig, axes = _grid(1 + (pairs is not None) + len(probes))
+    keys = sorted(table[hue].unique())
+    styles = {key: _style(i) for i, key in enumerate(keys)}
+    seeds = table.groupby([hue, "budget_tokens"])["task_utility"].count().groupby(level=0)
+    labels = {key: f"{key} (n={_span(seeds.min()[key], seeds.max()[key])})" for key in keys}  # runs per point
+    fig, axes = _grid(1 + (pairs is not None) + bool(spends) + len(probes))
     for ax, metric in zip([axes[0], *axes[len(axes) - len(probes) :]], ["task_utility", *probes]):
         for key, part in summarize(table, [hue, "budget_tokens"], metric).groupby(hue, sort=True):
             x, low, high = part["budget_tokens"], part["mean"] - part["ci"], part["mean"] + part["ci"]
-            ax.plot(x, part["mean"], marker="o", color=colors[key], label=str(key))
-            ax.fill_between(x, low, high, color=colors[key], alpha=0.2)  # NaN (one seed): no band
+            ax.plot(x, part["mean"], label=labels[key], **styles[key])
+            ax.fill_between(x, low, high, color=styles[key]["color"], alpha=0.15)  # NaN (one run): no band
         _budget_axis(ax, budgets)
         ax.set_title(_label(metric))
         ax.set_ylabel("exact match (%)")
+        _percent_axis(ax)
+    if spends:
+        _spend_panel(axes[1 + (pairs is not None)], table, hue, spends, budgets)
     for (column, name), color in zip(REFERENCES.items(), ("black", "grey")):
         if column in table.columns:
             axes[0].axhline(table[column].mean(), color=color, linestyle="--", lw=1, label=name)
+    axes[0].autoscale(enable=True, axis="y")  # take the reference levels in, then keep to 0-100 again
+    _percent_axis(axes[0])
     if pairs is not None:
         ax = axes[1]
         groups = list(pairs.groupby("variant", sort=True))
         for i, (key, part) in enumerate(groups):
             dodge = math.exp(0.04 * (i - (len(groups) - 1) / 2))  # side by side on the log axis: bars stay apart
             x = part["budget_tokens"] * dodge
-            ax.errorbar(x, part["mean"], yerr=part["ci"], marker="o", capsize=3, color=colors[key], label=str(key))
+            style = {k: v for k, v in styles[key].items() if k != "linestyle"}
+            ax.errorbar(x, part["mean"], yerr=part["ci"], capsize=3, label=labels[key], **style)
         ax.axhline(0, color="grey", lw=0.8)
         _budget_axis(ax, budgets)
         ax.set_title(f"paired difference vs {baseline}")
         ax.set_ylabel("Δ task utility (points)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle(title, y=0.995, fontsize=12)
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.965), ncol=min(len(labels), 6), title=hue)
-    fig.tight_layout(rect=(0, 0, 1, 0.86))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.97), ncol=min(len(labels), 6), title=hue)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig, report(table, hue, baseline, pairs)
 
 
