@@ -15,6 +15,7 @@ from capdistill.capabilities.sources import WorldSources
 from capdistill.components import model_requests, validate, world_sources
 from capdistill.distill import run as run_module
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
+from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.resume import run_identity, same_run
 from capdistill.distill.run import distill
@@ -101,10 +102,14 @@ def test_resume_after_a_crash_repeats_no_round(run_micro, monkeypatch: pytest.Mo
         return real(cfg, index, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "train_round", crash_in_round_two)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_micro(*FIXED)
+    with monkeypatch.context() as killed:
+        killed.setattr(RunLogger, "finish", lambda self: None)  # as after kill -9: nothing finalises the logger
+        with pytest.raises(RuntimeError, match="killed"):
+            run_micro(*FIXED)
     # the same output directory (make_cfg gives every call in a test the same run dir)
     record, out = run_micro(*FIXED)
+    first = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert "round" in first[0].split(",") and len(first) > 2  # the killed invocation's rows were kept
     assert calls == [0, 1, 1]
     assert [e["round"] for e in record["rounds"]] == [0, 1]
     saved = json.loads((out / "rounds" / "round-000" / "round.json").read_text())["entry"]

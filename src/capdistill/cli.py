@@ -36,9 +36,11 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
 
     from capdistill.config.hydra_setup import CONF_DIR, setup
     from capdistill.errors import CapdistillError
+    from capdistill.io import interactive
 
-    if not any(a.startswith("hydra.verbose=") and a.split("=", 1)[1].lower() not in ("", "false") for a in argv):
-        os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm reads it when imported: lm-eval's and datasets' bars
+    verbose = any(a.startswith("hydra.verbose=") and a.split("=", 1)[1].lower() not in ("", "false") for a in argv)
+    if not verbose and not interactive():  # a log file or a pipe: bars are noise (tqdm reads this when imported)
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
     def job(cfg: Any) -> None:
         try:

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,3 +144,8 @@ def changed_files(directory: Path, expected: dict[str, str]) -> list[str]:
     """The files of `expected` that are missing from `directory` or no longer match their checksum."""
     found = checksums(directory, tuple({Path(name).suffix for name in expected}))
     return [name for name, digest in expected.items() if found.get(name) != digest]
+
+
+def interactive() -> bool:
+    """Whether progress bars belong on stderr: a terminal (not a log file or a pipe), unless CAPDISTILL_PROGRESS=0."""
+    return os.environ.get("CAPDISTILL_PROGRESS", "1") != "0" and sys.stderr.isatty()

@@ -66,6 +66,8 @@ class RunLogger:
             metrics.update({f"{group}/{c}": v for c, v in entry.get(group, {}).items()})
         metrics.update({f"timing/{k}": v for k, v in entry.get("timing", {}).items()})
         self.log_metrics(metrics, step)
+        if self.logger is not None:
+            self.logger.save()  # CSV rows reach the disk every round: a killed run keeps its step metrics
 
     def log_final(self, record: dict[str, Any]) -> None:
         if self.logger is None:

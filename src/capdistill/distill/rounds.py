@@ -27,6 +27,7 @@ class RoundSettings:
     batch_size: int
     epochs: int
     grad_clip: float
+    progress: bool = False  # progress bars for generation and training (a terminal: `capdistill.io.interactive`)
 
 
 def generate_round(
@@ -49,6 +50,7 @@ def generate_round(
         student.tokenizer,
         settings.generation,
         overflow=settings.overflow,
+        progress=settings.progress,
     )
 
 
@@ -83,7 +85,7 @@ def train_round(
         gradient_clip_val=settings.grad_clip,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=settings.progress,  # Lightning's own bar: steps, loss
         enable_model_summary=False,
     )
     steps = math.ceil(len(data.dataset) / trainer.world_size) * settings.epochs  # each rank's share of the batches

@@ -61,7 +61,7 @@ from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
-from capdistill.io import atomic_write_json, remove_stale_temporaries
+from capdistill.io import atomic_write_json, interactive, remove_stale_temporaries
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
@@ -133,6 +133,7 @@ class DistillRecipe:
             batch_size=cfg.distill.batch_size,
             epochs=cfg.distill.epochs,
             grad_clip=cfg.distill.grad_clip,
+            progress=interactive(),
         )
         self.requirements = normalize_weights(dict(cfg.task.requirements), self.names)
         self.models = model_requests(cfg)

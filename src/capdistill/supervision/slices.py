@@ -14,6 +14,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities.base import Source, split_of
@@ -100,6 +101,7 @@ def collect_round(
     generation: Generation,
     overflow: Overflow = Overflow.drop,
     max_batches: int = MAX_BATCHES,
+    progress: bool = False,
 ) -> list[Slice]:
     """Fill every capability's share (`shares`: supervision tokens) with teacher-written responses to
     its stream's prompts from its cursor on; a slice consumes the prompts of its examples and of
@@ -116,8 +118,11 @@ def collect_round(
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
     open_ = set(slices)
+    bar = tqdm(total=sum(shares.values()), desc="teacher writes", unit="tok", leave=False, disable=not progress)
     for _ in range(max_batches):
+        bar.update(sum(s.spent for s in slices.values()) - bar.n)
         if not open_:
+            bar.close()
             return list(slices.values())
         asked: list[tuple[str, str]] = []
         for name in sorted(open_, key=list(slices).index):
@@ -158,4 +163,5 @@ def collect_round(
             open_.discard(name)
         for name in open_:
             mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
+    bar.close()
     raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")

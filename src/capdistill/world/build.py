@@ -204,6 +204,7 @@ def train_model(
         gradient_clip_val=tcfg.grad_clip,
         callbacks=[stopper],
         logger=pl.loggers.CSVLogger(output_dir, name=f"build-{request.role}"),
+        log_every_n_steps=max(1, min(50, tcfg.max_steps)),  # a short build logs too: no empty version_0/
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
