@@ -98,6 +98,8 @@ def round_line(
     evaluation checkpoints, its eval utility, each with its change since the last measurement (or the base)."""
     chosen = sorted(((w, c) for c, w in entry["allocation"].items() if w > 0), reverse=True)
     split = " ".join(f"{c} {w:.2f}" for w, c in chosen[:4]) + (f" +{len(chosen) - 4} more" if len(chosen) > 4 else "")
+    if len(chosen) > 4 and chosen[0][0] - chosen[-1][0] < 1e-9:
+        split = f"even over {len(chosen)}"
     spent = sum(entry["spent_by_capability"].values())
     so_far = sum(sum(e["spent_by_capability"].values()) for e in history)
     parts = [f"round {index + 1}/{rounds}", f"split {split or 'nothing'}", f"spent {spent} ({so_far}/{total})"]

@@ -128,7 +128,7 @@ def _percent_axis(ax: Any) -> None:
     low, high = max(0.0, low), min(100.0, high)
     if high - low < 2.0:
         low, high = max(0.0, min(low, 100.0 - 2.0)), max(high, min(100.0, low + 2.0))
-    ax.set_ylim(low, high)
+    ax.set_ylim(low, high + (0.015 * (high - low) if high == 100.0 else 0.0))  # a level at 100 stays visible
 
 
 def _spend_panel(ax: Any, table: pd.DataFrame, hue: str, spends: list[str], budgets: list[int]) -> None:
