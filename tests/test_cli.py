@@ -124,6 +124,19 @@ def test_distill_micro_end_to_end(tmp_path: Path, micro_cache: Path) -> None:
     assert record["budget"]["spent_tokens"] <= record["budget"]["total_tokens"] == 5000
 
 
+@pytest.mark.slow
+def test_smoke_runs_the_shipped_world_with_a_teacher_well_above_zero(tmp_path: Path) -> None:
+    result = capdistill(
+        "distill", "experiment=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert min(record["reference"]["teacher"]["probe"].values()) >= 50  # micro's teacher scores 0
+    assert record["lmeval"]["probe"] == record["final"]["probe"] and max(record["final"]["probe"].values()) > 0
+    rounds = [line for line in result.stdout.splitlines() if "| split " in line]
+    assert len(rounds) == 2 and "task utility (eval)" in rounds[0]  # one line per round, eval at the checkpoint
+
+
 def test_profile_micro_scores_teacher_and_student_on_the_eval_sets(tmp_path: Path, micro_cache: Path) -> None:
     result = capdistill("profile", "experiment=micro", f"paths.cache_dir={micro_cache}", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -313,7 +313,13 @@ class DistillRecipe:
         scores = {}
         if checkpoint:
             scores = exact_match(
-                student.model, student.tokenizer, self.sources, self.eval_sets, self.task_source, self.batch
+                student.model,
+                student.tokenizer,
+                self.sources,
+                self.eval_sets,
+                self.task_source,
+                self.batch,
+                progress=self.settings.progress,
             )
 
         t_update = time.time()

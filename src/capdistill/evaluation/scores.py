@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.capabilities import WEIGHTED, Example
@@ -68,6 +69,7 @@ def exact_match(
     sets: dict[str, list[Example]],
     task_source: str,
     batch_size: int,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """`probe` score (0-100) per capability, `task_utility`, and `n`, the items behind each (`n["task"]`:
     the task's own set, its one capability's, or the weighted capabilities' together).
@@ -83,10 +85,13 @@ def exact_match(
         n = dict.fromkeys(probe, sources.probe_size)
         return {"probe": probe, "task_utility": suite_utility(probe, sources, task_source), "n": n}
     scores, n = {}, {}
+    bar = tqdm(total=sum(map(len, sets.values())), desc="scoring", unit="item", leave=False, disable=not progress)
     for name, examples in sets.items():
         source = sources.all_sources[examples[0].source]
         scores[name] = probe_accuracy(model, tokenizer, source, examples, batch_size)[0]
         n[name] = len(examples)
+        bar.update(len(examples))
+    bar.close()
     probe = {c: scores[c] for c in sources.capabilities if c in scores}
     if TASK not in n:
         n[TASK] = n[task_source] if task_source in n else sum(n[c] for c, w in sources.requirements.items() if w)
