@@ -24,6 +24,7 @@ from capdistill.results.collect import collect
 from capdistill.results.plot import plot
 from capdistill.world.build import BUILD_FILE, load_entry
 from capdistill.world.command import build_world
+from test_cli import capdistill
 
 FIXED = ("allocator=fixed", "allocator.weights={math:0.5,code:0.5}")
 
@@ -38,6 +39,7 @@ CONFIG_LEVEL = [
     ("loss=topk loss.k=5000", r"loss.k=5000 exceeds the teacher's vocabulary \(512 entries\)"),
     ("loss=fkl loss.vocab_size=600", "loss.vocab_size=600 exceeds"),
     ("teacher.vocab_size=0", "teacher.vocab_size must be positive"),
+    ("+trainer.max_epochs=5", "trainer.max_epochs is set by each round from distill.epochs"),
 ]
 
 
@@ -168,3 +170,17 @@ def test_a_killed_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path:
     (tmp_path / f"{stale.name}.old").mkdir()
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale, tmp_path / f"{stale.name}.old"])
     assert live.is_dir() and not stale.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("seed=abc", "error: Error merging override seed=abc; Value 'abc' of type 'str' could not be converted"),
+        ("teacher.arch.hiden_size=3", "error: Could not override 'teacher.arch.hiden_size'.; Key 'hiden_size' not in"),
+        ("allocator=nope", "Could not find 'allocator/nope'; Available options in 'allocator': fixed, greedy,"),
+    ],
+)
+def test_a_composition_error_is_one_line_with_exit_status_2(tmp_path: Path, override: str, needle: str) -> None:
+    result = capdistill("distill", "experiment=micro", override, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

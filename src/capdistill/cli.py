@@ -9,9 +9,10 @@ transformers or lm-eval. Config subcommands compose the root config through Hydr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,67 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
     parser = get_args_parser()
     args = parser.parse_args(argv)
     args.overrides.append(f"hydra.job.name={name.replace('-', '_')}")  # outputs/<name>/... and the job's log
-    _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(CONF_DIR), config_name="train")
+    with one_line_config_errors(name):
+        _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(CONF_DIR), config_name="train")
     return 0
+
+
+@contextlib.contextmanager
+def one_line_config_errors(name: str) -> Iterator[None]:
+    """Hydra's composition errors (an unknown option, a typo'd key, a value of the wrong type) as one line
+    and exit status 2, like capdistill's own; HYDRA_FULL_ERROR=1 still shows Hydra's full report."""
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import CompactHydraException
+
+    report = hydra_utils.run_and_report
+
+    def compact_first(func: Callable[[], Any]) -> Any:
+        def run() -> Any:
+            try:
+                return func()
+            except CompactHydraException as err:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"capdistill {name}: error: {one_line(err)}", file=sys.stderr)
+                sys.exit(2)
+
+        return report(run)
+
+    hydra_utils.run_and_report = compact_first
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = report
+
+
+def one_line(err: BaseException) -> str:
+    """A Hydra composition error's message in one line: its sentences and the options it lists, without
+    the search path, the key's types or the hint about HYDRA_FULL_ERROR."""
+    text = str(err) + ("\n" + str(err.__cause__) if err.__cause__ is not None else "")
+    parts: list[str] = []
+    options: list[str] = []
+    listing = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if listing and line.startswith("\t"):
+            options.append(stripped)
+            continue
+        listing = stripped.startswith("Available options")
+        if stripped and not stripped.startswith(SKIPPED) and stripped not in parts:
+            parts.append(stripped)
+    return "; ".join(parts) + (" " + ", ".join(options) if options else "")
+
+
+# lines of Hydra's report that a one-line error leaves out
+SKIPPED = (
+    "full_key:",
+    "object_type=",
+    "reference_type=",
+    "provider=",
+    "Config search path",
+    "To append",
+    "Set the env",
+)
 
 
 def build_world(argv: list[str]) -> int:

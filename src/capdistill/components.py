@@ -102,7 +102,22 @@ def trainer_factory(cfg: DictConfig) -> functools.partial[pl.Trainer]:
     factory = build(cfg.trainer, "trainer")
     if not isinstance(factory, functools.partial):
         raise ConfigError("trainer must set `_partial_: true`: each round builds its own Trainer from it")
+    taken = [k for k in ROUND_TRAINER_KEYS if k in factory.keywords]
+    if taken:
+        where = ROUND_TRAINER_KEYS[taken[0]]
+        raise ConfigError(f"trainer.{taken[0]} is set by each round{f' from {where}' if where else ''}: remove it")
     return factory
+
+
+# Trainer arguments every round passes itself (so a value in the `trainer` group would be silently replaced)
+ROUND_TRAINER_KEYS = {
+    "max_epochs": "distill.epochs",
+    "gradient_clip_val": "distill.grad_clip",
+    "logger": "the logger group",
+    "enable_checkpointing": "",
+    "enable_progress_bar": "",
+    "enable_model_summary": "",
+}
 
 
 def build_logger(cfg: DictConfig) -> pl.loggers.Logger | None:
