@@ -6,11 +6,12 @@ Paths are written absolute, since lm-eval resolves `data_files` against the work
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
-from capdistill.io import atomic_write_text
+from capdistill.io import atomic_write_text, interactive
 
 TASK_YAML = """task: {task}
 dataset_path: json
@@ -99,4 +100,8 @@ def hf_lm(model: Any, tokenizer: Any, batch_size: int = 16, chat: bool = False) 
     from lm_eval.models.huggingface import HFLM
 
     device = str(next(model.parameters()).device)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=not chat, device=device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=not chat, device=device)
+    if not interactive():  # its request bars pass `disable` explicitly, so TQDM_DISABLE cannot reach them
+        for method in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
+            setattr(lm, method, functools.partial(getattr(lm, method), disable_tqdm=True))
+    return lm
