@@ -162,14 +162,23 @@ def _umask() -> int:
 
 def test_a_killed_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    mine = temporary_prefix(tmp_path / "round-001")
-    stale = tmp_path / (mine.replace(f"-{os.getpid()}.", f"-{int(dead.stdout)}.") + "x1")
-    live = tmp_path / (mine + "x2")
-    stale.mkdir()
-    live.mkdir()
-    (tmp_path / f"{stale.name}.old").mkdir()
-    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale, tmp_path / f"{stale.name}.old"])
-    assert live.is_dir() and not stale.exists()
+
+    def temporary(target: str, pid: int, suffix: str) -> Path:
+        path = tmp_path / (temporary_prefix(tmp_path / target).replace(f"-{os.getpid()}.", f"-{pid}.") + suffix)
+        path.mkdir()
+        return path
+
+    half = temporary("round-001", int(dead.stdout), "x1")  # killed while writing: removed
+    done = temporary("round-002", int(dead.stdout), "x2")  # killed between the two renames: kept as the output
+    (done / "student").mkdir()
+    old = Path(f"{done}.old")
+    old.mkdir()
+    live = temporary("round-003", os.getpid(), "x3")  # still being written
+    elsewhere = tmp_path / f".round-004.otherhost_1-{int(dead.stdout)}.x4"  # another host's or namespace's
+    elsewhere.mkdir()
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted([half, old])
+    assert (tmp_path / "round-002" / "student").is_dir() and not done.exists()
+    assert live.is_dir() and elsewhere.is_dir() and not half.exists()
 
 
 @pytest.mark.parametrize(
@@ -183,4 +192,10 @@ def test_a_killed_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path:
 def test_a_composition_error_is_one_line_with_exit_status_2(tmp_path: Path, override: str, needle: str) -> None:
     result = capdistill("distill", "experiment=micro", override, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and needle in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line.lower()]) == 1, result.stderr
+    assert "HYDRA_FULL_ERROR" not in result.stderr and "full_key" not in result.stderr
+
+
+def test_build_world_refuses_a_hugging_face_model_in_one_line(tmp_path: Path) -> None:
+    result = capdistill("build-world", "experiment=micro", "student=smollm2-small-scratch", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "student=smollm2-small-scratch is a Hugging Face model" in result.stderr

@@ -90,7 +90,7 @@ def test_multirun_builds_one_world_per_seed(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 2
     names = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/world.json"))
-    assert names == ["teacher.seed=0", "teacher.seed=1"]  # job directories are named by their overrides
+    assert names == ["experiment=micro,teacher.seed=0", "experiment=micro,teacher.seed=1"]  # named by overrides
 
 
 def test_exhausted_prompt_pool_fails_before_building(tmp_path: Path) -> None:

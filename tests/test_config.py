@@ -181,13 +181,16 @@ def test_a_model_is_its_target_class_or_the_class_an_older_kind_key_names() -> N
     plain = OmegaConf.create({"_target_": SYNTHETIC, "name": "mine", "arch": {"hidden_size": 32, "num_heads": 2}})
     spec = model_spec(plain, "teacher")  # a YAML that does not extend the schema is checked against it all the same
     assert isinstance(spec, SyntheticModel) and spec.arch == ArchConf(hidden_size=32, num_heads=2)
-    assert spec.train == WorldTrainConf() and spec.kind == "synthetic"
+    assert spec.train == WorldTrainConf() and spec.KIND == "synthetic"
+    implied = model_spec(OmegaConf.create({"name": "mine"}), "teacher")  # no kind: synthetic, as it was
+    assert isinstance(implied, SyntheticModel)
 
 
 @pytest.mark.parametrize(
     ("node", "needle"),
     [
-        ({"name": "mine"}, "teacher has no _target_"),
+        ({"kind": "onnx", "name": "mine"}, "teacher.kind must be one of synthetic, hf"),
+        ({"_target_": SYNTHETIC, "kind": "hf", "name": "mine"}, "teacher.kind: hf contradicts the class"),
         ({"_target_": "builtins.dict", "name": "mine"}, "not a SyntheticModel or HFModel"),
         ({"_target_": "capdistill.nowhere.Model", "name": "mine"}, "cannot import"),
         ({"_target_": SYNTHETIC, "name": "mine", "init": {"scratch": True}}, "teacher.init"),

@@ -201,9 +201,9 @@ def test_wandb_offline_writes_an_offline_run(run_micro, monkeypatch: pytest.Monk
     run = read_wandb_run(next(runs[0].glob("*.wandb")))
     assert run["config"]["budget"]["total_tokens"] == 5000 and run["config"]["budget"]["label"] == "5k"
     assert run["metrics"]["probe/*"] == run["metrics"]["round/*"] == "round"  # the round is the x-axis
-    base, first = run["history"][0], run["history"][-1]
+    base, last = run["history"][0], run["history"][-1]
     assert base["round"] == 0 and base["tokens/cumulative"] == 0 and "probe/math" in base  # the student base
-    assert first["round"] == 1 and 0 < first["tokens/cumulative"] <= 5000 and "timing/training_s" in first
+    assert last["round"] == 1 and 0 < last["tokens/cumulative"] <= 5000 and "timing/training_s" in last
     summary = run["summary"]
     assert {"reference/teacher/task_utility", "reference/student_base/task_utility", "final/task_utility"} <= set(
         summary

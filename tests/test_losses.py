@@ -312,13 +312,24 @@ def test_reverse_kl_where_the_teacher_has_no_mass_is_finite_and_pushes_the_mass_
     out = rkl(s, t, mask)
     out.backward()
     log_ps, log_pt = torch.log_softmax(s.detach(), -1), torch.log_softmax(t, -1)
-    floored = log_pt.clamp_min(math.log(torch.finfo(t.dtype).tiny))
+    floored = torch.where(torch.isneginf(log_pt), math.log(torch.finfo(t.dtype).tiny), log_pt)
     brute = (log_ps.exp() * (log_ps - floored)).sum(-1)[mask].sum() / mask.sum()
     assert torch.isfinite(out) and out.item() == pytest.approx(brute.item(), rel=1e-9)
     assert torch.isfinite(s.grad).all() and (s.grad[..., 0][mask] > 0).all()
     s = torch.tensor([[[1.0, 0.5, -0.3, 0.2]]], requires_grad=True)  # the issue's reproducer, fp32
     reverse_kl(s, torch.tensor([[[-math.inf, -1.0, 0.7, 0.1]]]), torch.ones(1, 1, dtype=torch.bool)).backward()
     assert torch.isfinite(s.grad).all()
+
+
+def test_a_finite_but_tiny_teacher_log_prob_is_not_floored():
+    """Only -inf is replaced: a teacher log-prob below fp32's log(tiny) (-87.3) still counts as it is, so
+    fp32 and fp64 agree (a floor on every entry made them differ by 16%)."""
+    s = torch.tensor([[[2.0, 0.0]]], dtype=torch.float64)
+    t = torch.tensor([[[-100.0, 0.0]]], dtype=torch.float64)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    exact = reverse_kl(s, t, mask).item()
+    assert reverse_kl(s.float(), t.float(), mask).item() == pytest.approx(exact, rel=1e-5)
+    assert exact == pytest.approx(brute_force("rkl", s, t, mask), rel=1e-9)
 
 
 # --------------------------------------------------------------------------- vocabulary mismatch

@@ -3,7 +3,7 @@
 The temporary file or directory is private while it is written (mkstemp's 0600, mkdtemp's 0700)
 and gets the usual mode (0644 / 0755 under the common umask 022) before it is renamed into place,
 so outputs on shared lab storage are readable like any other file. A temporary is named for its
-target and its writer (`.record.json.<host>-<pid>.x1y2`), so `remove_stale_temporaries` can clear
+target and its writer (`.record.json.<host>_<pid namespace>-<pid>.x1y2`), so `remove_stale_temporaries` can clear
 what a killed run left on the next run without touching another live job's."""
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from typing import Any
 
 
 def umask() -> int:
-    """The process's umask (reading it means setting it, so it is set straight back)."""
+    """The process's umask: from /proc where it is listed (no change to the process), else read by setting it
+    and setting it straight back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -34,14 +41,24 @@ def publish(path: str | Path) -> None:
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask())
 
 
+def writer_id() -> str:
+    """This process as `<host>_<pid namespace>-<pid>`: a PID is only meaningful on its host and in its PID
+    namespace (containers on one host may share a host name but not their PIDs)."""
+    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{host}_{namespace}-{os.getpid()}"
+
+
 def temporary_prefix(path: Path) -> str:
-    """`.<name>.<host>-<pid>.`: a temporary names its target and the process writing it, so a later run
-    can tell one whose writer died from one still being written (another job of a sweep)."""
-    host = socket.gethostname().split(".")[0].replace("-", "_") or "host"
-    return f".{path.name}.{host}-{os.getpid()}."
+    """`.<name>.<writer>.`: a temporary names its target and the process writing it, so a later run can tell
+    one whose writer died from one still being written (another job of a sweep)."""
+    return f".{path.name}.{writer_id()}."
 
 
-STALE = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+(\.old)?$")
+STALE = re.compile(r"^\.(?P<name>.+)\.(?P<where>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+(?P<old>\.old)?$")
 
 
 def writer_alive(pid: int) -> bool:
@@ -55,13 +72,20 @@ def writer_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Remove the temporaries in `directory` whose writer (a process on this host) has died: what a killed
-    run's atomic writes left behind. Another host's, or a live process's, are left alone."""
-    host = temporary_prefix(Path("x")).split(".")[2].rpartition("-")[0]
+    """Clear what a killed run's atomic writes left in `directory`: the temporaries whose writer, a process
+    of this host and PID namespace, has died. Another host's or namespace's, or a live process's, are left
+    alone. A writer killed between moving the old target aside and renaming the new one into place left a
+    complete new one (its `.old` sibling shows it got that far): it is renamed into place, not removed."""
+    where = writer_id().rpartition("-")[0]
     removed = []
-    for tmp in Path(directory).glob(".*"):
+    for tmp in sorted(Path(directory).glob(".*")):
         match = STALE.match(tmp.name)
-        if match and match["host"] == host and not writer_alive(int(match["pid"])):
+        if not match or match["where"] != where or writer_alive(int(match["pid"])) or not tmp.exists():
+            continue
+        target = tmp.parent / match["name"]
+        if not match["old"] and tmp.with_name(tmp.name + ".old").exists() and not target.exists():
+            os.replace(tmp, target)  # the new output was complete: keep it
+        else:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

@@ -112,9 +112,11 @@ class SyntheticModel:
     arch: ArchConf = field(default_factory=ArchConf)
     train: WorldTrainConf = field(default_factory=WorldTrainConf)
     seed: int = 0
-    kind: ClassVar[str] = "synthetic"
+    kind: str | None = None  # what chose the class before `_target_` did; if set, it must agree
+    KIND: ClassVar[str] = "synthetic"
 
     def __post_init__(self) -> None:
+        check_kind(self)
         positive("", vocab_size=self.vocab_size)
 
 
@@ -133,7 +135,16 @@ class HFModel:
     init: InitConf = field(default_factory=InitConf)
     arch: ArchConf = field(default_factory=ArchConf)
     seed: int = 0
-    kind: ClassVar[str] = "hf"
+    kind: str | None = None  # what chose the class before `_target_` did; if set, it must agree
+    KIND: ClassVar[str] = "hf"
+
+    def __post_init__(self) -> None:
+        check_kind(self)
+
+
+def check_kind(spec: SyntheticModel | HFModel) -> None:
+    if spec.kind is not None and spec.kind != spec.KIND:
+        raise ConfigError(f"kind: {spec.kind} contradicts the class {type(spec).__name__} (kind {spec.KIND})")
 
 
 ModelSpec = SyntheticModel | HFModel
@@ -149,13 +160,13 @@ def model_spec(node: DictConfig, role: str) -> ModelSpec:
     """
     if "_target_" in node:
         cls = locate(str(node._target_), role)
-    elif node.get("kind") in MODEL_KINDS:
-        cls = MODEL_KINDS[node.kind]
+    elif node.get("kind", "synthetic") in MODEL_KINDS:  # before `_target_`: `kind`, synthetic by default
+        cls = MODEL_KINDS[node.get("kind", "synthetic")]
     else:
-        raise ConfigError(f"{role} has no _target_: pick one with {role}=<option> or set {role}._target_")
+        raise ConfigError(f"{role}.kind must be one of {', '.join(MODEL_KINDS)} (or set {role}._target_)")
     if not (isinstance(cls, type) and issubclass(cls, (SyntheticModel, HFModel))):
         raise ConfigError(f"{role}._target_ {node._target_} is not a SyntheticModel or HFModel (config.model_specs)")
-    options = {k: v for k, v in node.items() if k != "kind"}
+    options = dict(node.items())
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), options))  # type: ignore[return-value]
     except OmegaConfBaseException as err:

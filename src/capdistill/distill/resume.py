@@ -60,8 +60,8 @@ def model_identity(node: dict[str, Any], role: str) -> dict[str, Any]:
     cls = locate(target, role) if target else MODEL_KINDS.get(node.get("kind", ""))
     if cls is None:
         return node
-    keep = {f.name for f in fields(cls)} - {"_target_"}
-    return {"kind": cls.kind} | {k: v for k, v in node.items() if k in keep}
+    keep = {f.name for f in fields(cls)} - {"_target_", "kind"}
+    return {"kind": cls.KIND} | {k: v for k, v in node.items() if k in keep}
 
 
 def component_label(target: str) -> str:

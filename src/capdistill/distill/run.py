@@ -80,13 +80,14 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     if finished is not None:
         log.info("%s already holds this run's complete record: skipping it", out)
         return finished
-    recipe.setup()
     try:
+        recipe.setup()
         for index in range(len(recipe.history), recipe.rounds):
             recipe.run_round(index)
         record = recipe.finish()
     finally:
-        recipe.logger.finish()
+        if recipe.logger is not None:  # a W&B run opened in setup is closed whatever fails after it
+            recipe.logger.finish()
     log.info("record: %s", out / RECORD_FILE)
     return record
 
@@ -141,6 +142,7 @@ class DistillRecipe:
         self.models = model_requests(cfg)
         self.sources: WorldSources = world_sources(cfg)
         self.checkpoints = checkpoint_rounds(self.rounds, list(cfg.evaluation.checkpoints))
+        self.logger: RunLogger | None = None  # opened by prepare_rounds
 
     # ------------------------------------------------------------------------- setup
 
@@ -233,8 +235,7 @@ class DistillRecipe:
         }
         spent = sum(sum(e["spent_by_capability"].values()) for e in self.history)
         self.logger = RunLogger(build_logger(cfg), spent=spent)
-        if not self.history:
-            self.logger.log_baseline(self.reference)
+        self.logger.log_baseline(self.reference)  # a resumed run's new W&B run gets its references too
         teacher_model = self.teacher.model if self.loss.needs_teacher else None
         self.module = DistillationModule(
             self.student.model, teacher_model, self.loss, self.optim, self.logger, cfg.distill.log_every

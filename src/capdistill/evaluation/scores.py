@@ -85,13 +85,13 @@ def exact_match(
         n = dict.fromkeys(probe, sources.probe_size)
         return {"probe": probe, "task_utility": suite_utility(probe, sources, task_source), "n": n}
     scores, n = {}, {}
-    bar = tqdm(total=sum(map(len, sets.values())), desc="scoring", unit="item", leave=False, disable=not progress)
-    for name, examples in sets.items():
-        source = sources.all_sources[examples[0].source]
-        scores[name] = probe_accuracy(model, tokenizer, source, examples, batch_size)[0]
-        n[name] = len(examples)
-        bar.update(len(examples))
-    bar.close()
+    total = sum(map(len, sets.values()))
+    with tqdm(total=total, desc="scoring", unit="item", leave=False, disable=not progress) as bar:
+        for name, examples in sets.items():
+            source = sources.all_sources[examples[0].source]
+            scores[name] = probe_accuracy(model, tokenizer, source, examples, batch_size)[0]
+            n[name] = len(examples)
+            bar.update(len(examples))
     probe = {c: scores[c] for c in sources.capabilities if c in scores}
     if TASK not in n:
         n[TASK] = n[task_source] if task_source in n else sum(n[c] for c, w in sources.requirements.items() if w)

@@ -70,11 +70,13 @@ def kl_with_grads(
     Where ``q`` is exactly 0 under ``p``'s mass (a ``-inf`` logit, e.g. a masked teacher token in
     reverse KL) the true KL is infinite; ``log q`` is floored at ``log`` of the dtype's smallest
     normal number instead, so the value is large but finite and the gradient finite, pushing
-    ``p``'s mass off that entry (TRL, torchtune and DistillKit give NaN there).
+    ``p``'s mass off that entry (TRL, torchtune and DistillKit give NaN there). Finite log-probs,
+    however small, are used as they are.
     """
     p = log_p.exp()
     floor = math.log(torch.finfo(log_q.dtype).tiny)
-    d = (log_p - log_q.clamp_min(floor)).masked_fill_(p == 0, 0.0)  # log p - log q on p's support
+    finite_q = torch.where(torch.isneginf(log_q), floor, log_q)
+    d = (log_p - finite_q).masked_fill_(p == 0, 0.0)  # log p - log q on p's support
     loss = (p * d).sum(-1)
     g_p = g_q = None
     if need_q:

@@ -366,8 +366,11 @@ def plot(table: pd.DataFrame, figure: str, out_dir: Path, baseline: str | None =
     try:
         fig, text = DRAW[figure](table, baseline)
     except KeyError as err:  # a column this figure reads (pandas names it, or a list of them)
-        column = err.args[0][0] if isinstance(err.args[0], list) and err.args[0] else err.args[0]
+        column = err.args[0] if err.args else ""
+        column = column[0] if isinstance(column, list) and column else column
         column = str(column).removeprefix("Column not found: ")
+        if column in table.columns:  # not a missing column: a bug, shown as one
+            raise
         raise CapdistillError(f"plot: --figure {figure} needs a {column!r} column, which the table lacks") from None
     out: dict[str, Path | str] = {"markdown": text}
     for ext in ("png", "pdf"):

@@ -118,50 +118,48 @@ def collect_round(
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
     open_ = set(slices)
-    bar = tqdm(total=sum(shares.values()), desc="teacher writes", unit="tok", leave=False, disable=not progress)
-    for _ in range(max_batches):
-        bar.update(sum(s.spent for s in slices.values()) - bar.n)
-        if not open_:
-            bar.close()
-            return list(slices.values())
-        asked: list[tuple[str, str]] = []
-        for name in sorted(open_, key=list(slices).index):
-            piece = slices[name]
-            size = min(
-                generation.batch_size, math.ceil((piece.allotted - piece.spent) / max(mean_tokens[name], 1.0)) + 1
+    with tqdm(total=sum(shares.values()), desc="teacher writes", unit="tok", leave=False, disable=not progress) as bar:
+        for _ in range(max_batches):
+            bar.update(sum(s.spent for s in slices.values()) - bar.n)
+            if not open_:
+                return list(slices.values())
+            asked: list[tuple[str, str]] = []
+            for name in sorted(open_, key=list(slices).index):
+                piece = slices[name]
+                size = min(
+                    generation.batch_size, math.ceil((piece.allotted - piece.spent) / max(mean_tokens[name], 1.0)) + 1
+                )
+                position = cursors.get(name, 0) + piece.prompts
+                asked += [(name, prompt) for prompt in streams[name].take(position, size)]
+            first = asked[0][0]
+            responses = generate_texts(
+                teacher,
+                teacher_tokenizer,
+                [prompt for _, prompt in asked],
+                generation.max_new_tokens,
+                generation.batch_size,
+                generation.temperature,
+                generation.top_p,
+                seed=zlib.crc32(f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}".encode()),
             )
-            position = cursors.get(name, 0) + piece.prompts
-            asked += [(name, prompt) for prompt in streams[name].take(position, size)]
-        first = asked[0][0]
-        responses = generate_texts(
-            teacher,
-            teacher_tokenizer,
-            [prompt for _, prompt in asked],
-            generation.max_new_tokens,
-            generation.batch_size,
-            generation.temperature,
-            generation.top_p,
-            seed=zlib.crc32(f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}".encode()),
-        )
-        for (name, prompt), response in zip(asked, responses):
-            piece = slices[name]
-            piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
-            if name not in open_:
-                continue
-            piece.prompts += 1
-            ids = response_ids(student_tokenizer, response)
-            left = piece.allotted - piece.spent
-            if len(ids) <= left:
-                piece.examples.append(Supervised(name, prompt, response, ids))
-                if len(ids) == left:
-                    open_.discard(name)
-                continue
-            if overflow is Overflow.truncate and left > 0:
-                ids = ids[:left]
-                text = student_tokenizer.decode(ids, skip_special_tokens=True)
-                piece.examples.append(Supervised(name, prompt, text, ids, truncated=True))
-            open_.discard(name)
-        for name in open_:
-            mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
-    bar.close()
+            for (name, prompt), response in zip(asked, responses):
+                piece = slices[name]
+                piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
+                if name not in open_:
+                    continue
+                piece.prompts += 1
+                ids = response_ids(student_tokenizer, response)
+                left = piece.allotted - piece.spent
+                if len(ids) <= left:
+                    piece.examples.append(Supervised(name, prompt, response, ids))
+                    if len(ids) == left:
+                        open_.discard(name)
+                    continue
+                if overflow is Overflow.truncate and left > 0:
+                    ids = ids[:left]
+                    text = student_tokenizer.decode(ids, skip_special_tokens=True)
+                    piece.examples.append(Supervised(name, prompt, text, ids, truncated=True))
+                open_.discard(name)
+            for name in open_:
+                mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
     raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")

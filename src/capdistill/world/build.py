@@ -50,7 +50,7 @@ def build_spec(request: ModelRequest) -> dict[str, Any]:
         "role": request.role,
         "world": request.world,
         "capabilities": list(request.capabilities),
-        "model": {"kind": request.model.kind} | {k: v for k, v in model.items() if k in SYNTHETIC_KEYS},
+        "model": {"kind": request.model.KIND} | {k: v for k, v in model.items() if k in SYNTHETIC_KEYS},
     }
 
 

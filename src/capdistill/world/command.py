@@ -9,6 +9,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from capdistill.components import model_requests, world_sources
+from capdistill.config.model_specs import SyntheticModel
+from capdistill.errors import CapdistillError
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
 from capdistill.models.request import LoadedModel
@@ -35,13 +37,19 @@ def summarize(model: LoadedModel) -> dict[str, Any]:
 
 def build_world(cfg: DictConfig) -> dict[str, Any]:
     """Ensure both world models exist; write `world.json` in the run directory and print the table."""
-    sources = world_sources(cfg)
-    sources.check_pools(max(cfg.teacher.train.dev_size, cfg.student.train.dev_size))
-    out = Path(cfg.paths.output_dir)
     models = model_requests(cfg)
+    for role, request in models.items():
+        if not isinstance(request.model, SyntheticModel):
+            raise CapdistillError(
+                f"build-world builds the synthetic world's models; {role}={request.model.name} is a Hugging Face "
+                "model, loaded as it is (nothing to build)"
+            )
+    sources = world_sources(cfg)
+    sources.check_pools(max(models["teacher"].model.train.dev_size, models["student"].model.train.dev_size))
+    out = Path(cfg.paths.output_dir)
     teacher = ensure_model(models["teacher"], sources, out)
     student = ensure_model(models["student"], sources, out)
-    target = cfg.teacher.train.target
+    target = models["teacher"].model.train.target
     batch = cfg.capabilities.probe_batch_size
     scores = teacher.info["scores"]
     worst = min(list(scores["probe"].values()) + list(scores["task"].values()))
