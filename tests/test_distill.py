@@ -339,8 +339,8 @@ def test_nothing_that_decides_reads_eval(run_micro, make_cfg, micro_cache, tmp_p
     real_exact_match = run_module.exact_match
     scrambled: list[float] = []
 
-    def noisy(model, tokenizer, sources, sets, task_source, batch_size):
-        scores = real_exact_match(model, tokenizer, sources, sets, task_source, batch_size)
+    def noisy(model, tokenizer, sources, sets, task_source, batch_size, **kwargs):
+        scores = real_exact_match(model, tokenizer, sources, sets, task_source, batch_size, **kwargs)
         if split_of(next(iter(sets.values()))[0].prompt) not in ROLES["eval"]:
             return scores  # the final dev score (after every decision) stays as it is
         scores["probe"] = {c: 100.0 * ((hash(c) + len(scrambled)) % 7) / 7 for c in scores["probe"]}
