@@ -18,7 +18,7 @@ from capdistill.errors import CapdistillError
 from capdistill.results.collect import collect, variant
 from capdistill.results.plot import BASELINES, DRAW, FIGURES, plot, upload_to_wandb
 from test_cli import capdistill
-from wandb_files import read_wandb_run, wandb_records
+from wandb_files import complete_records, read_wandb_run
 
 CAPS = ["math", "code", "safety"]
 
@@ -248,7 +248,7 @@ def test_plot_uploads_to_an_offline_wandb_run(tmp_path: Path, monkeypatch: pytes
     run_file = next(runs[0].glob("*.wandb"))
     config = read_wandb_run(run_file)["config"]
     assert config["figure"] == "budget_curves" and config["runs"] == len(table) and config["seeds"]
-    tags = next(list(r.run.tags) for r in wandb_records(run_file) if r.HasField("run"))
+    tags = next(list(r.run.tags) for r in complete_records(run_file) if r.HasField("run"))
     assert "aggregate" in tags and "figure=budget_curves" in tags
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ def wandb_records(path: Path) -> Iterator[Any]:
             pos += 32768 - pos % 32768
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + length > len(data):  # a chunk still being written
+            return
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4) and pending:
@@ -30,10 +33,21 @@ def wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def complete_records(path: Path, timeout: float = 30.0) -> list[Any]:
+    """The run file's records once wandb's service has written its exit record (it may still be flushing
+    after `wandb.finish()` returns)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def read_wandb_run(path: Path) -> dict:
     """An offline run's config, metric definitions, history rows and summary, from its run file."""
     run: dict = {"config": {}, "metrics": {}, "history": [], "summary": {}}
-    for record in wandb_records(path):
+    for record in complete_records(path):
         kind = record.WhichOneof("record_type")
         if kind in ("run", "config"):  # init's config rides on the run record, later updates on their own
             items = record.run.config.update if kind == "run" else record.config.update
