@@ -101,50 +101,52 @@ class InitConf:
 
 
 @dataclass
-class SyntheticModel:
+class ModelBase:
+    """What every teacher or student option has: the class it builds (`_target_`), a name, a seed, and the
+    `kind` key that chose the class before `_target_` did (if set, it must agree)."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    seed: int = 0
+    kind: str | None = None
+    KIND: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind != self.KIND:
+            raise ConfigError(f"kind: {self.kind} contradicts the class {type(self).__name__} (kind {self.KIND})")
+
+
+@dataclass
+class SyntheticModel(ModelBase):
     """A Llama that the synthetic world builds from `arch` with its own `tokenizer`, trained by `train`
     (built once and cached under a hash of what the build depends on)."""
 
     _target_: str = "capdistill.config.model_specs.SyntheticModel"
-    name: str = MISSING
     tokenizer: TokenizerKind = TokenizerKind.word
     vocab_size: int = 1024
     arch: ArchConf = field(default_factory=ArchConf)
     train: WorldTrainConf = field(default_factory=WorldTrainConf)
-    seed: int = 0
-    kind: str | None = None  # what chose the class before `_target_` did; if set, it must agree
     KIND: ClassVar[str] = "synthetic"
 
     def __post_init__(self) -> None:
-        check_kind(self)
+        super().__post_init__()
         positive("", vocab_size=self.vocab_size)
 
 
 @dataclass
-class HFModel:
+class HFModel(ModelBase):
     """Any Hugging Face causal LM, by hub name (from the local HF cache), local directory or `packaged:` name,
     optionally pruned (`init.layers`, `init.hidden_size`, ...) or re-initialised at random (`init.scratch`,
     shaped by `arch`, seeded by `seed`)."""
 
     _target_: str = "capdistill.config.model_specs.HFModel"
-    name: str = MISSING
     path: str | None = None
     dtype: Dtype = Dtype.float32
     attn_implementation: str | None = None  # e.g. sdpa, eager, flash_attention_2
     chat_template: bool = False  # wrap prompts in the tokenizer's chat template
     init: InitConf = field(default_factory=InitConf)
     arch: ArchConf = field(default_factory=ArchConf)
-    seed: int = 0
-    kind: str | None = None  # what chose the class before `_target_` did; if set, it must agree
     KIND: ClassVar[str] = "hf"
-
-    def __post_init__(self) -> None:
-        check_kind(self)
-
-
-def check_kind(spec: SyntheticModel | HFModel) -> None:
-    if spec.kind is not None and spec.kind != spec.KIND:
-        raise ConfigError(f"kind: {spec.kind} contradicts the class {type(spec).__name__} (kind {spec.KIND})")
 
 
 ModelSpec = SyntheticModel | HFModel
