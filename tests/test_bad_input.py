@@ -36,6 +36,7 @@ CONFIG_LEVEL = [
     ("seed=5000000", r"seed must be in \[0, 4294000\]"),
     ("budget.total_tokens=3", "gives 1 tokens per round; no response fits"),
     ("budget.total_tokens=1000000M", "more than a round can generate"),
+    ("budget.total_tokens=8 budget.rounds=1", "gives no capability 2 tokens, the shortest response"),
     ("loss=topk loss.k=5000", r"loss.k=5000 exceeds the teacher's vocabulary \(512 entries\)"),
     ("loss=fkl loss.vocab_size=600", "loss.vocab_size=600 exceeds"),
     ("teacher.vocab_size=0", "teacher.vocab_size must be positive"),

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from capdistill.capabilities.base import split_of
+from capdistill.capabilities.base import Example, split_of
+from capdistill.capabilities.pools import PoolSource
 from capdistill.components import model_requests, world_sources
+from capdistill.errors import CapdistillError
 from capdistill.prompting import response_ids
 from capdistill.supervision.slices import Generation, Overflow, PromptStream, Slice, collect_round
 from capdistill.world.build import ensure_model
@@ -109,3 +111,14 @@ def test_a_round_fills_every_share_from_its_own_stream(world) -> None:
         alone = spend(world, shares[name], name=name)
         assert [e.prompt for e in pieces[name].examples] == [e.prompt for e in alone.examples]
         assert pieces[name].spent <= shares[name]
+
+
+def test_a_fixed_pool_serves_no_more_prompts_than_it_holds(world) -> None:
+    """A budget that needs more prompts than a pool holds is refused in one line, not trained on repeats."""
+    math = stream(world, name="math")
+    train = [Example("math", p, "", "", 1, "t") for p in math.take(0, 3)]
+    pool = PromptStream(PoolSource("pool", {"train": train}), "s", (1,))
+    assert pool.take(0, 5) == pool.take(0, 3)  # asking past the end gets what is left
+    with pytest.raises(CapdistillError, match="more than the 3 prompts of its train pool") as err:
+        one_slice(world, pool, 0, 10_000)
+    assert "\n" not in str(err.value)

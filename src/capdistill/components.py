@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from capdistill.allocation.interface import Allocator
+from capdistill.allocation.interface import Allocator, RoundContext
 from capdistill.capabilities import CAPABILITIES, COMPOSITES, WEIGHTED, WorldParams
 from capdistill.capabilities.paper import PaperSuite
 from capdistill.capabilities.real import REAL_CAPABILITIES
@@ -35,6 +35,7 @@ from capdistill.losses.modules import DistillLoss
 from capdistill.models.hf import check_init, checkpoint_shape, resolve_path
 from capdistill.models.request import ModelRequest
 from capdistill.results.figures import FIGURES
+from capdistill.supervision.budget import normalize_weights, split_tokens
 from capdistill.supervision.slices import MAX_BATCHES, MIN_RESPONSE_TOKENS
 from capdistill.training.optim import OptimizerSettings
 
@@ -256,13 +257,14 @@ def validate(cfg: DictConfig) -> None:
             if stray:
                 raise ConfigError(f"{role}.train.{key}: unknown capability or task {stray[0]!r}")
     loss = build_loss(cfg)
-    build_allocator(cfg)
+    allocator = build_allocator(cfg)
     for role, model in models.items():
         if isinstance(model, HFModel):
             resolve_path(model.path, role)
             check_init(model, role)
     check_loss_vocab(loss, models)
     check_budget_size(cfg)
+    check_static_spend(cfg, allocator)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
     check_trainer(trainer_factory(cfg))
@@ -313,6 +315,23 @@ def check_budget_size(cfg: DictConfig) -> None:
             f"budget.total_tokens={total} gives {per_round} tokens per round, more than a round can generate "
             f"({MAX_BATCHES} batches of {gen.batch_size} responses of at most {gen.max_new_tokens} tokens = {most}): "
             "lower the budget or raise budget.rounds"
+        )
+
+
+def check_static_spend(cfg: DictConfig, allocator: Allocator) -> None:
+    """An allocator whose split never changes, splitting the whole budget (the most a round can get) so that
+    no capability's share fits a response, would spend nothing: refused before compute."""
+    if not allocator.static:
+        return
+    names = list(cfg.capabilities.names)
+    total = parse_tokens(cfg.budget.total_tokens)
+    requirements = normalize_weights(dict(cfg.task.requirements), names)
+    context = RoundContext(0, cfg.budget.rounds, names, requirements, {}, None, total_tokens=total, spent_tokens=0)
+    split = split_tokens(total, normalize_weights(allocator.decide(context).split, names))
+    if max(split.values()) < MIN_RESPONSE_TOKENS:
+        raise ConfigError(
+            f"budget.total_tokens={total} split by allocator={allocator.name} gives no capability "
+            f"{MIN_RESPONSE_TOKENS} tokens, the shortest response: the run would spend nothing; raise the budget"
         )
 
 

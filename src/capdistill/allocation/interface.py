@@ -56,6 +56,7 @@ class Allocator(ABC):
 
     name: ClassVar[str] = ""  # the record's label (a class without one is labelled by its class name)
     pilot_fraction: float = 0.0  # each pilot run's share of the budget (see `pilot_splits`)
+    static: ClassVar[bool] = False  # the same split every round, whatever it observes (checkable from the config)
 
     def __init__(self, capabilities: list[str], seed: int = 0) -> None:
         self.capabilities, self.seed = list(capabilities), seed

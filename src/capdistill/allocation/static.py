@@ -14,6 +14,7 @@ class Uniform(Allocator):
     """The same share of every round's slice for every capability."""
 
     name = "uniform"
+    static = True
 
     def allocate(self, context: RoundContext) -> dict[str, float]:
         return {c: 1.0 / len(self.capabilities) for c in self.capabilities}
@@ -23,6 +24,7 @@ class Fixed(Allocator):
     """User-given proportions (`allocator.weights`), the same every round; missing capabilities get 0."""
 
     name = "fixed"
+    static = True
 
     def __init__(self, capabilities: list[str], seed: int = 0, weights: Mapping[str, float] | None = None) -> None:
         super().__init__(capabilities, seed)
@@ -45,6 +47,7 @@ class TaskStatic(Allocator):
     """`task_static`: the task's requirement vector, every round (the paper's task-static schedule)."""
 
     name = "task_static"
+    static = True
 
     def allocate(self, context: RoundContext) -> dict[str, float]:
         return {c: float(context.requirements.get(c, 0.0)) for c in self.capabilities}
@@ -54,6 +57,7 @@ class Single(Allocator):
     """`single`: the whole budget on one capability (the cross-capability transfer experiment)."""
 
     name = "single"
+    static = True
 
     def __init__(self, capabilities: list[str], seed: int = 0, capability: str | None = None) -> None:
         super().__init__(capabilities, seed)

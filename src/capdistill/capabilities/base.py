@@ -61,6 +61,11 @@ class Source(ABC):
     # tokens a model may generate when probed (None: the longest reference response, plus slack)
     max_new_tokens: int | None = None
 
+    @property
+    def train_prompts(self) -> int | None:
+        """How many distinct train prompts the source holds (None: a generator, unbounded)."""
+        return None
+
     @abstractmethod
     def generate(self, rng: random.Random, difficulty: int) -> Example:
         """Draw one example of the given difficulty (1 = easiest)."""

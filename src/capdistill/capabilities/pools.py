@@ -33,6 +33,10 @@ class PoolSource(Source):
         self.splits["train"] = [e for e in self.splits["train"] if e.prompt not in held_out]
         self.checker = checker
 
+    @property
+    def train_prompts(self) -> int:
+        return len(self.splits["train"])
+
     def generate(self, rng: random.Random, difficulty: int) -> Example:
         """A train example (pools have one difficulty level)."""
         if not self.splits["train"]:

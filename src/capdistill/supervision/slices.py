@@ -78,7 +78,19 @@ class PromptStream:
         self.prompts: list[str] = []
 
     def take(self, start: int, n: int) -> list[str]:
-        """Prompts `start` to `start + n` of the stream (train split only: never a dev, probe or eval prompt)."""
+        """Prompts `start` to `start + n` of the stream (train split only: never a dev, probe or eval prompt).
+
+        A fixed pool (drawn with replacement, as its generator) serves at most as many prompts as it holds:
+        a budget that needs more is mostly training on repeats, so the round stops there with a one-line
+        error (the rounds already finished are kept)."""
+        pool = self.source.train_prompts
+        if pool is not None:
+            if start >= pool:
+                raise CapdistillError(
+                    f"{self.source.name}: the budget needs more than the {pool} prompts of its train pool: "
+                    f"lower budget.total_tokens or give {self.source.name} a smaller share"
+                )
+            n = min(n, pool - start)
         misses = 0
         while len(self.prompts) < start + n:
             example = self.source.generate(self.rng, self.rng.choice(self.difficulties))
