@@ -7,12 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from capdistill.config.hydra_setup import CONF_DIR, setup
+from capdistill.config.hydra_setup import compose_root
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -26,15 +23,10 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # `pytest -n N`: share the cores 
 
 def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
     """The root config as a command line would compose it, with run paths under tmp."""
-    setup()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_root(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.cache_dir = str(cache_dir)
-        del cfg.hydra
     return cfg
 
 
@@ -64,3 +56,17 @@ def micro_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = compose_config(["experiment=micro"], root / "run", root / "cache")
     build_world(cfg)
     return root / "cache"
+
+
+@pytest.fixture(scope="module")
+def micro_world(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The micro world's sources, teacher and student (loaded from the session's cache)."""
+    from capdistill.components import model_requests, world_sources
+    from capdistill.world.build import ensure_model
+
+    root = tmp_path_factory.mktemp("world")
+    cfg = compose_config(["experiment=micro"], root / "run", micro_cache)
+    sources = world_sources(cfg)
+    teacher = ensure_model(model_requests(cfg)["teacher"], sources, root / "run")
+    student = ensure_model(model_requests(cfg)["student"], sources, root / "run")
+    return sources, teacher, student

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from capdistill.capabilities.base import Example, split_of
 from capdistill.capabilities.pools import PoolSource
-from capdistill.components import model_requests, world_sources
 from capdistill.errors import CapdistillError
 from capdistill.prompting import response_ids
 from capdistill.supervision.slices import Generation, Overflow, PromptStream, Slice, collect_round
-from capdistill.world.build import ensure_model
 
 
 @pytest.fixture(scope="module")
-def world(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory):
-    from conftest import compose_config
-
-    root = tmp_path_factory.mktemp("supervision")
-    cfg = compose_config(["experiment=micro"], root / "run", micro_cache)
-    sources = world_sources(cfg)
-    teacher = ensure_model(model_requests(cfg)["teacher"], sources, root / "run")
-    student = ensure_model(model_requests(cfg)["student"], sources, root / "run")
-    return sources, teacher, student
+def world(micro_world):
+    return micro_world
 
 
 GENERATION = Generation(max_new_tokens=12, batch_size=16)

@@ -9,10 +9,12 @@ once, where the model is loaded) so every prompt it encodes is wrapped in its ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 PROMPT_END = " =>"
@@ -52,8 +54,52 @@ def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> di
     return {"input_ids": p + r, "labels": [IGNORE_INDEX] * len(p) + r}
 
 
-@torch.no_grad()
+Keep = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
+class Generated:
+    """One completion: its text, the token ids the model wrote (through its first EOS), and what `keep`
+    took of the model's next-token logits at each of those tokens (`[n, K]` rows, or None), plus one
+    row past the last when no EOS came before `max_new_tokens` (where supervision appends its EOS)."""
+
+    text: str
+    ids: list[int]
+    kept: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+
+class _KeepSteps(LogitsProcessor):
+    """Applies `keep` to every generation step's next-token logits, before any sampling warper; the
+    logits pass through unchanged, so what is generated does not depend on it."""
+
+    def __init__(self, keep: Keep) -> None:
+        self.keep, self.steps = keep, []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids, values = self.keep(scores)
+        self.steps.append((ids.cpu(), None if values is None else values.cpu()))
+        return scores
+
+    def row(self, row: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids = torch.stack([step[0][row] for step in self.steps[:n]])
+        values = None if self.steps[0][1] is None else torch.stack([step[1][row] for step in self.steps[:n]])
+        return ids, values
+
+
 def generate_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 128,
+    **sampling: Any,
+) -> list[str]:
+    """Completions of `prompts` decoded to text: `generate`'s texts (`sampling`: its temperature, top_p, seed)."""
+    return [g.text for g in generate(model, tokenizer, prompts, max_new_tokens, batch_size, **sampling)]
+
+
+@torch.no_grad()
+def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
@@ -62,10 +108,14 @@ def generate_texts(
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
-) -> list[str]:
-    """Completions of `prompts` (length-sorted, left-padded batches, KV cache), decoded to text.
+    keep: Keep | None = None,
+) -> list[Generated]:
+    """Completions of `prompts` (length-sorted, left-padded batches, KV cache).
 
     `temperature` 0 is greedy decoding; above 0 samples with `top_p`, reproducibly for a `seed`.
+    `keep` maps a step's next-token logits `[B, V]` (fp32, before sampling) to rows to keep per
+    sequence: a teacher logit cache filled while the teacher writes. It runs one step past
+    `max_new_tokens` for the row after a response cut there; the text stops at `max_new_tokens`.
     """
     was_training = model.training
     model.eval()
@@ -75,7 +125,7 @@ def generate_texts(
     )
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * len(prompts)
+    out: list[Generated] = [Generated("", [])] * len(prompts)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(order), batch_size):
@@ -86,15 +136,26 @@ def generate_texts(
             for row, i in enumerate(idx):
                 ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]) :] = 1
+            steps = _KeepSteps(keep) if keep is not None else None
             generated = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max_new_tokens + (steps is not None),
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                logits_processor=LogitsProcessorList([steps]) if steps is not None else None,
                 **sampling,
             )
             for row, i in enumerate(idx):
-                out[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+                tokens = generated[row, width : width + max_new_tokens]
+                written = tokens.tolist()
+                ended = tokenizer.eos_token_id in written
+                if ended:
+                    written = written[: written.index(tokenizer.eos_token_id) + 1]
+                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                kept = None
+                if steps is not None:
+                    kept = steps.row(row, min(len(written) + (not ended), len(steps.steps)))
+                out[i] = Generated(text, written, kept)
     model.train(was_training)
     return out

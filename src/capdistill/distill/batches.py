@@ -38,11 +38,29 @@ def length_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[l
     return batches
 
 
+def cached_rows(examples: Sequence[Supervised], lengths: Sequence[int], width: int) -> dict[str, torch.Tensor]:
+    """The examples' cached teacher rows laid out as the student's logits are (row t predicts token t + 1,
+    `width` - 1 rows): `teacher_ids` `[B, width - 1, K]` and, for top-k, `teacher_logprobs`; rows that
+    predict no supervision token hold id 0 and log-prob 0, which no loss reads."""
+    first = examples[0].teacher
+    k = first.ids.shape[-1]
+    ids = torch.zeros((len(examples), width - 1, k), dtype=torch.long)
+    logprobs = None if first.logprobs is None else torch.zeros((len(examples), width - 1, k))
+    for row, (example, length) in enumerate(zip(examples, lengths)):
+        start = length - len(example.ids) - 1  # the row that predicts the first response token
+        ids[row, start : start + len(example.ids)] = example.teacher.ids.long()
+        if logprobs is not None:
+            logprobs[row, start : start + len(example.ids)] = example.teacher.logprobs.float()
+    return {"teacher_ids": ids} | ({} if logprobs is None else {"teacher_logprobs": logprobs})
+
+
 class SupervisedBatches(torch.utils.data.Dataset):
     """Pre-built batches (a map-style dataset of whole batches, so DDP can shard them by index).
 
     `teacher_tokenizer` only for cross-tokenizer losses: each batch then also carries the
-    teacher's own tokenization of the same text (`teacher_input_ids`, ...).
+    teacher's own tokenization of the same text (`teacher_input_ids`, ...). With `cached`, a batch
+    whose examples all carry cached teacher rows carries them too (`cached_rows`), and trains with no
+    teacher forward; `self.cached_batches` counts those.
     """
 
     def __init__(
@@ -52,15 +70,20 @@ class SupervisedBatches(torch.utils.data.Dataset):
         teacher_tokenizer: PreTrainedTokenizerBase | None,
         batch_size: int,
         seed: int,
+        cached: bool = False,
     ) -> None:
         student = [encode_supervised(e, student_tokenizer) for e in examples]
         teacher = [encode_for_teacher(e, teacher_tokenizer) for e in examples] if teacher_tokenizer else None
-        self.batches = []
+        self.batches, self.cached_batches = [], 0
         for idx in length_batches([len(s["input_ids"]) for s in student], batch_size, seed):
             batch = collate([student[i] for i in idx], student_tokenizer.pad_token_id)
             if teacher is not None:
                 t = collate([teacher[i] for i in idx], teacher_tokenizer.pad_token_id)
                 batch.update({f"teacher_{k}": v for k, v in t.items()})
+            if cached and all(examples[i].teacher is not None for i in idx):
+                lengths = [len(student[i]["input_ids"]) for i in idx]
+                batch.update(cached_rows([examples[i] for i in idx], lengths, batch["input_ids"].shape[1]))
+                self.cached_batches += 1
             self.batches.append(batch)
 
     def __len__(self) -> int:

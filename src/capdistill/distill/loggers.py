@@ -78,6 +78,7 @@ class RunLogger:
         final["budget/total_tokens"] = record["budget"]["total_tokens"]
         final.update({f"lmeval/{k}": v for k, v in flatten(record.get("lmeval") or {}).items() if is_number(v)})
         final.update({f"timing/{k}": v for k, v in record["timing"].items() if is_number(v)})
+        final.update({f"teacher_cache/{k}": v for k, v in (record.get("teacher_cache") or {}).items() if is_number(v)})
         self.update_summary(final)
 
     def update_summary(self, values: dict[str, float]) -> None:

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel
 
-from capdistill.losses import DistillLoss
+from capdistill.losses import DistillLoss, SparseTeacher
 from capdistill.prompting import IGNORE_INDEX
 from capdistill.training.optim import OptimizerSettings, Scope, adamw
 
@@ -93,10 +93,17 @@ class DistillationModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.steps += 1
 
-    def teacher_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Teacher logits (and, cross-tokenizer, the mask of its response positions), without grad."""
+    def teacher_logits(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | SparseTeacher | None, torch.Tensor | None]:
+        """Teacher logits (and, cross-tokenizer, the mask of its response positions), without grad; a batch
+        that carries the teacher's cached rows gives them as a `SparseTeacher`, with no teacher forward."""
         if not self.loss.needs_teacher:
             return None, None
+        if "teacher_ids" in batch:
+            ids, logprobs = batch["teacher_ids"], batch.get("teacher_logprobs")
+            counts = None if logprobs is not None else torch.ones(ids.shape, device=ids.device)
+            return SparseTeacher(ids=ids, logprobs=logprobs, counts=counts), None
         prefix = "teacher_" if self.loss.cross_tokenizer else ""
         with torch.no_grad():
             logits = self.teacher(

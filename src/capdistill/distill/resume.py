@@ -2,7 +2,9 @@
 
 After each round the student, the optimizer state and the round's record entry are saved under
 `rounds/`, so a killed run restarted in the same output directory resumes after its last
-completed round, exactly; a finished run's `record.json` makes a relaunched sweep skip it.
+completed round, exactly; a finished run's `record.json` makes a relaunched sweep skip it. A
+round's supervision (with its teacher logit cache) is saved as soon as the teacher has written it,
+so a run killed while training resumes that round without the teacher generating it again.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from capdistill.config.checks import ConfigError, locate
 from capdistill.config.model_specs import MODEL_KINDS
 from capdistill.distill.module import DistillationModule
 from capdistill.errors import CapdistillError
-from capdistill.io import atomic_dir
+from capdistill.io import atomic_dir, atomic_file
 from capdistill.models.request import LoadedModel
 from capdistill.results.record import RECORD_FILE
+from capdistill.supervision.slices import Slice, slices_from_state, slices_state
 
 log = logging.getLogger(__name__)
 ROUNDS_DIR = "rounds"
 ROUND_FILE = "round.json"
 STUDENT_DIR = "student"
 OPTIMIZER_FILE = "optimizer.pt"
+SUPERVISION_FILE = "supervision-{:03d}.pt"  # a round's supervision (and teacher cache), saved before it trains
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -177,3 +181,24 @@ def resume_state(
         ) from None
     student.model.load_state_dict(resumed.state_dict())
     module.load_optimizer_state(state)
+
+
+def save_supervision(output_dir: Path, index: int, slices: list[Slice], key: dict[str, Any]) -> None:
+    """Store round `index`'s supervision atomically, under `key` (the run's fingerprint, the round's shares
+    and prompt cursors: what decides it)."""
+    with atomic_file(output_dir / ROUNDS_DIR / SUPERVISION_FILE.format(index)) as tmp:
+        torch.save({"key": key, "slices": slices_state(slices)}, tmp)
+
+
+def load_supervision(output_dir: Path, index: int, key: dict[str, Any]) -> list[Slice] | None:
+    """Round `index`'s saved supervision if it was written under the same `key`; None otherwise (not
+    saved, unreadable, or another run's or round's: then the teacher writes it again)."""
+    path = output_dir / ROUNDS_DIR / SUPERVISION_FILE.format(index)
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as err:  # a damaged file: generating again costs time, not correctness
+        log.warning("%s is unreadable (%s); the teacher writes round %d again", path, type(err).__name__, index + 1)
+        return None
+    return slices_from_state(saved["slices"]) if saved["key"] == key else None

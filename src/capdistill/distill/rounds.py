@@ -12,6 +12,7 @@ import torch
 from capdistill.config.schema import Generation, Overflow
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
+from capdistill.losses.sparse import CacheSpec
 from capdistill.models.request import LoadedModel
 from capdistill.supervision.slices import PromptStream, Slice, collect_round
 
@@ -28,6 +29,7 @@ class RoundSettings:
     epochs: int
     grad_clip: float
     progress: bool = False  # progress bars for generation and training (a terminal: `capdistill.io.interactive`)
+    cache: CacheSpec | None = None  # what the teacher keeps while it writes, for the loss (a teacher logit cache)
 
 
 def generate_round(
@@ -51,6 +53,7 @@ def generate_round(
         settings.generation,
         overflow=settings.overflow,
         progress=settings.progress,
+        cache=settings.cache,
     )
 
 
@@ -78,6 +81,7 @@ def train_round(
             teacher.tokenizer if module.loss.cross_tokenizer else None,
             settings.batch_size,
             seed=seed * 1000 + index,
+            cached=settings.cache is not None,
         )
     )
     trainer = settings.make_trainer(

@@ -36,10 +36,9 @@ from capdistill.components import (
     loss_label,
     model_requests,
     optimizer_settings,
-    trainer_factory,
+    round_settings,
     world_sources,
 )
-from capdistill.config.schema import typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
@@ -49,13 +48,15 @@ from capdistill.distill.resume import (
     ROUNDS_DIR,
     completed_rounds,
     finished_record,
+    load_supervision,
     resume_state,
     run_fingerprint,
     run_identity,
     save_round,
+    save_supervision,
 )
 from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role
-from capdistill.distill.rounds import RoundSettings, generate_round, train_round
+from capdistill.distill.rounds import generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
@@ -67,6 +68,7 @@ from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 from capdistill.supervision.slices import PromptStream
+from capdistill.supervision.teacher_cache import cache_summary, merge_summaries
 
 log = logging.getLogger(__name__)
 LMEVAL_DIR = "lmeval"
@@ -127,17 +129,7 @@ class DistillRecipe:
         self.loss = build_loss(cfg)
         self.allocator = build_allocator(cfg)
         self.optim = optimizer_settings(cfg)
-        typed = typed_settings(cfg)
-        self.settings = RoundSettings(
-            make_trainer=trainer_factory(cfg),
-            generation=typed.distill.generation,
-            overflow=typed.distill.overflow,
-            seed=cfg.seed,
-            batch_size=cfg.distill.batch_size,
-            epochs=cfg.distill.epochs,
-            grad_clip=cfg.distill.grad_clip,
-            progress=interactive(),
-        )
+        self.settings = round_settings(cfg, self.loss, progress=interactive())
         self.requirements = normalize_weights(dict(cfg.task.requirements), self.names)
         self.models = model_requests(cfg)
         self.sources: WorldSources = world_sources(cfg)
@@ -294,7 +286,11 @@ class DistillRecipe:
         }
 
         t_generate = time.time()
-        slices = generate_round(self.settings, shares, self.streams, cursors, self.teacher, student, self.device)
+        key = {"fingerprint": run_fingerprint(self.identity), "shares": shares, "cursors": cursors}
+        slices = load_supervision(self.out, index, key)  # written before a kill during training: reused
+        if slices is None:
+            slices = generate_round(self.settings, shares, self.streams, cursors, self.teacher, student, self.device)
+            save_supervision(self.out, index, slices, key)
         t_train = time.time()
         spent = sum(s.spent for s in slices)
         progress = (context.spent_tokens / self.total, (context.spent_tokens + spent) / self.total)
@@ -339,6 +335,9 @@ class DistillRecipe:
             student_trained_tokens=trained,
             train_steps=steps,
             train_loss={"first": losses[0], "last": losses[-1]} if losses else None,
+            teacher_cache=(
+                cache_summary([e.teacher for s in slices for e in s.examples]) if self.settings.cache else None
+            ),
             signals=signals,
             scores=scores,
             decision=decided.decision,
@@ -418,6 +417,7 @@ class DistillRecipe:
             final_dev=final_dev,
             fingerprint=run_fingerprint(self.identity),
             lmeval=lmeval,
+            teacher_cache=merge_summaries([e["teacher_cache"] for e in history]) if self.settings.cache else None,
         ).to_json()
         atomic_write_json(self.out / RECORD_FILE, record)
         self.logger.log_final(record)

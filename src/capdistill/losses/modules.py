@@ -35,7 +35,7 @@ from capdistill.losses.common import check_chunk_size, check_int, check_real, ch
 from capdistill.losses.cross_tokenizer import OTSettings, multilevel_ot, uld
 from capdistill.losses.divergences import forward_kl, generalized_jsd, reverse_kl, total_variation
 from capdistill.losses.sft import sft
-from capdistill.losses.sparse import SparseTeacher, sampled_kl, topk_kl
+from capdistill.losses.sparse import CacheSpec, SparseTeacher, sampled_kl, topk_kl
 
 OT_OPTIONS = [f.name for f in fields(OTSettings)]
 
@@ -100,6 +100,11 @@ class DistillLoss(nn.Module):
     def settings(self) -> dict[str, Any]:
         """Each option's value, as built."""
         return {k: getattr(self, k) for k in self.options()}
+
+    def cache_spec(self) -> CacheSpec | None:
+        """What the teacher should keep while it writes the responses, so this loss trains on its cache
+        with no teacher forward (None: the loss needs the live teacher, or none)."""
+        return None
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
@@ -195,15 +200,34 @@ class TVDLoss(_SameVocabLoss):
         )
 
 
-class TopKLoss(_SameVocabLoss):
+TEACHER_SOURCES = ("cache", "live")
+
+
+class _SparseLoss(_SameVocabLoss):
+    """A loss that reads a few entries of the teacher's distribution per position, which the teacher can
+    keep while it writes the responses: ``teacher_source="cache"`` trains on them with no teacher
+    forward, ``"live"`` runs the teacher on every batch."""
+
+    sparse_teacher = True
+
+    def __init__(self, *, teacher_source: str = "cache", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if teacher_source not in TEACHER_SOURCES:
+            raise CapdistillError(f"teacher_source must be one of {', '.join(TEACHER_SOURCES)}, got {teacher_source!r}")
+        self.teacher_source = teacher_source
+
+
+class TopKLoss(_SparseLoss):
     """``topk``: KL to the teacher's renormalised top-``k`` (biased baseline); dense or sparse teacher."""
 
     name = "topk"
-    sparse_teacher = True
 
     def __init__(self, *, k: int = 64, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.k = check_int("k", k, low=1)
+
+    def cache_spec(self) -> CacheSpec | None:
+        return CacheSpec("topk", self.k, vocab=self.vocab_size) if self.teacher_source == "cache" else None
 
     def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
         return topk_kl(
@@ -211,7 +235,7 @@ class TopKLoss(_SameVocabLoss):
         )
 
 
-class SampledKLLoss(_SameVocabLoss):
+class SampledKLLoss(_SparseLoss):
     """``sampled``: Sparse Logit Sampling, ``num_samples`` teacher draws per position (unbiased gradient).
 
     ``self.generator`` (default None: the global RNG) may be set to a ``torch.Generator`` on the
@@ -219,12 +243,16 @@ class SampledKLLoss(_SameVocabLoss):
     """
 
     name = "sampled"
-    sparse_teacher = True
 
     def __init__(self, *, num_samples: int = 64, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_samples = check_int("num_samples", num_samples, low=1)
         self.generator: torch.Generator | None = None
+
+    def cache_spec(self) -> CacheSpec | None:
+        if self.teacher_source != "cache":
+            return None
+        return CacheSpec("samples", self.num_samples, self.temperature, vocab=self.vocab_size)
 
     def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
         return sampled_kl(

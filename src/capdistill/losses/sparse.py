@@ -123,6 +123,36 @@ class SparseTeacher:
         return cls(ids=ids_t, counts=torch.ones(shape, device=flat.device))
 
 
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a teacher logit cache keeps per response token for a sparse loss, so training needs no teacher
+    forward: the ``size`` top log-probabilities (``kind="topk"``, temperature 1, any loss temperature
+    later), or ``size`` draws from ``softmax(logits / temperature)`` (``kind="samples"``), over the
+    first ``vocab`` ids (None: all)."""
+
+    kind: str
+    size: int
+    temperature: float = 1.0
+    vocab: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("topk", "samples"):
+            raise CapdistillError(f"CacheSpec.kind must be 'topk' or 'samples', got {self.kind!r}")
+        check_int("size", self.size, low=1)
+        check_temperature(self.temperature)
+
+    @torch.no_grad()
+    def rows(self, logits: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """What to keep of next-token ``logits [n, V]``: ids ``[n, size]`` and, for top-k, their fp32
+        log-probabilities (None for draws, whose counts are all 1)."""
+        logits = logits[:, : self.vocab].float()
+        if self.kind == "topk":
+            values, ids = torch.log_softmax(logits, dim=-1).topk(min(self.size, logits.shape[-1]), dim=-1)
+            return ids, values
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        return torch.multinomial(probs, self.size, replacement=True, generator=generator), None
+
+
 # --------------------------------------------------------------------------- per-row pieces
 
 

@@ -58,6 +58,7 @@ class RoundEntry:
     student_trained_tokens: int
     train_steps: int
     train_loss: dict[str, float] | None  # the round's first and last batch loss (None: nothing trained)
+    teacher_cache: dict[str, Any] | None = None  # the teacher logit cache of the round's supervision, if kept
     signals: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)  # what the allocator considered
@@ -66,6 +67,8 @@ class RoundEntry:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["teacher_cache"] is None:
+            del data["teacher_cache"]
         signals, scores = data.pop("signals"), data.pop("scores")
         tail = {k: data.pop(k) for k in ("decision", "update", "timing")}
         splits = {**dict.fromkeys(signals, "dev"), **dict.fromkeys(scores, "eval")}
@@ -92,11 +95,14 @@ class Record:
     final_dev: dict[str, Any] | None  # the final student's task exact match on dev (what grid chooses on)
     fingerprint: str  # the config hash a relaunch compares
     lmeval: dict[str, Any] | None = None  # the final student re-scored through lm-eval
+    # the teacher logit cache over the run: {"tokens", "bytes", "bytes_per_token", "examples_without"}
+    teacher_cache: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["lmeval"] is None:
-            del data["lmeval"]
+        for key in ("lmeval", "teacher_cache"):
+            if data[key] is None:
+                del data[key]
         check_record(data)
         return data
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -20,7 +21,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from capdistill.capabilities.base import Source, split_of
 from capdistill.config.schema import Generation, Overflow
 from capdistill.errors import CapdistillError
-from capdistill.prompting import generate_texts, response_ids
+from capdistill.losses.sparse import CacheSpec
+from capdistill.prompting import Generated, generate, response_ids
+from capdistill.supervision.teacher_cache import CachedTeacher, keeper
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Supervised:
     response: str
     ids: list[int]  # the student-tokenizer ids trained on: the response and its EOS (no EOS if truncated)
     truncated: bool = False
+    teacher: CachedTeacher | None = None  # the teacher's cached rows for `ids` (a teacher logit cache), if kept
 
     @property
     def tokens(self) -> int:
@@ -59,6 +63,22 @@ class Slice:
     @property
     def shortfall(self) -> int:
         return self.allotted - self.spent
+
+
+def slices_state(slices: list[Slice]) -> list[dict[str, Any]]:
+    """A round's slices as plain data and tensors (what `torch.save` stores and `weights_only` loads)."""
+    return [asdict(piece) for piece in slices]
+
+
+def slices_from_state(state: list[dict[str, Any]]) -> list[Slice]:
+    """The slices `slices_state` stored."""
+    out = []
+    for piece in state:
+        examples = [
+            Supervised(**(e | {"teacher": e["teacher"] and CachedTeacher(**e["teacher"])})) for e in piece["examples"]
+        ]
+        out.append(Slice(**(piece | {"examples": examples})))
+    return out
 
 
 class PromptStream:
@@ -114,6 +134,7 @@ def collect_round(
     overflow: Overflow = Overflow.drop,
     max_batches: int = MAX_BATCHES,
     progress: bool = False,
+    cache: CacheSpec | None = None,
 ) -> list[Slice]:
     """Fill every capability's share (`shares`: supervision tokens) with teacher-written responses to
     its stream's prompts from its cursor on; a slice consumes the prompts of its examples and of
@@ -126,6 +147,10 @@ def collect_round(
     sampled ones (temperature > 0) are seeded per call from the run's seed, the call's first
     capability and its position in that stream, so with sampling the prompts are common to
     allocators but the teacher's samples are not.
+
+    With a `cache` spec the teacher keeps, at every token it writes, what a sparse loss reads of its
+    distribution, and each example whose supervision ids are exactly the tokens the teacher wrote
+    carries them (`Supervised.teacher`); what is generated and counted does not change.
     """
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
@@ -144,7 +169,9 @@ def collect_round(
                 position = cursors.get(name, 0) + piece.prompts
                 asked += [(name, prompt) for prompt in streams[name].take(position, size)]
             first = asked[0][0]
-            responses = generate_texts(
+            call = f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}"
+            device = next(teacher.parameters()).device
+            responses = generate(
                 teacher,
                 teacher_tokenizer,
                 [prompt for _, prompt in asked],
@@ -152,10 +179,12 @@ def collect_round(
                 generation.batch_size,
                 generation.temperature,
                 generation.top_p,
-                seed=zlib.crc32(f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}".encode()),
+                seed=zlib.crc32(call.encode()),
+                keep=keeper(cache, call, device) if cache is not None else None,
             )
-            for (name, prompt), response in zip(asked, responses):
+            for (name, prompt), written in zip(asked, responses):
                 piece = slices[name]
+                response = written.text
                 piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
                 if name not in open_:
                     continue
@@ -163,15 +192,24 @@ def collect_round(
                 ids = response_ids(student_tokenizer, response)
                 left = piece.allotted - piece.spent
                 if len(ids) <= left:
-                    piece.examples.append(Supervised(name, prompt, response, ids))
+                    piece.examples.append(Supervised(name, prompt, response, ids, teacher=cached(written, ids)))
                     if len(ids) == left:
                         open_.discard(name)
                     continue
                 if overflow is Overflow.truncate and left > 0:
                     ids = ids[:left]
                     text = student_tokenizer.decode(ids, skip_special_tokens=True)
-                    piece.examples.append(Supervised(name, prompt, text, ids, truncated=True))
+                    piece.examples.append(Supervised(name, prompt, text, ids, True, cached(written, ids)))
                 open_.discard(name)
             for name in open_:
                 mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
     raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")
+
+
+def cached(written: Generated, ids: list[int]) -> CachedTeacher | None:
+    """The teacher's kept rows for supervision `ids`: row j is its distribution after the tokens it wrote
+    before j, so it serves when those are `ids[:j]` (None otherwise: the student's tokenization of the
+    text differs from the teacher's tokens)."""
+    if written.kept is None or written.kept[0].shape[0] < len(ids) or written.ids[: len(ids) - 1] != ids[:-1]:
+        return None
+    return CachedTeacher(*written.kept).head(len(ids))
