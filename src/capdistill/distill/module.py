@@ -15,6 +15,8 @@ import torch
 from transformers import PreTrainedModel
 
 from capdistill.losses import DistillLoss, SparseTeacher
+from capdistill.losses.chunking import LinearLogits
+from capdistill.models.heads import linear_logits
 from capdistill.prompting import IGNORE_INDEX
 from capdistill.training.optim import OptimizerSettings, Scope, adamw
 
@@ -93,9 +95,17 @@ class DistillationModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.steps += 1
 
+    def logits(
+        self, model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor | LinearLogits:
+        """A model's position-aligned logits; with `loss.fused_linear`, unmaterialised (`LinearLogits`)."""
+        if self.loss.fused_linear:
+            return linear_logits(model, input_ids, attention_mask)
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+
     def teacher_logits(
         self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor | SparseTeacher | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | LinearLogits | SparseTeacher | None, torch.Tensor | None]:
         """Teacher logits (and, cross-tokenizer, the mask of its response positions), without grad; a batch
         that carries the teacher's cached rows gives them as a `SparseTeacher`, with no teacher forward."""
         if not self.loss.needs_teacher:
@@ -106,16 +116,14 @@ class DistillationModule(pl.LightningModule):
             return SparseTeacher(ids=ids, logprobs=logprobs, counts=counts), None
         prefix = "teacher_" if self.loss.cross_tokenizer else ""
         with torch.no_grad():
-            logits = self.teacher(
-                input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"]
-            ).logits[:, :-1]
+            logits = self.logits(self.teacher, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"])
         mask = batch["teacher_labels"][:, 1:] != IGNORE_INDEX if self.loss.cross_tokenizer else None
         return logits, mask
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        logits = self.student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        logits = self.logits(self.student, batch["input_ids"], batch["attention_mask"])
         teacher_logits, teacher_mask = self.teacher_logits(batch)
         loss = self.loss(logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask)
         self.trained_tokens += int(batch["attention_mask"].sum())

@@ -63,6 +63,7 @@ from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
 from capdistill.io import atomic_write_json, interactive, remove_stale_temporaries
+from capdistill.models.heads import check_linear_head
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
@@ -176,6 +177,10 @@ class DistillRecipe:
                 self.allocator.warmup,
             )
         align_vocab(self.loss, self.teacher, self.student)
+        if self.loss.fused_linear:
+            check_linear_head(self.student.model, "student")
+            if self.loss.needs_teacher and self.loss.cache_spec() is None:
+                check_linear_head(self.teacher.model, "teacher")
 
     def score_references(self) -> None:
         """Teacher and student base on eval, the teacher's dev responses, and the proxy on them (cached)."""

@@ -19,6 +19,12 @@ and never keeps more than one chunk of full-vocabulary fp32 intermediates alive:
   small per-row summary before reducing (MultiLevelOT's top-k vectors). Nothing is saved
   but the inputs; backward recomputes each chunk (``fn`` must be deterministic).
 
+Logits may also be given *unmaterialised*, as :class:`LinearLogits` (a model's final hidden states
+``[B, T, H]`` and its output embedding ``[V, H]``): each chunk's logits are computed as
+``hidden @ weight.T`` when the chunk is loaded, and its closed-form logit gradient ``g`` goes to
+the hidden states (``g @ weight``) and the weight (``g.T @ hidden``, accumulated in fp32). No
+``[B, T, V]`` tensor, nor its gradient, ever exists (the fused-linear losses of Liger-Kernel).
+
 Peak extra memory is therefore the gradient buffer plus one chunk's working set (a few
 ``chunk_size x V`` fp32 tensors; by default about 2**23 elements each). Columns can be
 sliced per input (``Rows.cols``), which is how same-family vocabularies are truncated to
@@ -43,6 +49,52 @@ Index = Tensor | tuple[Tensor, ...]
 
 
 @dataclass(frozen=True)
+class LinearLogits:
+    """Logits ``hidden @ weight.T`` that are never materialised: ``hidden [B, T, H]`` (a model's final
+    hidden states) and ``weight [V, H]`` (its output embedding, bias-free). Same-vocabulary losses take
+    them wherever they take ``[B, T, V]`` logits; the chunked driver computes one chunk at a time."""
+
+    hidden: Tensor
+    weight: Tensor
+
+    def __post_init__(self) -> None:
+        if self.hidden.dim() != 3 or self.weight.dim() != 2 or self.hidden.shape[-1] != self.weight.shape[-1]:
+            raise ValueError(
+                f"LinearLogits needs hidden [B, T, H] and weight [V, H], got {list(self.hidden.shape)} "
+                f"and {list(self.weight.shape)}"
+            )
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((*self.hidden.shape[:2], self.weight.shape[0]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.hidden.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.hidden.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.hidden.requires_grad or self.weight.requires_grad
+
+    def dim(self) -> int:
+        return 3
+
+    def is_floating_point(self) -> bool:
+        return self.hidden.is_floating_point()
+
+    def detach(self) -> LinearLogits:
+        return LinearLogits(self.hidden.detach(), self.weight.detach())
+
+    def materialize(self) -> Tensor:
+        """The ``[B, T, V]`` logits (for a loss that has no fused path)."""
+        return self.hidden @ self.weight.T
+
+
+@dataclass(frozen=True)
 class Rows:
     """Selected rows of ``tensor``, optionally keeping the first ``cols`` entries of the last dim.
 
@@ -51,7 +103,7 @@ class Rows:
     non-contiguous slice such as ``logits[:, :-1]``) or one index tensor into the first dim.
     """
 
-    tensor: Tensor
+    tensor: Tensor | LinearLogits
     index: Index
     cols: int | None = None
 
@@ -138,37 +190,76 @@ class _Spec:
     chunk: int
     n: int
     analytic: bool = False
+    linear: tuple[bool, ...] = ()  # per input: given as LinearLogits (two tensors: hidden, weight)
+
+
+def _positions(spec: _Spec) -> list[int]:
+    """Where each input starts among the flat tensors (a LinearLogits input takes two)."""
+    starts, at = [], 0
+    for linear in spec.linear or (False,) * len(spec.indices):
+        starts.append(at)
+        at += 2 if linear else 1
+    return starts
+
+
+def _load_linear(hidden: Tensor, weight: Tensor, index: Index, cols: int | None) -> tuple[Tensor, Tensor]:
+    """One chunk's logits ``hidden[index] @ weight[:cols].T`` (up-cast as `_load` does) and its hidden rows."""
+    h = hidden[index]
+    w = weight if cols is None else weight[:cols]
+    return (h @ w.T).to(compute_dtype(h.dtype)), h
 
 
 class _ChunkedSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, fn, spec: _Spec, scale: Tensor, need_grad: bool, *tensors: Tensor) -> Tensor:  # type: ignore[override]
         needs = [need_grad and t.requires_grad for t in tensors]
-        buffers = [torch.zeros_like(t) if need else None for t, need in zip(tensors, needs)]
+        starts = _positions(spec)
+        linear = spec.linear or (False,) * len(starts)
+        weights = {start + 1 for start, lin in zip(starts, linear) if lin}  # fp32 accumulators for the weights
+        buffers = [
+            torch.zeros_like(t, dtype=compute_dtype(t.dtype) if i in weights else t.dtype) if need else None
+            for i, (t, need) in enumerate(zip(tensors, needs))
+        ]
+        entry_needs = [any(needs[s : s + (2 if lin else 1)]) for s, lin in zip(starts, linear)]
         dtype = compute_dtype(tensors[0].dtype)
         scale = scale.to(dtype)
         total = torch.zeros((), dtype=dtype, device=scale.device)
         for start, end in _chunks(spec.n, spec.chunk):
-            if spec.analytic or any(needs):
-                if spec.analytic:
-                    chunk = [
-                        _load(t, _slice(idx, start, end), c, False)
-                        for t, idx, c in zip(tensors, spec.indices, spec.cols)
-                    ]
-                    out, grads = fn(*chunk, needs=tuple(needs))
-                    del chunk
-                else:
-                    out, grads = _chunk_grads(fn, tensors, spec, needs, start, end, None)
-                for buf, g, idx, c in zip(buffers, grads, spec.indices, spec.cols):
+            index = [_slice(idx, start, end) for idx in spec.indices]
+            if spec.analytic:
+                chunk, hidden = [], []
+                for s_, lin, idx, c in zip(starts, linear, index, spec.cols):
+                    x, h = (
+                        _load_linear(tensors[s_], tensors[s_ + 1], idx, c)
+                        if lin
+                        else (_load(tensors[s_], idx, c, False), None)
+                    )
+                    chunk.append(x)
+                    hidden.append(h)
+                out, grads = fn(*chunk, needs=tuple(entry_needs))
+                del chunk
+                for s_, lin, idx, c, g, h in zip(starts, linear, index, spec.cols, grads, hidden):
+                    if g is None:
+                        continue
+                    g = g.mul_(scale)
+                    if not lin:
+                        _accumulate(buffers[s_], idx, c, g)
+                        continue
+                    weight = tensors[s_ + 1] if c is None else tensors[s_ + 1][:c]
+                    if buffers[s_] is not None:  # d hidden = g @ weight
+                        _accumulate(buffers[s_], idx, None, g.to(weight.dtype) @ weight)
+                    if buffers[s_ + 1] is not None:  # d weight = g.T @ hidden, over the chunk's rows
+                        target = buffers[s_ + 1] if c is None else buffers[s_ + 1][:c]
+                        target.add_((g.T.to(h.dtype) @ h).to(target.dtype))
+            elif any(needs):
+                out, grads = _chunk_grads(fn, tensors, spec, needs, start, end, None)
+                for buf, g, idx, c in zip(buffers, grads, index, spec.cols):
                     if buf is not None and g is not None:
-                        _accumulate(buf, _slice(idx, start, end), c, g.mul_(scale) if spec.analytic else g * scale)
+                        _accumulate(buf, idx, c, g * scale)
             else:
-                chunk = [
-                    _load(t, _slice(idx, start, end), c, False) for t, idx, c in zip(tensors, spec.indices, spec.cols)
-                ]
-                out = fn(*chunk)
+                out = fn(*[_load(t, idx, c, False) for t, idx, c in zip(tensors, index, spec.cols)])
             total = total + out.sum().to(dtype)
-        ctx.buffers = buffers
+        ctx.buffers = [b if b is None or b.dtype == t.dtype else b.to(t.dtype) for b, t in zip(buffers, tensors)]
         return total * scale
 
     @staticmethod
@@ -218,6 +309,7 @@ def _spec(rows: Sequence[Rows], chunk_size: int | None, analytic: bool = False) 
         chunk=resolve_chunk_size(chunk_size, width),
         n=n,
         analytic=analytic,
+        linear=tuple(isinstance(r.tensor, LinearLogits) for r in rows),
     )
 
 
@@ -240,11 +332,19 @@ def chunked_sum(
     autograd graph. ``scale`` is a 0-dim tensor (typically ``1 / denominator``), a constant.
     """
     spec = _spec(rows, chunk_size, analytic)
-    need_grad = torch.is_grad_enabled() and any(r.tensor.requires_grad for r in rows)
-    return _ChunkedSum.apply(fn, spec, scale.detach(), need_grad, *(r.tensor for r in rows))
+    if any(spec.linear) and not analytic:
+        raise ValueError("LinearLogits need a row function with closed-form gradients (analytic=True)")
+    flat = [
+        t
+        for r in rows
+        for t in ((r.tensor.hidden, r.tensor.weight) if isinstance(r.tensor, LinearLogits) else (r.tensor,))
+    ]
+    need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+    return _ChunkedSum.apply(fn, spec, scale.detach(), need_grad, *flat)
 
 
 def chunked_map(fn: Callable[..., Tensor], rows: Sequence[Rows], *, chunk_size: int | None) -> Tensor:
     """``fn(*selected rows)`` stacked over all chunks (``[N, ...]``); backward recomputes per chunk."""
+    rows = [Rows(r.tensor.materialize(), r.index, r.cols) if isinstance(r.tensor, LinearLogits) else r for r in rows]
     spec = _spec(rows, chunk_size)
     return _ChunkedMap.apply(fn, spec, *(r.tensor for r in rows))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from capdistill.errors import CapdistillError
+from capdistill.losses.chunking import LinearLogits
 
 NEG_INF = float("-inf")
 
@@ -52,9 +53,9 @@ def same_vocab_extras(fn: str, extras: SameVocabExtras) -> tuple[int | None, Ten
 # --------------------------------------------------------------------------- validation
 
 
-def check_logits(name: str, logits: object) -> Tensor:
-    """A floating tensor ``[B, T, V]`` with ``V >= 1``."""
-    if not isinstance(logits, Tensor):
+def check_logits(name: str, logits: object) -> Tensor | LinearLogits:
+    """A floating tensor ``[B, T, V]`` with ``V >= 1``, or unmaterialised `LinearLogits` of that shape."""
+    if not isinstance(logits, Tensor | LinearLogits):
         raise CapdistillError(f"{name} must be a torch.Tensor [B, T, V], got {type(logits).__name__}")
     if logits.dim() != 3:
         raise CapdistillError(f"{name} must have shape [B, T, V], got shape {tuple(logits.shape)}")
@@ -84,6 +85,12 @@ def check_same_positions(student_logits: Tensor, teacher_logits: Tensor) -> None
             "teacher_logits must have the same [B, T] as student_logits, got teacher_logits shape "
             f"{list(teacher_logits.shape)} and student_logits shape {list(student_logits.shape)}"
         )
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise CapdistillError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def check_temperature(temperature: object) -> float:

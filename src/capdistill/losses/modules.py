@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from capdistill.errors import CapdistillError
 from capdistill.introspect import init_options
-from capdistill.losses.common import check_chunk_size, check_int, check_real, check_temperature
+from capdistill.losses.common import check_bool, check_chunk_size, check_int, check_real, check_temperature
 from capdistill.losses.cross_tokenizer import OTSettings, multilevel_ot, uld
 from capdistill.losses.divergences import forward_kl, generalized_jsd, reverse_kl, total_variation
 from capdistill.losses.sft import sft
@@ -47,6 +47,9 @@ class DistillLoss(nn.Module):
     needs_teacher: ClassVar[bool] = True
     cross_tokenizer: ClassVar[bool] = False
     sparse_teacher: ClassVar[bool] = False
+    # the student's (and a live teacher's) logits come as `LinearLogits`, never materialised (the options of
+    # the losses that take them: same-vocabulary ones and sft)
+    fused_linear: bool = False
 
     def __init__(self, *, temperature: float = 1.0, ce_weight: float = 0.0, chunk_size: int | None = None) -> None:
         super().__init__()
@@ -116,8 +119,9 @@ class SFTLoss(DistillLoss):
     name = "sft"
     needs_teacher = False
 
-    def __init__(self, *, temperature: float = 1.0, chunk_size: int | None = None) -> None:
+    def __init__(self, *, temperature: float = 1.0, chunk_size: int | None = None, fused_linear: bool = False) -> None:
         super().__init__(temperature=temperature, chunk_size=chunk_size)
+        self.fused_linear = check_bool("fused_linear", fused_linear)
 
     @property
     def needs_target_ids(self) -> bool:
@@ -148,9 +152,11 @@ class _SameVocabLoss(DistillLoss):
         ce_weight: float = 0.0,
         chunk_size: int | None = None,
         vocab_size: int | None = None,
+        fused_linear: bool = False,
     ) -> None:
         super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
         self.vocab_size = None if vocab_size is None else check_int("vocab_size", vocab_size, low=1)
+        self.fused_linear = check_bool("fused_linear", fused_linear)
 
     def _common(self) -> dict[str, Any]:
         return {"vocab_size": self.vocab_size, "chunk_size": self.chunk_size}

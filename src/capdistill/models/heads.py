@@ -1,0 +1,38 @@
+"""A causal LM's next-token logits as its final hidden states and output embedding, never materialised:
+what the fused-linear losses take (`LinearLogits`), so no `[B, T, V]` tensor or gradient exists."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from capdistill.errors import CapdistillError
+from capdistill.losses.chunking import LinearLogits
+
+
+def linear_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> LinearLogits:
+    """The model's position-aligned logits (row t predicts token t + 1) as `LinearLogits`: its decoder's
+    final hidden states and its `lm_head` weight, without computing the logits."""
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return LinearLogits(hidden[:, :-1], model.get_output_embeddings().weight)
+
+
+def check_linear_head(model: PreTrainedModel, role: str) -> None:
+    """`loss.fused_linear` needs logits that are exactly `hidden @ lm_head.weight.T`: a head with a bias,
+    a logit scale or soft-capping (Gemma 2, Cohere) is refused in one line, checked on a short input."""
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear) or head.bias is not None:
+        raise CapdistillError(f"loss.fused_linear=true needs a bias-free linear lm_head; the {role}'s is {head}")
+    param = next(model.parameters())
+    ids = torch.arange(1, 9, device=param.device).remainder(head.weight.shape[0])[None]
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        fused = linear_logits(model, ids, mask).materialize().float()
+    tol = 1e-4 if param.dtype in (torch.float32, torch.float64) else 3e-2
+    if not torch.allclose(full, fused, rtol=tol, atol=tol * float(full.abs().max().clamp_min(1))):
+        raise CapdistillError(
+            f"loss.fused_linear=true: the {role}'s logits are not hidden states @ lm_head.weight (a logit scale or "
+            "soft-capping?); use loss.fused_linear=false"
+        )
