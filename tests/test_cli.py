@@ -13,9 +13,9 @@ import pytest
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
-def capdistill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def capdistill(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "capdistill", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300
+        [sys.executable, "-m", "capdistill", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout
     )
 
 
@@ -129,7 +129,12 @@ def test_smoke_shows_learning_and_an_allocator_difference(tmp_path: Path) -> Non
     """`-m experiment=smoke`: a teacher well above 0, the student learning the task, task_static ahead of
     uniform (measured: base 23.4, task_static 40.6, uniform 28.1 on 128 items), lm-eval equal to the probes."""
     result = capdistill(
-        "distill", "-m", "experiment=smoke", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path}"
+        "distill",
+        "-m",
+        "experiment=smoke",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path}",
+        timeout=900,  # 45 s alone; a parallel suite on 2 cores stretches it
     )
     assert result.returncode == 0, result.stderr[-2000:]
     records = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/record.json")}

@@ -24,7 +24,7 @@ from capdistill.losses import (
     total_variation,
 )
 from capdistill.losses.chunking import LinearLogits
-from capdistill.models.heads import check_linear_head, linear_logits
+from capdistill.training.heads import check_linear_head, linear_logits
 from conftest import compose_config
 
 B, T, H, V = 3, 7, 5, 13
@@ -133,7 +133,7 @@ def test_linear_logits_are_the_model_logits() -> None:
     model = tiny_llama()
     ids = torch.randint(0, 32, (2, 6))
     mask = torch.ones_like(ids)
-    fused = linear_logits(model, ids, mask)
+    fused = linear_logits(model, input_ids=ids, attention_mask=mask)
     assert fused.shape == (2, 5, 32)
     torch.testing.assert_close(fused.materialize(), model(input_ids=ids, attention_mask=mask).logits[:, :-1])
     check_linear_head(model, "student")

@@ -12,6 +12,7 @@ import torch
 from capdistill.components import validate
 from capdistill.distill import run as run_module
 from capdistill.distill.batches import SupervisedBatches
+from capdistill.distill.resume import config_changes
 from capdistill.distill.run import distill
 from capdistill.losses import SparseTeacher, TopKLoss
 from capdistill.losses.sparse import CacheSpec
@@ -167,3 +168,11 @@ def test_a_resumed_round_reuses_its_saved_supervision(
     strip = [{k: v for k, v in e.items() if k != "timing"} for e in resumed["rounds"]]
     assert strip == [{k: v for k, v in e.items() if k != "timing"} for e in whole["rounds"]]
     assert resumed["teacher_cache"] == whole["teacher_cache"] and resumed["final"] == whole["final"]
+
+
+def test_a_topk_run_saved_before_the_cache_resumes_only_with_the_live_teacher() -> None:
+    """Its rounds trained with a teacher forward: the cache (the new default) would train differently."""
+    saved = {"loss": {"name": "topk", "k": 8}, "distill": {"lr": 1e-3}}
+    now = {"loss": {"name": "topk", "k": 8, "fused_linear": False}, "distill": {"lr": 1e-3, "packing": False}}
+    assert config_changes(saved, now | {"loss": now["loss"] | {"teacher_source": "live"}}) == []
+    assert config_changes(saved, now | {"loss": now["loss"] | {"teacher_source": "cache"}}) == ["loss.teacher_source"]

@@ -30,7 +30,6 @@ from capdistill.config.hydra_setup import setup
 from capdistill.config.model_specs import HFModel, SyntheticModel
 from capdistill.config.schema import World, typed_settings
 from capdistill.config.units import parse_tokens
-from capdistill.distill.rounds import RoundSettings
 from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
 from capdistill.models.hf import check_init, checkpoint_shape, resolve_path
@@ -89,23 +88,6 @@ def build_allocator(cfg: DictConfig) -> Allocator:
     if not isinstance(allocator, Allocator):
         raise ConfigError(f"allocator._target_ {cfg.allocator._target_} is not a capdistill Allocator")
     return allocator
-
-
-def round_settings(cfg: DictConfig, loss: DistillLoss, progress: bool = False) -> RoundSettings:
-    """What every round's generation and fit take from the config; the teacher keeps what `loss` reads
-    of it while it writes (its cache spec), if anything."""
-    typed = typed_settings(cfg)
-    return RoundSettings(
-        make_trainer=trainer_factory(cfg),
-        generation=typed.distill.generation,
-        overflow=typed.distill.overflow,
-        seed=cfg.seed,
-        batch_size=cfg.distill.batch_size,
-        epochs=cfg.distill.epochs,
-        grad_clip=cfg.distill.grad_clip,
-        progress=progress,
-        cache=loss.cache_spec(),
-    )
 
 
 def build_loss(cfg: DictConfig) -> DistillLoss:
@@ -281,6 +263,8 @@ def validate(cfg: DictConfig) -> None:
             resolve_path(model.path, role)
             check_init(model, role)
     check_loss_vocab(loss, models)
+    if cfg.distill.packing and loss.cross_tokenizer:
+        raise ConfigError(f"distill.packing=true needs a same-tokenizer loss; loss={loss.name} pairs two tokenizations")
     check_budget_size(cfg)
     check_static_spend(cfg, allocator)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":

@@ -138,9 +138,20 @@ class DistillConf:
     overflow: Overflow = Overflow.drop
     generation: Generation = field(default_factory=Generation)
     log_every: int = 10
+    # pack each batch's examples into rows of up to `pack_length` tokens with no padding between them:
+    # positions restart at every example and attention stays within it (the model is checked to honour
+    # that when the run starts); the batches hold the same examples as unpacked ones
+    packing: bool = False
+    pack_length: int = 4096
 
     def __post_init__(self) -> None:
-        positive("distill.", batch_size=self.batch_size, epochs=self.epochs, log_every=self.log_every)
+        positive(
+            "distill.",
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            log_every=self.log_every,
+            pack_length=self.pack_length,
+        )
 
 
 @dataclass

@@ -16,9 +16,17 @@ from transformers import PreTrainedModel
 
 from capdistill.losses import DistillLoss, SparseTeacher
 from capdistill.losses.chunking import LinearLogits
-from capdistill.models.heads import linear_logits
 from capdistill.prompting import IGNORE_INDEX
+from capdistill.training.heads import linear_logits
 from capdistill.training.optim import OptimizerSettings, Scope, adamw
+
+
+def model_inputs(batch: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor | bool]:
+    """A model's keyword inputs for the batch: ids and attention mask, or, for packed rows, ids and
+    `position_ids` with no mask and no cache (so the model reads the packing from the positions)."""
+    if "position_ids" in batch:
+        return {"input_ids": batch[f"{prefix}input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    return {"input_ids": batch[f"{prefix}input_ids"], "attention_mask": batch[f"{prefix}attention_mask"]}
 
 
 class DistillationModule(pl.LightningModule):
@@ -96,12 +104,14 @@ class DistillationModule(pl.LightningModule):
         self.steps += 1
 
     def logits(
-        self, model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, model: PreTrainedModel, batch: dict[str, torch.Tensor], prefix: str = ""
     ) -> torch.Tensor | LinearLogits:
-        """A model's position-aligned logits; with `loss.fused_linear`, unmaterialised (`LinearLogits`)."""
+        """A model's position-aligned logits on the batch's `{prefix}input_ids`; with `loss.fused_linear`,
+        unmaterialised (`LinearLogits`)."""
+        inputs = model_inputs(batch, prefix)
         if self.loss.fused_linear:
-            return linear_logits(model, input_ids, attention_mask)
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            return linear_logits(model, **inputs)
+        return model(**inputs).logits[:, :-1]
 
     def teacher_logits(
         self, batch: dict[str, torch.Tensor]
@@ -116,14 +126,14 @@ class DistillationModule(pl.LightningModule):
             return SparseTeacher(ids=ids, logprobs=logprobs, counts=counts), None
         prefix = "teacher_" if self.loss.cross_tokenizer else ""
         with torch.no_grad():
-            logits = self.logits(self.teacher, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"])
+            logits = self.logits(self.teacher, batch, prefix)
         mask = batch["teacher_labels"][:, 1:] != IGNORE_INDEX if self.loss.cross_tokenizer else None
         return logits, mask
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        logits = self.logits(self.student, batch["input_ids"], batch["attention_mask"])
+        logits = self.logits(self.student, batch)
         teacher_logits, teacher_mask = self.teacher_logits(batch)
         loss = self.loss(logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask)
         self.trained_tokens += int(batch["attention_mask"].sum())

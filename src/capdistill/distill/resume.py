@@ -80,12 +80,26 @@ def run_fingerprint(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Config fields added since runs were first saved, each with the value that behaves as before it existed:
+# a saved config without the field is the same run when the current config holds that value.
+ADDED_FIELDS: dict[str, Any] = {
+    "loss.teacher_source": "live",  # topk/sampled ran the teacher on every batch before the logit cache
+    "loss.fused_linear": False,
+    "distill.packing": False,
+    "distill.pack_length": 4096,
+}
+
+
 def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ. A key one side lacks counts only if the other side sets it:
-    a config field added since (or removed) and left unset is no change, so runs stay resumable."""
+    a config field added since (or removed) and left unset is no change, so runs stay resumable; so is
+    a field of `ADDED_FIELDS` at the value that behaves as before it existed."""
     changes = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
+        added = ADDED_FIELDS.get(f"{prefix}{key}", object())
+        if key not in saved and b == added:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             changes += config_changes(a, b, f"{prefix}{key}.")
         elif a != b:

@@ -30,6 +30,7 @@ class RoundSettings:
     grad_clip: float
     progress: bool = False  # progress bars for generation and training (a terminal: `capdistill.io.interactive`)
     cache: CacheSpec | None = None  # what the teacher keeps while it writes, for the loss (a teacher logit cache)
+    pack_length: int | None = None  # pack each batch into rows of up to this many tokens (None: padded batches)
 
 
 def generate_round(
@@ -82,6 +83,7 @@ def train_round(
             settings.batch_size,
             seed=seed * 1000 + index,
             cached=settings.cache is not None,
+            pack_length=settings.pack_length,
         )
     )
     trainer = settings.make_trainer(

@@ -36,9 +36,10 @@ from capdistill.components import (
     loss_label,
     model_requests,
     optimizer_settings,
-    round_settings,
+    trainer_factory,
     world_sources,
 )
+from capdistill.config.schema import typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
@@ -56,20 +57,22 @@ from capdistill.distill.resume import (
     save_supervision,
 )
 from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role
-from capdistill.distill.rounds import generate_round, train_round
+from capdistill.distill.rounds import RoundSettings, generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
 from capdistill.io import atomic_write_json, interactive, remove_stale_temporaries
-from capdistill.models.heads import check_linear_head
+from capdistill.losses import DistillLoss
+from capdistill.models.packing import check_packing
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 from capdistill.supervision.slices import PromptStream
 from capdistill.supervision.teacher_cache import cache_summary, merge_summaries
+from capdistill.training.heads import check_linear_head
 
 log = logging.getLogger(__name__)
 LMEVAL_DIR = "lmeval"
@@ -114,6 +117,24 @@ def round_line(
             change = "" if earlier[-1] is None else f" ({entry[key] - earlier[-1]:+.{digits}f})"
             parts.append(f"{label} {entry[key]:.{digits}f}{change}")
     return " | ".join(parts)
+
+
+def round_settings(cfg: DictConfig, loss: DistillLoss, progress: bool = False) -> RoundSettings:
+    """What every round's generation and fit take from the config; the teacher keeps what `loss` reads
+    of it while it writes (its cache spec), if anything."""
+    typed = typed_settings(cfg)
+    return RoundSettings(
+        make_trainer=trainer_factory(cfg),
+        generation=typed.distill.generation,
+        overflow=typed.distill.overflow,
+        seed=cfg.seed,
+        batch_size=cfg.distill.batch_size,
+        epochs=cfg.distill.epochs,
+        grad_clip=cfg.distill.grad_clip,
+        progress=progress,
+        cache=loss.cache_spec(),
+        pack_length=cfg.distill.pack_length if cfg.distill.packing else None,
+    )
 
 
 class DistillRecipe:
@@ -177,10 +198,12 @@ class DistillRecipe:
                 self.allocator.warmup,
             )
         align_vocab(self.loss, self.teacher, self.student)
-        if self.loss.fused_linear:
-            check_linear_head(self.student.model, "student")
-            if self.loss.needs_teacher and self.loss.cache_spec() is None:
-                check_linear_head(self.teacher.model, "teacher")
+        live_teacher = self.loss.needs_teacher and self.loss.cache_spec() is None
+        for check, on in ((check_linear_head, self.loss.fused_linear), (check_packing, self.settings.pack_length)):
+            if on:
+                check(self.student.model, "student")
+                if live_teacher:
+                    check(self.teacher.model, "teacher")
 
     def score_references(self) -> None:
         """Teacher and student base on eval, the teacher's dev responses, and the proxy on them (cached)."""

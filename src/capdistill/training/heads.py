@@ -3,6 +3,8 @@ what the fused-linear losses take (`LinearLogits`), so no `[B, T, V]` tensor or 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -11,10 +13,11 @@ from capdistill.errors import CapdistillError
 from capdistill.losses.chunking import LinearLogits
 
 
-def linear_logits(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> LinearLogits:
-    """The model's position-aligned logits (row t predicts token t + 1) as `LinearLogits`: its decoder's
-    final hidden states and its `lm_head` weight, without computing the logits."""
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+def linear_logits(model: PreTrainedModel, **inputs: Any) -> LinearLogits:
+    """The model's position-aligned logits (row t predicts token t + 1) on `inputs` (its forward's
+    keywords) as `LinearLogits`: its decoder's final hidden states and its `lm_head` weight, without
+    computing the logits."""
+    hidden = model.get_decoder()(**inputs).last_hidden_state
     return LinearLogits(hidden[:, :-1], model.get_output_embeddings().weight)
 
 
@@ -29,7 +32,7 @@ def check_linear_head(model: PreTrainedModel, role: str) -> None:
     mask = torch.ones_like(ids)
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        fused = linear_logits(model, ids, mask).materialize().float()
+        fused = linear_logits(model, input_ids=ids, attention_mask=mask).materialize().float()
     tol = 1e-4 if param.dtype in (torch.float32, torch.float64) else 3e-2
     if not torch.allclose(full, fused, rtol=tol, atol=tol * float(full.abs().max().clamp_min(1))):
         raise CapdistillError(

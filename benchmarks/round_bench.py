@@ -1,0 +1,86 @@
+"""What the round benchmarks share: one round of teacher supervision on a composed config, and timed fits
+of the same student (reset before each) under variants of the round settings, side by side."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from capdistill.components import model_requests, optimizer_settings, world_sources
+from capdistill.config.hydra_setup import compose_root
+from capdistill.distill.module import DistillationModule
+from capdistill.distill.rounds import RoundSettings, generate_round, train_round
+from capdistill.distill.run import round_settings
+from capdistill.losses import DistillLoss
+from capdistill.models.request import LoadedModel
+from capdistill.supervision.budget import split_tokens
+from capdistill.supervision.slices import PromptStream, Slice
+from capdistill.world.build import ensure_model
+
+
+@dataclass
+class Round:
+    """One round's supervision, the models, and what a fit needs."""
+
+    cfg: object
+    teacher: LoadedModel
+    student: LoadedModel
+    loss: DistillLoss
+    settings: RoundSettings
+    slices: list[Slice]
+    device: torch.device
+
+    @property
+    def spent(self) -> int:
+        return sum(s.spent for s in self.slices)
+
+    def time_fits(self, variants: dict[str, RoundSettings], runs: int) -> dict[str, tuple[float, int]]:
+        """Median seconds of one fit per variant (alternating, `runs` each) and the tokens it processed."""
+        base = copy.deepcopy(self.student.model.state_dict())
+        optim = optimizer_settings(self.cfg)
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        tokens: dict[str, int] = {}
+        for _ in range(runs):
+            for name, settings in variants.items():
+                self.student.model.load_state_dict(base)
+                module = DistillationModule(self.student.model, self.teacher.model, self.loss, optim)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                _, tokens[name], _ = train_round(
+                    settings, 0, self.slices, module, self.teacher, self.student, (0.0, 1.0), 0
+                )
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+        self.student.model.load_state_dict(base)
+        return {name: (statistics.median(t), tokens[name]) for name, t in times.items()}
+
+
+@contextmanager
+def one_round(overrides: list[str], loss: DistillLoss, tokens: int) -> Iterator[Round]:
+    """`tokens` of supervision over every capability, written by the config's teacher (the shipped
+    synthetic world unless `overrides` say otherwise), with `loss`'s round settings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_root(["experiment=smoke", "logger=none", f"paths.output_dir={tmp}", *overrides])
+        sources = world_sources(cfg)
+        models = model_requests(cfg)
+        teacher = ensure_model(models["teacher"], sources, Path(tmp))
+        student = ensure_model(models["student"], sources, Path(tmp))
+        device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
+        settings = round_settings(cfg, loss)
+        names = list(cfg.capabilities.names)
+        streams = {c: PromptStream(sources.capabilities[c], "bench", sources.difficulties) for c in names}
+        teacher.model.eval().requires_grad_(False).to(device)
+        student.model.to(device)
+        shares = split_tokens(tokens, dict.fromkeys(names, 1.0))
+        slices = generate_round(settings, shares, streams, {}, teacher, student, device)
+        yield Round(cfg, teacher, student, loss, settings, slices, device)
