@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install real demo test test-real test-fast lint format world micro clean
+.PHONY: install real demo test test-real test-fast lint format world micro clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+## The wheels benchmarks/gpu_check.sh installs on a GPU machine that lacks them (Python 3.12): hydra-core and
+## omegaconf, and antlr4's runtime (built here: it ships as source only); .whl/ is git-ignored.
+GPU_WHEELS := "hydra-core==1.3.8" "omegaconf==2.3.1"
+gpu-wheels: $(STAMP)
+	mkdir -p .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform any -d .whl $(GPU_WHEELS)
+	$(BIN)/python -m pip wheel -q --no-deps -w .whl "antlr4-python3-runtime==4.9.3"
 
 ## Rebuild the default world from scratch into the shipped assets (src/capdistill/assets/worlds).
 world: $(STAMP)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from round_bench import one_round  # noqa: E402
+from round_bench import one_round, write_json  # noqa: E402
 
 from capdistill.losses import SFTLoss  # noqa: E402
 
@@ -27,6 +27,7 @@ def main() -> dict:
     parser.add_argument("--pack-length", type=int, default=4096, help="tokens per packed row")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("-o", "--override", action="append", default=[], help="a config override (repeatable)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     with one_round(args.override, SFTLoss(), args.tokens) as r:
         s = replace(r.settings, batch_size=args.batch_size, pack_length=None)
@@ -43,7 +44,8 @@ def main() -> dict:
     print(f"{'training one round':<20} {'median s':>9} {'tokens/s':>10} {'/ batch 1':>10}   (of {args.runs})")
     for name, (seconds, _) in times.items():
         print(f"{name:<20} {seconds:>9.2f} {rates[name]:>10.0f} {rates[name] / rates['batch 1']:>10.2f}")
-    return {name: {"seconds": t[0], "tokens_per_s": rates[name]} for name, t in times.items()}
+    figures = {name: {"seconds": t[0], "tokens_per_s": rates[name]} for name, t in times.items()}
+    return write_json(args.json, figures | {"packed_over_batch_1": rates["packed"] / rates["batch 1"]})
 
 
 if __name__ == "__main__":

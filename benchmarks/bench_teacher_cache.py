@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from round_bench import one_round  # noqa: E402
+from round_bench import one_round, write_json  # noqa: E402
 
 from capdistill.losses import TopKLoss  # noqa: E402
 
@@ -28,6 +28,7 @@ def main() -> dict:
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("-o", "--override", action="append", default=[], help="a config override (repeatable)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     with one_round(args.override, TopKLoss(k=args.k), args.tokens) as r:
         times = r.time_fits({"live teacher": replace(r.settings, cache=None), "cache": r.settings}, args.runs)
@@ -41,12 +42,8 @@ def main() -> dict:
         print(f"{mode:<20} {seconds:>9.2f}")
     ratio = times["live teacher"][0] / times["cache"][0]
     print(f"live / cache: {ratio:.2f}x")
-    return {
-        "live_s": times["live teacher"][0],
-        "cache_s": times["cache"][0],
-        "ratio": ratio,
-        "bytes_per_token": stored / max(r.spent, 1),
-    }
+    figures = {"live_s": times["live teacher"][0], "cache_s": times["cache"][0], "live_over_cache": ratio}
+    return write_json(args.json, figures | {"bytes_per_token": stored / max(r.spent, 1), "tokens": r.spent})
 
 
 if __name__ == "__main__":

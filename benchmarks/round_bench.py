@@ -4,6 +4,7 @@ of the same student (reset before each) under variants of the round settings, si
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import tempfile
 import time
@@ -84,3 +85,10 @@ def one_round(overrides: list[str], loss: DistillLoss, tokens: int) -> Iterator[
         shares = split_tokens(tokens, dict.fromkeys(names, 1.0))
         slices = generate_round(settings, shares, streams, {}, teacher, student, device)
         yield Round(cfg, teacher, student, loss, settings, slices, device)
+
+
+def write_json(path: str | None, figures: dict) -> dict:
+    """`figures`, also written to `path` when one is given."""
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=2))
+    return figures
