@@ -115,6 +115,7 @@ ROUND_TRAINER_KEYS = {
     "max_epochs": "distill.epochs",
     "gradient_clip_val": "distill.grad_clip",
     "logger": "the logger group",
+    "use_distributed_sampler": "",  # ranks shard every batch themselves
     "enable_checkpointing": "",
     "enable_progress_bar": "",
     "enable_model_summary": "",

@@ -149,12 +149,37 @@ class SupervisedBatches(torch.utils.data.Dataset):
         return self.batches[index]
 
 
+class RankShards(torch.utils.data.Dataset):
+    """Rank `rank`'s share of every batch under data parallelism: rows `rank`, `rank + world`, ... So
+    each optimizer step covers the same global batch as one process would, in the same order (every
+    rank draws the same shuffle). A rank left without a row gets row 0 with nothing counted."""
+
+    def __init__(self, dataset: SupervisedBatches, rank: int, world: int) -> None:
+        self.dataset, self.rank, self.world = dataset, rank, world
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        batch = self.dataset[index]
+        rows = torch.arange(self.rank, batch["input_ids"].shape[0], self.world)
+        if rows.numel():
+            return {k: v[rows] for k, v in batch.items()}
+        shard = {k: v[:1].clone() for k, v in batch.items()}
+        shard["labels"].fill_(IGNORE_INDEX)
+        shard["counted"] = torch.zeros(1, dtype=torch.long)  # its tokens are not trained on
+        return shard
+
+
 class DistillDataModule(pl.LightningDataModule):
-    """One round's supervision batches as a DataModule (batch order reshuffled every epoch)."""
+    """One round's supervision batches as a DataModule (batch order reshuffled every epoch; under data
+    parallelism each rank loads its `RankShards`)."""
 
     def __init__(self, dataset: SupervisedBatches) -> None:
         super().__init__()
         self.dataset = dataset
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=None, shuffle=True)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        data = self.dataset if world == 1 else RankShards(self.dataset, self.trainer.global_rank, world)
+        return DataLoader(data, batch_size=None, shuffle=True)

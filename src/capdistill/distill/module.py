@@ -8,6 +8,7 @@ regime). With `scope=round` every fit builds a fresh AdamW and schedule over its
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -62,13 +63,15 @@ class DistillationModule(pl.LightningModule):
         self.step_offset = 0  # steps of earlier rounds, for the run's logged curves
         self.trained_tokens = 0  # non-pad tokens (prompt + response) the student processed in this fit
         self.losses: list[float] = []  # training loss per step of this fit
+        self.step_log: list[tuple[dict[str, float], int]] = []  # the fit's curve, logged after it (`flush_step_log`)
+        self.handoff: Path | None = None  # where rank 0 of a spawned fit leaves the state the run keeps
 
     def begin_fit(self, start: float, end: float, steps: int, step_offset: int) -> None:
         """Prepare the next `Trainer.fit`: it covers budget progress `start` to `end` in `steps` steps."""
         if self.optim.scope is Scope.round:
             self.optimizer, self.steps, start, end = None, 0, 0.0, 1.0
         self.span = (start, end, max(steps, 1), self.steps)
-        self.step_offset, self.trained_tokens, self.losses = step_offset, 0, []
+        self.step_offset, self.trained_tokens, self.losses, self.step_log = step_offset, 0, [], []
 
     def optimizer_state(self) -> dict[str, Any]:
         """What resumes the optimizer exactly (saved with every round; a resumed state not yet rebuilt
@@ -130,17 +133,54 @@ class DistillationModule(pl.LightningModule):
         mask = batch["teacher_labels"][:, 1:] != IGNORE_INDEX if self.loss.cross_tokenizer else None
         return logits, mask
 
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` summed over the data-parallel ranks (itself in one process)."""
+        return value if self.trainer.world_size == 1 else self.trainer.strategy.reduce(value, reduce_op="sum")
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         labels = batch["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
         logits = self.logits(self.student, batch)
         teacher_logits, teacher_mask = self.teacher_logits(batch)
-        loss = self.loss(logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask)
-        self.trained_tokens += int(batch["attention_mask"].sum())
-        self.losses.append(float(loss.detach()))
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        step = self.step_offset + self.global_step
-        if self.run_logger is not None and self.global_step % self.log_every == 0:
+        world = self.trainer.world_size
+        # over ranks, each rank's share of the batch is divided by the whole batch's count of counted positions,
+        # and scaled by the rank count that DDP's gradient average divides by: the step is the one-process step
+        count = self.total(mask.sum().to(torch.float32)) if world > 1 else None
+        loss = self.loss(
+            logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask, num_items=count
+        )
+        tokens = batch["attention_mask"].sum() * batch.get("counted", torch.ones((), device=mask.device)).sum()
+        self.trained_tokens += int(self.total(tokens))
+        value = float(self.total(loss.detach()))
+        self.losses.append(value)
+        self.log("train/loss", value, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        if self.global_step % self.log_every == 0:
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.run_logger.log_metrics({"train/loss": self.losses[-1], "train/lr": lr}, step=step)
-        return loss
+            self.step_log.append(({"train/loss": value, "train/lr": lr}, self.step_offset + self.global_step))
+        return loss * world
+
+    def on_train_end(self) -> None:
+        """Under `ddp_spawn` the ranks are processes that end with the fit: rank 0 hands what the run keeps
+        (optimizer state, step count, losses, tokens, step log) to the process that spawned them."""
+        if self.handoff is not None and self.trainer.global_rank == 0:
+            state = self.optimizer_state() | {"global_step": self.trainer.global_step}
+            state |= {"trained_tokens": self.trained_tokens, "losses": self.losses, "step_log": self.step_log}
+            torch.save(state, self.handoff)
+
+    def take_handoff(self) -> int | None:
+        """Load what rank 0 handed over after a spawned fit; returns its step count (None: no hand-off)."""
+        if self.handoff is None or not self.handoff.is_file():
+            return None
+        state = torch.load(self.handoff, weights_only=False)
+        self.handoff.unlink()
+        self.optimizer = None  # rebuilt from the handed-over state at the next fit
+        self.load_optimizer_state(state)
+        self.trained_tokens, self.losses, self.step_log = state["trained_tokens"], state["losses"], state["step_log"]
+        return state["global_step"]
+
+    def flush_step_log(self) -> None:
+        """Log the fit's buffered training curve (train/loss, train/lr every `log_every` steps)."""
+        if self.run_logger is not None:
+            for metrics, step in self.step_log:
+                self.run_logger.log_metrics(metrics, step=step)
+        self.step_log = []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -93,9 +94,17 @@ def train_round(
         enable_checkpointing=False,
         enable_progress_bar=settings.progress,  # Lightning's own bar: steps, loss
         enable_model_summary=False,
+        use_distributed_sampler=False,  # every rank takes its share of every batch (`RankShards`)
     )
-    steps = math.ceil(len(data.dataset) / trainer.world_size) * settings.epochs  # each rank's share of the batches
-    module.begin_fit(*progress, steps, step_offset)
-    trainer.fit(module, datamodule=data)
+    module.begin_fit(*progress, len(data.dataset) * settings.epochs, step_offset)
+    logger, module.run_logger = module.run_logger, None  # a logger does not travel to spawned ranks
+    with tempfile.TemporaryDirectory() as handoff:
+        module.handoff = Path(handoff) / "rank0.pt" if trainer.world_size > 1 else None
+        try:
+            trainer.fit(module, datamodule=data)
+            steps = module.take_handoff()
+        finally:
+            module.run_logger, module.handoff = logger, None
+    module.flush_step_log()
     module.student.eval()
-    return trainer.global_step, module.trained_tokens, module.losses
+    return trainer.global_step if steps is None else steps, module.trained_tokens, module.losses
