@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from capdistill.components import validate
 from capdistill.config.hydra_setup import CONF_DIR, setup
@@ -268,3 +269,35 @@ def test_every_experiment_sweep_composes_and_validates(make_cfg, experiment: str
     for i in range(max((len(v) for v in values.values()), default=1)):
         job = [f"{key}={v[min(i, len(v) - 1)]}" for key, v in values.items()]
         validate(make_cfg(f"experiment={experiment}", *job))
+
+
+SLURM_2_NODES = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.nodes=2",
+    "hydra.launcher.tasks_per_node=1",  # one recipe process per node; it spawns a rank per GPU
+    "hydra.launcher.gpus_per_node=8",
+    "trainer=ddp",
+    "trainer.num_nodes=2",
+    "trainer.devices=8",
+]
+
+
+def test_a_two_node_slurm_job_composes() -> None:
+    """The README's 2-node recipe, at `--cfg` level (no cluster here): submitit asks SLURM for 2 nodes of 8
+    GPUs, and each node's Trainer runs 8 spawned ranks of a 16-rank DDP group."""
+    shown = {}
+    for part in ("hydra", "job"):
+        result = capdistill("distill", "experiment=budget_curves", *SLURM_2_NODES, "--cfg", part)
+        assert result.returncode == 0, result.stderr[-2000:]
+        shown[part] = OmegaConf.create(result.stdout)
+    launcher = shown["hydra"].hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 1, 8)
+    trainer = shown["job"].trainer
+    assert (trainer.strategy, trainer.num_nodes, trainer.devices, trainer.accelerator) == ("ddp_spawn", 2, 8, "gpu")
+
+
+def test_multirun_with_cfg_is_one_line() -> None:
+    result = capdistill("distill", "-m", "experiment=micro", "--cfg", "job")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("capdistill distill: error: Only one of --run, --multirun, --cfg")

@@ -60,7 +60,13 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
     args = parser.parse_args(argv)
     args.overrides.append(f"hydra.job.name={name.replace('-', '_')}")  # outputs/<name>/... and the job's log
     with one_line_config_errors(name):
-        _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(CONF_DIR), config_name="train")
+        try:
+            _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(CONF_DIR), config_name="train")
+        except ValueError as err:  # Hydra's own flag check, made before anything it reports
+            if not str(err).startswith("Only one of"):
+                raise
+            print(f"capdistill {name}: error: {err} (e.g. -m with --cfg)", file=sys.stderr)
+            sys.exit(2)
     return 0
 
 
