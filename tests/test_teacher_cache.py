@@ -18,7 +18,7 @@ from capdistill.losses import SparseTeacher, TopKLoss
 from capdistill.losses.sparse import CacheSpec
 from capdistill.prompting import IGNORE_INDEX, generate
 from capdistill.supervision.slices import Generation, PromptStream, collect_round
-from capdistill.supervision.teacher_cache import id_dtype, keeper
+from capdistill.supervision.teacher_cache import STEPS_PER_NAT, dequantize, id_dtype, keeper, quantize
 from conftest import compose_config
 
 BUDGET_KEYS = ("allotted_by_capability", "spent_by_capability", "examples_by_capability", "prompts_by_capability")
@@ -176,3 +176,22 @@ def test_a_topk_run_saved_before_the_cache_resumes_only_with_the_live_teacher() 
     now = {"loss": {"name": "topk", "k": 8, "fused_linear": False}, "distill": {"lr": 1e-3, "packing": False}}
     assert config_changes(saved, now | {"loss": now["loss"] | {"teacher_source": "live"}}) == []
     assert config_changes(saved, now | {"loss": now["loss"] | {"teacher_source": "cache"}}) == ["loss.teacher_source"]
+
+
+def test_uint8_log_probs_are_within_a_32nd_of_a_nat() -> None:
+    logprobs = torch.log_softmax(torch.randn(64, 1000) * 3, dim=-1).topk(32, dim=-1).values
+    back = dequantize(quantize(logprobs))
+    near = logprobs >= logprobs[:, :1] - 255 / STEPS_PER_NAT  # farther entries clamp at 255 steps
+    top_error = (logprobs[:, 0] - logprobs[:, 0].half().float()).abs().max()  # the top is kept in fp16
+    assert (back - logprobs)[near].abs().max() <= 1 / (2 * STEPS_PER_NAT) + top_error + 1e-6
+    assert quantize(logprobs).shape == (64, 34) and quantize(logprobs).dtype == torch.uint8
+
+
+def test_a_uint8_cache_trains_close_to_the_live_teacher(micro_cache: Path, tmp_path: Path) -> None:
+    common = ["experiment=micro", "loss=topk", "loss.k=32", "evaluation.lmeval=false", "budget.rounds=1"]
+    live = distill(compose_config([*common, "loss.teacher_source=live"], tmp_path / "live", micro_cache))
+    small = distill(compose_config([*common, "loss.cache_precision=uint8"], tmp_path / "uint8", micro_cache))
+    assert small["teacher_cache"]["bytes_per_token"] == 32 * (2 + 1) + 2  # int16 ids, a byte each, the top's fp16
+    assert small["budget"] == live["budget"]
+    first, last = small["rounds"][0]["train_loss"], live["rounds"][0]["train_loss"]
+    assert first["first"] == pytest.approx(last["first"], rel=2e-2)

@@ -56,7 +56,7 @@ def cached_rows(examples: Sequence[Supervised], placements: Sequence[Placement],
         at = start + length - len(example.ids) - 1  # the position that predicts the first response token
         ids[row, at : at + len(example.ids)] = example.teacher.ids.long()
         if logprobs is not None:
-            logprobs[row, at : at + len(example.ids)] = example.teacher.logprobs.float()
+            logprobs[row, at : at + len(example.ids)] = example.teacher.log_probs()
     return {"teacher_ids": ids} | ({} if logprobs is None else {"teacher_logprobs": logprobs})
 
 

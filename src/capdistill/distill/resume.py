@@ -85,6 +85,7 @@ def run_fingerprint(identity: dict[str, Any]) -> str:
 ADDED_FIELDS: dict[str, Any] = {
     "loss.teacher_source": "live",  # topk/sampled ran the teacher on every batch before the logit cache
     "loss.fused_linear": False,
+    "loss.cache_precision": "float16",
     "distill.packing": False,
     "distill.pack_length": 4096,
 }

@@ -207,6 +207,7 @@ class TVDLoss(_SameVocabLoss):
 
 
 TEACHER_SOURCES = ("cache", "live")
+CACHE_PRECISIONS = ("float16", "uint8")  # how the cache stores top-k log-probs (uint8: 1/16 nat steps)
 
 
 class _SparseLoss(_SameVocabLoss):
@@ -228,12 +229,19 @@ class TopKLoss(_SparseLoss):
 
     name = "topk"
 
-    def __init__(self, *, k: int = 64, **kwargs: Any) -> None:
+    def __init__(self, *, k: int = 64, cache_precision: str = "float16", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.k = check_int("k", k, low=1)
+        if cache_precision not in CACHE_PRECISIONS:
+            raise CapdistillError(
+                f"cache_precision must be one of {', '.join(CACHE_PRECISIONS)}, got {cache_precision!r}"
+            )
+        self.cache_precision = cache_precision
 
     def cache_spec(self) -> CacheSpec | None:
-        return CacheSpec("topk", self.k, vocab=self.vocab_size) if self.teacher_source == "cache" else None
+        if self.teacher_source != "cache":
+            return None
+        return CacheSpec("topk", self.k, vocab=self.vocab_size, quantized=self.cache_precision == "uint8")
 
     def kd(self, student_logits, teacher_logits, mask, teacher_mask, num_items):
         return topk_kl(

@@ -134,6 +134,7 @@ class CacheSpec:
     size: int
     temperature: float = 1.0
     vocab: int | None = None
+    quantized: bool = False  # top-k log-probs in 8 bits (1/16 nat steps below the row's top) instead of fp16
 
     def __post_init__(self) -> None:
         if self.kind not in ("topk", "samples"):

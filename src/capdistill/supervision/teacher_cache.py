@@ -3,7 +3,8 @@ log-probabilities, or draws from it), kept at every response token while the tea
 and stored compactly with the round's supervision, so training runs no teacher forward.
 
 Storage per token: `K` ids in the smallest integer type that holds the vocabulary (uint8, int16 or
-int32) and, for top-k, `K` fp16 log-probabilities (draws have counts of 1 and store none).
+int32) and, for top-k, `K` fp16 log-probabilities or, quantised, `K` bytes plus the top entry's fp16
+(draws have counts of 1 and store none).
 """
 
 from __future__ import annotations
@@ -28,10 +29,28 @@ def id_dtype(vocab: int) -> torch.dtype:
     return torch.int16 if vocab <= 2**15 else torch.int32
 
 
+STEPS_PER_NAT = 16  # uint8 log-probs: steps of 1/16 nat below the row's top entry, 255 steps (about 16 nats)
+
+
+def quantize(logprobs: Tensor) -> Tensor:
+    """Top-k log-probabilities `[n, K]` (sorted, top first) as uint8 `[n, K + 2]`: each entry's distance below
+    the row's top in steps of 1/16 nat (rounded, at most 255), then the top itself as fp16 in two bytes."""
+    top = logprobs[:, :1]
+    codes = ((top - logprobs) * STEPS_PER_NAT).round().clamp(0, 255).to(torch.uint8)
+    return torch.cat([codes, top.to(torch.float16).view(torch.uint8)], dim=1)
+
+
+def dequantize(values: Tensor) -> Tensor:
+    """fp32 log-probabilities from `quantize`'s uint8 rows (within 1/32 nat of the originals)."""
+    top = values[:, -2:].contiguous().view(torch.float16).float()
+    return top - values[:, :-2].float() / STEPS_PER_NAT
+
+
 @dataclass
 class CachedTeacher:
-    """One example's cached teacher rows, one per supervision token: ids `[n, K]` and, for top-k,
-    their temperature-1 log-probabilities (None: draws, each counted once)."""
+    """One example's cached teacher rows, one per supervision token: ids `[n, K]` and, for top-k, their
+    temperature-1 log-probabilities, fp16 `[n, K]` or `quantize`d uint8 `[n, K + 2]` (None: draws, each
+    counted once)."""
 
     ids: Tensor
     logprobs: Tensor | None = None
@@ -48,12 +67,11 @@ class CachedTeacher:
         """The first `n` rows (a truncated response's)."""
         return CachedTeacher(self.ids[:n], None if self.logprobs is None else self.logprobs[:n])
 
-    def to_state(self) -> dict[str, Tensor]:
-        return {"ids": self.ids} | ({} if self.logprobs is None else {"logprobs": self.logprobs})
-
-    @classmethod
-    def from_state(cls, state: dict[str, Tensor]) -> CachedTeacher:
-        return cls(state["ids"], state.get("logprobs"))
+    def log_probs(self) -> Tensor | None:
+        """The log-probabilities as fp32 `[n, K]` (None for draws)."""
+        if self.logprobs is None or self.logprobs.dtype != torch.uint8:
+            return None if self.logprobs is None else self.logprobs.float()
+        return dequantize(self.logprobs)
 
 
 def keeper(spec: CacheSpec, seed: str, device: torch.device) -> Keep:
@@ -64,7 +82,9 @@ def keeper(spec: CacheSpec, seed: str, device: torch.device) -> Keep:
     def keep(logits: Tensor) -> tuple[Tensor, Tensor | None]:
         ids, values = spec.rows(logits, generator)
         vocab = logits.shape[-1] if spec.vocab is None else min(spec.vocab, logits.shape[-1])
-        return ids.to(id_dtype(vocab)), None if values is None else values.to(VALUE_DTYPE)
+        if values is not None:
+            values = quantize(values) if spec.quantized else values.to(VALUE_DTYPE)
+        return ids.to(id_dtype(vocab)), values
 
     return keep
 
