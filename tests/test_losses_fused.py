@@ -142,7 +142,7 @@ def test_linear_logits_are_the_model_logits() -> None:
 def test_heads_that_are_not_a_plain_linear_map_are_refused() -> None:
     model = tiny_llama()
     model.lm_head = torch.nn.Linear(16, 32, bias=True)
-    with pytest.raises(CapdistillError, match="needs a bias-free linear lm_head"):
+    with pytest.raises(CapdistillError, match="loss.fused_linear needs a bias-free linear lm_head.*use loss.fused_"):
         check_linear_head(model, "student")
     config = Gemma2Config(
         vocab_size=32,
@@ -154,8 +154,8 @@ def test_heads_that_are_not_a_plain_linear_map_are_refused() -> None:
         head_dim=8,
         final_logit_softcapping=0.5,
     )
-    with pytest.raises(CapdistillError, match="not hidden states @ lm_head.weight"):
-        check_linear_head(Gemma2ForCausalLM(config).eval(), "teacher")
+    with pytest.raises(CapdistillError, match="teacher_source=cache: .* not hidden states @ lm_head.weight.*=live"):
+        check_linear_head(Gemma2ForCausalLM(config).eval(), "teacher", "loss.teacher_source=cache")
 
 
 def test_a_fused_run_trains_as_the_unfused_one(micro_cache: Path, tmp_path: Path) -> None:

@@ -109,3 +109,17 @@ def test_a_packed_run_trains_as_a_padded_one(micro_cache: Path, tmp_path: Path, 
         assert a["train_loss"]["first"] == pytest.approx(b["train_loss"]["first"], rel=1e-4)
         assert a["train_loss"]["last"] == pytest.approx(b["train_loss"]["last"], rel=1e-3)
     assert packed["final"]["task_loglik"] == pytest.approx(padded["final"]["task_loglik"], rel=1e-3)
+
+
+def test_ranks_shard_examples_before_packing(micro_world, examples) -> None:
+    """Each rank packs its own share of every batch; together the shards hold the batch's tokens once."""
+    _, _, student = micro_world
+    whole = SupervisedBatches(examples, student.tokenizer, None, 8, seed=0, pack_length=128)
+    ranked = SupervisedBatches(examples, student.tokenizer, None, 8, seed=0, pack_length=128, ranks=2)
+    for one, shards in zip(whole.batches, ranked.batches):
+        assert len(shards) == 2 and all(s["input_ids"].shape[0] >= 1 for s in shards)
+        assert sum(int(s["attention_mask"].sum()) for s in shards) == int(one["attention_mask"].sum())
+        counted = sum(int((s["labels"] != IGNORE_INDEX).sum()) for s in shards)
+        assert counted == int((one["labels"] != IGNORE_INDEX).sum())
+    lonely = SupervisedBatches(examples[:1], student.tokenizer, None, 8, seed=0, ranks=2).batches[0]
+    assert int(lonely[1]["counted"].sum()) == 0 and bool((lonely[1]["labels"] == IGNORE_INDEX).all())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 PROMPT_END = " =>"
@@ -68,22 +68,30 @@ class Generated:
     kept: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
-class _KeepSteps(LogitsProcessor):
-    """Applies `keep` to every generation step's next-token logits, before any sampling warper; the
-    logits pass through unchanged, so what is generated does not depend on it."""
+class _KeepSteps:
+    """Applies `keep` to the model's next-token logits at every generation step, read at its output embedding:
+    the model's own logits, before any of `generate`'s processors (a repetition penalty from its generation
+    config) or sampling, so what is kept is the model's distribution and what is generated does not
+    depend on it. The model's logits must be its output embedding's (`check_linear_head`)."""
 
-    def __init__(self, keep: Keep) -> None:
+    def __init__(self, model: PreTrainedModel, keep: Keep) -> None:
         self.keep, self.steps = keep, []
+        self.handle = model.get_output_embeddings().register_forward_hook(self.hook)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        ids, values = self.keep(scores)
-        self.steps.append((ids.cpu(), None if values is None else values.cpu()))
-        return scores
+    def hook(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.steps.append(self.cpu(self.keep(output[:, -1])))
 
-    def row(self, row: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        ids = torch.stack([step[0][row] for step in self.steps[:n]])
-        values = None if self.steps[0][1] is None else torch.stack([step[1][row] for step in self.steps[:n]])
-        return ids, values
+    @staticmethod
+    def cpu(kept: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return kept[0].cpu(), None if kept[1] is None else kept[1].cpu()
+
+    def row(self, row: int, n: int, extra: tuple[torch.Tensor, torch.Tensor | None] | None):
+        """Sequence `row`'s first `n` kept rows, then `extra`'s row `row` when given."""
+        picked = [(ids[row], None if values is None else values[row]) for ids, values in self.steps[:n]]
+        if extra is not None:
+            picked.append((extra[0][row], None if extra[1] is None else extra[1][row]))
+        ids = torch.stack([ids for ids, _ in picked])
+        return ids, None if picked[0][1] is None else torch.stack([values for _, values in picked])
 
 
 def generate_texts(
@@ -113,9 +121,10 @@ def generate(
     """Completions of `prompts` (length-sorted, left-padded batches, KV cache).
 
     `temperature` 0 is greedy decoding; above 0 samples with `top_p`, reproducibly for a `seed`.
-    `keep` maps a step's next-token logits `[B, V]` (fp32, before sampling) to rows to keep per
-    sequence: a teacher logit cache filled while the teacher writes. It runs one step past
-    `max_new_tokens` for the row after a response cut there; the text stops at `max_new_tokens`.
+    `keep` maps the model's next-token logits `[B, V]` at each step (`_KeepSteps`) to rows to keep per
+    sequence: a teacher logit cache filled while the teacher writes. A response cut at `max_new_tokens`
+    gets one more row, after its last token (where supervision appends its EOS), from one forward pass
+    over the cut sequences, so generation itself, and its random draws, are those of a run without `keep`.
     """
     was_training = model.training
     model.eval()
@@ -136,26 +145,35 @@ def generate(
             for row, i in enumerate(idx):
                 ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
                 mask[row, width - len(encoded[i]) :] = 1
-            steps = _KeepSteps(keep) if keep is not None else None
-            generated = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens + (steps is not None),
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                logits_processor=LogitsProcessorList([steps]) if steps is not None else None,
-                **sampling,
-            )
+            steps = _KeepSteps(model, keep) if keep is not None else None
+            try:
+                generated = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **sampling,
+                )
+            finally:
+                if steps is not None:
+                    steps.handle.remove()
+            tokens = generated[:, width:]
+            ended = (tokens == tokenizer.eos_token_id).any(dim=1)
+            extra = None
+            if steps is not None and not bool(ended.all()):  # the rows after responses cut at max_new_tokens
+                full = torch.cat([mask.to(device), torch.ones_like(tokens)], dim=1)
+                positions = (full.cumsum(-1) - 1).clamp_min(0)  # as generate places left-padded rows
+                logits = model(input_ids=generated, attention_mask=full, position_ids=positions).logits[:, -1]
+                extra = steps.cpu(keep(logits))
             for row, i in enumerate(idx):
-                tokens = generated[row, width : width + max_new_tokens]
-                written = tokens.tolist()
-                ended = tokenizer.eos_token_id in written
-                if ended:
+                written = tokens[row].tolist()
+                if ended[row]:
                     written = written[: written.index(tokenizer.eos_token_id) + 1]
-                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                text = tokenizer.decode(tokens[row], skip_special_tokens=True)
                 kept = None
                 if steps is not None:
-                    kept = steps.row(row, min(len(written) + (not ended), len(steps.steps)))
+                    kept = steps.row(row, len(written), None if ended[row] else extra)
                 out[i] = Generated(text, written, kept)
     model.train(was_training)
     return out

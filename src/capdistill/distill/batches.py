@@ -103,12 +103,17 @@ def collate_packed(
 
 
 class SupervisedBatches(torch.utils.data.Dataset):
-    """Pre-built batches (a map-style dataset of whole batches, so DDP can shard them by index).
+    """Pre-built batches: a map-style dataset of whole batches, length-bucketed and in a seeded order.
 
     `teacher_tokenizer` only for cross-tokenizer losses: each batch then also carries the
     teacher's own tokenization of the same text (`teacher_input_ids`, ...). With `cached`, a batch
     whose examples all carry cached teacher rows carries them too (`cached_rows`), and trains with no
-    teacher forward; `self.cached_batches` counts those.
+    teacher forward. With `pack_length`, a batch's examples are packed into rows (`collate_packed`).
+
+    Under data parallelism over `ranks` processes every batch is `ranks` shards, examples `r`, `r + ranks`,
+    ... each collated (or packed) on its own, and rank `r` trains on shard `r` of every batch (`RankView`):
+    so each optimizer step covers the same examples as one process would. A rank left without an
+    example gets the batch's first one with nothing counted (`counted` 0, no labels).
     """
 
     def __init__(
@@ -120,66 +125,75 @@ class SupervisedBatches(torch.utils.data.Dataset):
         seed: int,
         cached: bool = False,
         pack_length: int | None = None,
+        ranks: int = 1,
     ) -> None:
         if pack_length is not None and teacher_tokenizer is not None:
             raise CapdistillError("packing pairs no teacher tokenization: cross-tokenizer losses train unpacked")
-        student = [encode_supervised(e, student_tokenizer) for e in examples]
-        teacher = [encode_for_teacher(e, teacher_tokenizer) for e in examples] if teacher_tokenizer else None
-        self.batches, self.cached_batches = [], 0
-        for idx in length_batches([len(s["input_ids"]) for s in student], batch_size, seed):
-            if pack_length is not None:
-                batch, placements = collate_packed(
-                    [student[i] for i in idx], pack_length, student_tokenizer.pad_token_id
-                )
-            else:
-                batch = collate([student[i] for i in idx], student_tokenizer.pad_token_id)
-                placements = [(row, 0, len(student[i]["input_ids"])) for row, i in enumerate(idx)]
-            if teacher is not None:
-                t = collate([teacher[i] for i in idx], teacher_tokenizer.pad_token_id)
-                batch.update({f"teacher_{k}": v for k, v in t.items()})
-            if cached and all(examples[i].teacher is not None for i in idx):
-                batch.update(cached_rows([examples[i] for i in idx], placements, tuple(batch["input_ids"].shape)))
-                self.cached_batches += 1
-            self.batches.append(batch)
+        self.examples, self.cached, self.pack_length = examples, cached, pack_length
+        self.student_pad, self.teacher_pad = (
+            student_tokenizer.pad_token_id,
+            getattr(teacher_tokenizer, "pad_token_id", None),
+        )
+        self.student = [encode_supervised(e, student_tokenizer) for e in examples]
+        self.teacher = [encode_for_teacher(e, teacher_tokenizer) for e in examples] if teacher_tokenizer else None
+        self.ranks = ranks
+        self.batches = []
+        for idx in length_batches([len(s["input_ids"]) for s in self.student], batch_size, seed):
+            shards = [self.collate(idx[r::ranks]) if idx[r::ranks] else self.nothing(idx[0]) for r in range(ranks)]
+            self.batches.append(shards[0] if ranks == 1 else shards)
+
+    def collate(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Examples `idx` as one batch: padded or packed, with the teacher's tokenization or cached rows."""
+        if self.pack_length is not None:
+            batch, placements = collate_packed([self.student[i] for i in idx], self.pack_length, self.student_pad)
+        else:
+            batch = collate([self.student[i] for i in idx], self.student_pad)
+            placements = [(row, 0, len(self.student[i]["input_ids"])) for row, i in enumerate(idx)]
+        if self.teacher is not None:
+            t = collate([self.teacher[i] for i in idx], self.teacher_pad)
+            batch.update({f"teacher_{k}": v for k, v in t.items()})
+        if self.cached and all(self.examples[i].teacher is not None for i in idx):
+            examples = [self.examples[i] for i in idx]
+            batch.update(cached_rows(examples, placements, tuple(batch["input_ids"].shape)))
+        return batch
+
+    def nothing(self, index: int) -> dict[str, torch.Tensor]:
+        """A shard for a rank that the batch has no example for: one example, nothing counted or trained on."""
+        batch = self.collate([index])
+        batch["labels"].fill_(IGNORE_INDEX)
+        if "teacher_labels" in batch:
+            batch["teacher_labels"].fill_(IGNORE_INDEX)
+        batch["counted"] = torch.zeros(1, dtype=torch.long)
+        return batch
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         return self.batches[index]
 
 
-class RankShards(torch.utils.data.Dataset):
-    """Rank `rank`'s share of every batch under data parallelism: rows `rank`, `rank + world`, ... So
-    each optimizer step covers the same global batch as one process would, in the same order (every
-    rank draws the same shuffle). A rank left without a row gets row 0 with nothing counted."""
+class RankView(torch.utils.data.Dataset):
+    """Rank `rank`'s shard of every batch of a `SupervisedBatches` built for several ranks."""
 
-    def __init__(self, dataset: SupervisedBatches, rank: int, world: int) -> None:
-        self.dataset, self.rank, self.world = dataset, rank, world
+    def __init__(self, dataset: SupervisedBatches, rank: int) -> None:
+        self.dataset, self.rank = dataset, rank
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        batch = self.dataset[index]
-        rows = torch.arange(self.rank, batch["input_ids"].shape[0], self.world)
-        if rows.numel():
-            return {k: v[rows] for k, v in batch.items()}
-        shard = {k: v[:1].clone() for k, v in batch.items()}
-        shard["labels"].fill_(IGNORE_INDEX)
-        shard["counted"] = torch.zeros(1, dtype=torch.long)  # its tokens are not trained on
-        return shard
+        return self.dataset[index][self.rank]
 
 
 class DistillDataModule(pl.LightningDataModule):
     """One round's supervision batches as a DataModule (batch order reshuffled every epoch; under data
-    parallelism each rank loads its `RankShards`)."""
+    parallelism each rank loads its `RankView`)."""
 
     def __init__(self, dataset: SupervisedBatches) -> None:
         super().__init__()
         self.dataset = dataset
 
     def train_dataloader(self) -> DataLoader:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        data = self.dataset if world == 1 else RankShards(self.dataset, self.trainer.global_rank, world)
+        data = self.dataset if self.dataset.ranks == 1 else RankView(self.dataset, self.trainer.global_rank)
         return DataLoader(data, batch_size=None, shuffle=True)

@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 
 from capdistill.losses import DistillLoss, SparseTeacher
 from capdistill.losses.chunking import LinearLogits
+from capdistill.losses.common import pair_positions
 from capdistill.prompting import IGNORE_INDEX
 from capdistill.training.heads import linear_logits
 from capdistill.training.optim import OptimizerSettings, Scope, adamw
@@ -145,13 +146,16 @@ class DistillationModule(pl.LightningModule):
         world = self.trainer.world_size
         # over ranks, each rank's share of the batch is divided by the whole batch's count of counted positions,
         # and scaled by the rank count that DDP's gradient average divides by: the step is the one-process step
-        count = self.total(mask.sum().to(torch.float32)) if world > 1 else None
+        count = None
+        if world > 1:  # what the loss divides by: counted positions, or paired ones across tokenizers
+            counted = pair_positions(mask, teacher_mask)[0] if self.loss.cross_tokenizer else mask
+            count = self.total(counted.sum().to(torch.float32))
         loss = self.loss(
             logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask, num_items=count
         )
         tokens = batch["attention_mask"].sum() * batch.get("counted", torch.ones((), device=mask.device)).sum()
         self.trained_tokens += int(self.total(tokens))
-        value = float(self.total(loss.detach()))
+        value = float(self.total(loss.detach().clone()))  # the reduction works in place
         self.losses.append(value)
         self.log("train/loss", value, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         if self.global_step % self.log_every == 0:
@@ -160,9 +164,10 @@ class DistillationModule(pl.LightningModule):
         return loss * world
 
     def on_train_end(self) -> None:
-        """Under `ddp_spawn` the ranks are processes that end with the fit: rank 0 hands what the run keeps
-        (optimizer state, step count, losses, tokens, step log) to the process that spawned them."""
-        if self.handoff is not None and self.trainer.global_rank == 0:
+        """Under `ddp_spawn` the ranks are processes that end with the fit: each node's rank 0 hands what the
+        run keeps (optimizer state, step count, losses, tokens, step log; the same on every rank) to the
+        process that spawned it."""
+        if self.handoff is not None and self.trainer.local_rank == 0:
             state = self.optimizer_state() | {"global_step": self.trainer.global_step}
             state |= {"trained_tokens": self.trained_tokens, "losses": self.losses, "step_log": self.step_log}
             torch.save(state, self.handoff)
@@ -171,7 +176,7 @@ class DistillationModule(pl.LightningModule):
         """Load what rank 0 handed over after a spawned fit; returns its step count (None: no hand-off)."""
         if self.handoff is None or not self.handoff.is_file():
             return None
-        state = torch.load(self.handoff, weights_only=False)
+        state = torch.load(self.handoff, weights_only=False, map_location="cpu")
         self.handoff.unlink()
         self.optimizer = None  # rebuilt from the handed-over state at the next fit
         self.load_optimizer_state(state)

@@ -168,14 +168,17 @@ def save_round(
     entry: dict[str, Any],
     identity: dict[str, Any],
 ) -> None:
-    """Write the round's entry, student and optimizer state atomically; drop the previous round's
-    weights and optimizer state (its entry stays)."""
+    """Write the round's entry, student and optimizer state atomically; drop the round's saved supervision and
+    the previous round's weights and optimizer state (its entry stays)."""
     with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
         student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
         torch.save(module.optimizer_state(), tmp / OPTIMIZER_FILE)
         saved = {"fingerprint": run_fingerprint(identity), "config": identity, "entry": entry}
         (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
+    (output_dir / ROUNDS_DIR / SUPERVISION_FILE.format(index)).unlink(
+        missing_ok=True
+    )  # only a round in flight needs it
     if index > 0:
         shutil.rmtree(round_dir(output_dir, index - 1) / STUDENT_DIR, ignore_errors=True)
         (round_dir(output_dir, index - 1) / OPTIMIZER_FILE).unlink(missing_ok=True)

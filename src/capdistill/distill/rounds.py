@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
 from capdistill.config.schema import Generation, Overflow
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
@@ -59,6 +60,11 @@ def generate_round(
     )
 
 
+def spawns(trainer: pl.Trainer) -> bool:
+    """Whether the fit runs in spawned processes (`ddp_spawn`, any number of devices), whose state ends with it."""
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
 def train_round(
     settings: RoundSettings,
     index: int,
@@ -76,6 +82,15 @@ def train_round(
         return 0, 0, []
     seed = settings.seed
     pl.seed_everything(seed * 1000 + index, workers=True, verbose=False)
+    trainer = settings.make_trainer(
+        max_epochs=settings.epochs,
+        gradient_clip_val=settings.grad_clip,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=settings.progress,  # Lightning's own bar: steps, loss
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # every rank takes its shard of every batch (`RankView`)
+    )
     data = DistillDataModule(
         SupervisedBatches(
             examples,
@@ -85,21 +100,13 @@ def train_round(
             seed=seed * 1000 + index,
             cached=settings.cache is not None,
             pack_length=settings.pack_length,
+            ranks=trainer.world_size,
         )
-    )
-    trainer = settings.make_trainer(
-        max_epochs=settings.epochs,
-        gradient_clip_val=settings.grad_clip,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=settings.progress,  # Lightning's own bar: steps, loss
-        enable_model_summary=False,
-        use_distributed_sampler=False,  # every rank takes its share of every batch (`RankShards`)
     )
     module.begin_fit(*progress, len(data.dataset) * settings.epochs, step_offset)
     logger, module.run_logger = module.run_logger, None  # a logger does not travel to spawned ranks
     with tempfile.TemporaryDirectory() as handoff:
-        module.handoff = Path(handoff) / "rank0.pt" if trainer.world_size > 1 else None
+        module.handoff = Path(handoff) / "rank0.pt" if spawns(trainer) else None
         try:
             trainer.fit(module, datamodule=data)
             steps = module.take_handoff()

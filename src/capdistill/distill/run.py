@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +199,16 @@ class DistillRecipe:
                 self.allocator.warmup,
             )
         align_vocab(self.loss, self.teacher, self.student)
-        live_teacher = self.loss.needs_teacher and self.loss.cache_spec() is None
+        self.settings = replace(self.settings, cache=self.loss.cache_spec())  # over the shared vocabulary
+        # a cached run still runs the teacher on a batch holding an example without cached rows
+        teacher = self.loss.needs_teacher and not self.loss.cross_tokenizer
         for check, on in ((check_linear_head, self.loss.fused_linear), (check_packing, self.settings.pack_length)):
             if on:
                 check(self.student.model, "student")
-                if live_teacher:
+                if teacher:
                     check(self.teacher.model, "teacher")
+        if self.settings.cache is not None:  # the cache reads the teacher's logits at its output embedding
+            check_linear_head(self.teacher.model, "teacher", "loss.teacher_source=cache")
 
     def score_references(self) -> None:
         """Teacher and student base on eval, the teacher's dev responses, and the proxy on them (cached)."""

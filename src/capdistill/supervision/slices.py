@@ -22,7 +22,7 @@ from capdistill.capabilities.base import Source, split_of
 from capdistill.config.schema import Generation, Overflow
 from capdistill.errors import CapdistillError
 from capdistill.losses.sparse import CacheSpec
-from capdistill.prompting import Generated, generate, response_ids
+from capdistill.prompting import Generated, generate, prompt_ids, response_ids
 from capdistill.supervision.teacher_cache import CachedTeacher, keeper
 
 
@@ -149,8 +149,9 @@ def collect_round(
     allocators but the teacher's samples are not.
 
     With a `cache` spec the teacher keeps, at every token it writes, what a sparse loss reads of its
-    distribution, and each example whose supervision ids are exactly the tokens the teacher wrote
-    carries them (`Supervised.teacher`); what is generated and counted does not change.
+    distribution, and each example whose prompt encodes alike for both models and whose supervision ids
+    are exactly the tokens the teacher wrote carries them (`Supervised.teacher`); what is generated and
+    counted does not change.
     """
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
@@ -185,6 +186,10 @@ def collect_round(
             for (name, prompt), written in zip(asked, responses):
                 piece = slices[name]
                 response = written.text
+                if written.kept is not None and prompt_ids(teacher_tokenizer, prompt) != prompt_ids(
+                    student_tokenizer, prompt
+                ):  # rows conditioned on another prompt encoding (a chat template on one side only)
+                    written.kept = None
                 piece.generated_tokens += len(response_ids(teacher_tokenizer, response))
                 if name not in open_:
                     continue

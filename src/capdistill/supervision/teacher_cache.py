@@ -41,7 +41,8 @@ def quantize(logprobs: Tensor) -> Tensor:
 
 
 def dequantize(values: Tensor) -> Tensor:
-    """fp32 log-probabilities from `quantize`'s uint8 rows (within 1/32 nat of the originals)."""
+    """fp32 log-probabilities from `quantize`'s uint8 rows: within 1/32 nat of the originals (and of the top's
+    fp16 rounding), but for entries more than 255/16 nats below the top, which come back at that distance."""
     top = values[:, -2:].contiguous().view(torch.float16).float()
     return top - values[:, :-2].float() / STEPS_PER_NAT
 

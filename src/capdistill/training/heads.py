@@ -21,12 +21,14 @@ def linear_logits(model: PreTrainedModel, **inputs: Any) -> LinearLogits:
     return LinearLogits(hidden[:, :-1], model.get_output_embeddings().weight)
 
 
-def check_linear_head(model: PreTrainedModel, role: str) -> None:
-    """`loss.fused_linear` needs logits that are exactly `hidden @ lm_head.weight.T`: a head with a bias,
-    a logit scale or soft-capping (Gemma 2, Cohere) is refused in one line, checked on a short input."""
+def check_linear_head(model: PreTrainedModel, role: str, option: str = "loss.fused_linear") -> None:
+    """`option` (the fused-linear losses, the teacher cache) needs logits that are exactly `hidden @ lm_head.weight.T`:
+    a head with a bias, a logit scale or soft-capping (Gemma 2, Cohere) is refused in one line, checked on
+    a short input."""
     head = model.get_output_embeddings()
+    off = "loss.fused_linear=false" if option == "loss.fused_linear" else "loss.teacher_source=live"
     if not isinstance(head, nn.Linear) or head.bias is not None:
-        raise CapdistillError(f"loss.fused_linear=true needs a bias-free linear lm_head; the {role}'s is {head}")
+        raise CapdistillError(f"{option} needs a bias-free linear lm_head; the {role}'s is {head}: use {off}")
     param = next(model.parameters())
     ids = torch.arange(1, 9, device=param.device).remainder(head.weight.shape[0])[None]
     mask = torch.ones_like(ids)
@@ -36,6 +38,6 @@ def check_linear_head(model: PreTrainedModel, role: str) -> None:
     tol = 1e-4 if param.dtype in (torch.float32, torch.float64) else 3e-2
     if not torch.allclose(full, fused, rtol=tol, atol=tol * float(full.abs().max().clamp_min(1))):
         raise CapdistillError(
-            f"loss.fused_linear=true: the {role}'s logits are not hidden states @ lm_head.weight (a logit scale or "
-            "soft-capping?); use loss.fused_linear=false"
+            f"{option}: the {role}'s logits are not hidden states @ lm_head.weight (a logit scale or "
+            f"soft-capping?); use {off}"
         )
