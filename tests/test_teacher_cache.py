@@ -66,9 +66,9 @@ def test_cached_top_k_gives_the_live_loss_and_gradient(world) -> None:
     assert examples and all(e.teacher is not None and len(e.teacher) == len(e.ids) for e in examples)
     assert examples[0].teacher.ids.dtype == torch.int16 and examples[0].teacher.logprobs.dtype == torch.float16
     batches = SupervisedBatches(examples, student.tokenizer, None, 16, seed=0, cached=True)
-    assert all("teacher_ids" in batch for batch in batches.batches)
+    assert all("teacher_ids" in batches[i] for i in range(len(batches)))
     loss = TopKLoss(k=8, temperature=2.0)
-    for batch in batches.batches:
+    for batch in (batches[i] for i in range(len(batches))):
         mask = batch["labels"][:, 1:] != IGNORE_INDEX
         logits = student.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         cached = SparseTeacher(ids=batch["teacher_ids"], logprobs=batch["teacher_logprobs"])
@@ -87,7 +87,7 @@ def test_cached_draws_follow_the_live_teacher(world) -> None:
     """Sparse Logit Sampling from the cache: the draws are the teacher's distribution at each position."""
     _, teacher, student = world
     examples = supervision(world, CacheSpec("samples", 4096), tokens=60)
-    batch = SupervisedBatches(examples, student.tokenizer, None, 64, seed=0, cached=True).batches[0]
+    batch = SupervisedBatches(examples, student.tokenizer, None, 64, seed=0, cached=True)[0]
     mask = batch["labels"][:, 1:] != IGNORE_INDEX
     probs = torch.softmax(live_logits(teacher, batch), dim=-1)[mask]
     ids = batch["teacher_ids"][mask]

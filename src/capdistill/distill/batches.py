@@ -137,13 +137,19 @@ class SupervisedBatches(torch.utils.data.Dataset):
         self.student = [encode_supervised(e, student_tokenizer) for e in examples]
         self.teacher = [encode_for_teacher(e, teacher_tokenizer) for e in examples] if teacher_tokenizer else None
         self.ranks = ranks
+        # the cached teacher rows of each (batch, rank) shard, compact: laid out when the shard is loaded
+        self.plans: dict[tuple[int, int], tuple[list[Supervised], list[Placement]]] = {}
         self.batches = []
-        for idx in length_batches([len(s["input_ids"]) for s in self.student], batch_size, seed):
-            shards = [self.collate(idx[r::ranks]) if idx[r::ranks] else self.nothing(idx[0]) for r in range(ranks)]
+        for b, idx in enumerate(length_batches([len(s["input_ids"]) for s in self.student], batch_size, seed)):
+            shards = []
+            for r in range(ranks):
+                part = idx[r::ranks]
+                shards.append(self.collate(part, (b, r)) if part else self.nothing(idx[0], (b, r)))
             self.batches.append(shards[0] if ranks == 1 else shards)
 
-    def collate(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Examples `idx` as one batch: padded or packed, with the teacher's tokenization or cached rows."""
+    def collate(self, idx: Sequence[int], key: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Examples `idx` as one batch: padded or packed, with the teacher's tokenization; its cached rows, if
+        every example has them, are planned under `key` (batch, rank)."""
         if self.pack_length is not None:
             batch, placements = collate_packed([self.student[i] for i in idx], self.pack_length, self.student_pad)
         else:
@@ -152,14 +158,13 @@ class SupervisedBatches(torch.utils.data.Dataset):
         if self.teacher is not None:
             t = collate([self.teacher[i] for i in idx], self.teacher_pad)
             batch.update({f"teacher_{k}": v for k, v in t.items()})
-        if self.cached and all(self.examples[i].teacher is not None for i in idx):
-            examples = [self.examples[i] for i in idx]
-            batch.update(cached_rows(examples, placements, tuple(batch["input_ids"].shape)))
+        if key is not None and self.cached and all(self.examples[i].teacher is not None for i in idx):
+            self.plans[key] = ([self.examples[i] for i in idx], placements)
         return batch
 
-    def nothing(self, index: int) -> dict[str, torch.Tensor]:
+    def nothing(self, index: int, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         """A shard for a rank that the batch has no example for: one example, nothing counted or trained on."""
-        batch = self.collate([index])
+        batch = self.collate([index], key)
         batch["labels"].fill_(IGNORE_INDEX)
         if "teacher_labels" in batch:
             batch["teacher_labels"].fill_(IGNORE_INDEX)
@@ -169,8 +174,19 @@ class SupervisedBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
+    def shard(self, index: int, rank: int = 0) -> dict[str, torch.Tensor]:
+        """Rank `rank`'s shard of batch `index` (the batch itself in one process), with its cached teacher
+        rows laid out (`cached_rows`) if it has them."""
+        batch = self.batches[index] if self.ranks == 1 else self.batches[index][rank]
+        plan = self.plans.get((index, rank))
+        if plan is None:
+            return batch
+        return batch | cached_rows(*plan, tuple(batch["input_ids"].shape))
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        return self.batches[index]
+        if self.ranks == 1:
+            return self.shard(index)
+        return [self.shard(index, rank) for rank in range(self.ranks)]
 
 
 class RankView(torch.utils.data.Dataset):
@@ -183,7 +199,7 @@ class RankView(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.dataset[index][self.rank]
+        return self.dataset.shard(index, self.rank)
 
 
 class DistillDataModule(pl.LightningDataModule):
