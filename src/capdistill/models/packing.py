@@ -14,6 +14,14 @@ from transformers import PreTrainedModel
 from capdistill.errors import CapdistillError
 
 
+def logits_agree(reference: torch.Tensor, other: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether two computations of a model's logits agree up to the rounding of the model's `dtype` (1e-4 in
+    fp32/fp64, 3e-2 in half precision, relative to the largest logit)."""
+    reference, other = reference.float(), other.float()
+    tol = 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
+    return torch.allclose(other, reference, rtol=tol, atol=tol * float(reference.abs().max().clamp_min(1)))
+
+
 def check_packing(model: PreTrainedModel, role: str) -> None:
     """Refuse in one line unless the model's logits on two examples packed in one row equal its logits on
     each alone."""
@@ -23,12 +31,11 @@ def check_packing(model: PreTrainedModel, role: str) -> None:
     packed = torch.cat([first, second])[None]
     positions = torch.cat([torch.arange(5), torch.arange(4)]).to(device)[None]
     with torch.no_grad():
-        together = model(input_ids=packed, position_ids=positions, use_cache=False).logits[0].float()
+        together = model(input_ids=packed, position_ids=positions, use_cache=False).logits[0]
         alone = torch.cat(
             [model(input_ids=x[None], attention_mask=torch.ones_like(x)[None]).logits[0] for x in (first, second)]
-        ).float()
-    tol = 1e-4 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 3e-2
-    if not torch.allclose(together, alone, rtol=tol, atol=tol * float(alone.abs().max().clamp_min(1))):
+        )
+    if not logits_agree(alone, together, next(model.parameters()).dtype):
         raise CapdistillError(
             f"distill.packing=true: the {role} ({type(model).__name__}) lets packed examples attend to each "
             "other; use distill.packing=false"

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from capdistill.errors import CapdistillError
 from capdistill.losses.chunking import LinearLogits
+from capdistill.models.packing import logits_agree
 
 
 def linear_logits(model: PreTrainedModel, **inputs: Any) -> LinearLogits:
@@ -33,10 +34,9 @@ def check_linear_head(model: PreTrainedModel, role: str, option: str = "loss.fus
     ids = torch.arange(1, 9, device=param.device).remainder(head.weight.shape[0])[None]
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        full = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        fused = linear_logits(model, input_ids=ids, attention_mask=mask).materialize().float()
-    tol = 1e-4 if param.dtype in (torch.float32, torch.float64) else 3e-2
-    if not torch.allclose(full, fused, rtol=tol, atol=tol * float(full.abs().max().clamp_min(1))):
+        full = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        fused = linear_logits(model, input_ids=ids, attention_mask=mask).materialize()
+    if not logits_agree(full, fused, param.dtype):
         raise CapdistillError(
             f"{option}: the {role}'s logits are not hidden states @ lm_head.weight (a logit scale or "
             f"soft-capping?); use {off}"
