@@ -13,9 +13,16 @@ import pytest
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 
 
-def capdistill(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def capdistill(
+    *args: str, cwd: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "capdistill", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=timeout
+        [sys.executable, "-m", "capdistill", *args],
+        capture_output=True,
+        text=True,
+        env=ENV | (env or {}),
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
@@ -169,6 +176,10 @@ def test_profile_micro_scores_teacher_and_student_on_the_eval_sets(tmp_path: Pat
         ("allocator=uniform teacher=hf", "teacher.path is not set"),
         ("allocator=uniform student=hf student.path=/no/such/model", "student.path /no/such/model does not exist"),
         ("allocator=uniform trainer=fsdp trainer.accelerator=cpu", "fsdp needs GPUs"),
+        (
+            "allocator=uniform trainer=ddp trainer.accelerator=cpu trainer.num_nodes=2",
+            "num_nodes=2 but this job runs on 1",
+        ),
     ],
 )
 def test_distill_bad_input_fails_in_one_line_before_building(tmp_path: Path, override: str, needle: str) -> None:

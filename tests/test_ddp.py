@@ -1,6 +1,7 @@
 """Data parallel on CPU: `trainer=ddp` (`ddp_spawn`, gloo) in 2 processes gives the one-process record up to
-rounding. Each rank takes its share of every batch, the loss is normalised over the whole batch, the
-teacher reaches every rank, and only the main process writes rounds and the record."""
+rounding, inside a SLURM job too. Each rank takes its share of every batch, the loss is normalised over the
+whole batch, the teacher reaches every rank, and only the main process writes rounds and the record.
+Across nodes, the spawned ranks are numbered by node, and a layout the job does not run in is refused."""
 
 from __future__ import annotations
 
@@ -9,12 +10,35 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities import rank_zero as fabric_rank_zero
+from pytorch_lightning.utilities import rank_zero
+from torch.utils.data import DataLoader, RandomSampler
 
+from capdistill.components import build_logger
+from capdistill.config.checks import ConfigError
+from capdistill.distill.batches import EpochShuffle
 from capdistill.distill.run import distill
+from capdistill.training.cluster import NodeRanks, check_nodes
 from conftest import compose_config
 from test_cli import capdistill
 
 COMMON = ["experiment=micro", "loss=fkl", "evaluation.lmeval=false", "budget.rounds=2"]
+# what `srun` sets for the one task of a one-node step (submitit's launcher on one node): under Lightning's own
+# SLURM environment, both spawned ranks took the task's rank 0 and the second failed to bind its port
+ONE_NODE_STEP = {
+    "SLURM_JOB_ID": "31337",
+    "SLURM_JOB_NAME": "distill",
+    "SLURM_JOB_NODELIST": "localhost",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_STEP_NUM_NODES": "1",
+    "SLURM_STEP_NUM_TASKS": "1",
+    "SLURM_NODEID": "0",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+}
 SAME = ("allotted_by_capability", "spent_by_capability", "examples_by_capability", "train_steps")
 
 
@@ -30,6 +54,7 @@ def test_ddp_on_two_cpu_processes_gives_the_one_process_record(micro_cache: Path
         "trainer.precision=32-true",
         f"paths.cache_dir={micro_cache}",
         f"hydra.run.dir={tmp_path / 'ddp'}",
+        env=ONE_NODE_STEP,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "All distributed processes registered. Starting with 2 processes" in result.stdout + result.stderr
@@ -54,3 +79,80 @@ def test_ddp_on_two_cpu_processes_gives_the_one_process_record(micro_cache: Path
 def train_curve(path: Path) -> list[float]:
     table = pd.read_csv(path)
     return table["train/loss"].dropna().tolist()
+
+
+def test_ranks_draw_the_same_order_every_epoch_whatever_training_drew() -> None:
+    orders = []
+    for draws in (1, 7):  # two ranks seeded alike whose training (dropout) draws differently between epochs
+        torch.manual_seed(3)
+        sampler = EpochShuffle(range(20))
+        epochs = []
+        for _ in range(3):
+            epochs.append(list(sampler))
+            torch.rand(draws)
+        orders.append(epochs)
+    assert orders[0] == orders[1]
+    assert len({tuple(order) for order in orders[0]}) == 3  # a fresh order every epoch
+    first = []
+    for sampler in (EpochShuffle(range(20)), RandomSampler(range(20))):  # the DataLoader draws in between
+        torch.manual_seed(3)
+        first.append([int(i) for i in DataLoader(range(20), batch_size=None, sampler=sampler)])
+    assert first[0] == first[1]  # so the first epoch is `DataLoader(shuffle=True)`'s, as before
+
+
+def two_node_step(monkeypatch: pytest.MonkeyPatch, node: int, tasks: int = 2) -> None:
+    """The environment `srun` gives the task on `node` of a 2-node step, one task per node."""
+    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    step = ONE_NODE_STEP | {"SLURM_JOB_ID": "784242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_NTASKS": str(tasks)}
+    step |= {"SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NUM_TASKS": str(tasks), "SLURM_NODEID": str(node)}
+    for name, value in (step | {"SLURM_PROCID": str(node)}).items():
+        monkeypatch.setenv(name, value)
+
+
+def spawned_rank(trainer: pl.Trainer, local_rank: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The global rank the `ddp_spawn` worker `local_rank` takes (what the launcher and its set-up do before it
+    joins the group)."""
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    trainer.strategy.set_world_ranks()
+    return trainer.global_rank
+
+
+def test_spawned_ranks_are_numbered_by_node_under_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    two_node_step(monkeypatch, node=1)
+    for module in (rank_zero, fabric_rank_zero):  # a worker's set-up sets the process-wide rank
+        monkeypatch.setattr(module.rank_zero_only, "rank", module.rank_zero_only.rank)
+    settings = {"accelerator": "cpu", "devices": 2, "num_nodes": 2, "strategy": "ddp_spawn", "logger": False}
+    ours = pl.Trainer(plugins=[NodeRanks()], **settings)  # built in the node's process: no LOCAL_RANK yet
+    assert [spawned_rank(ours, local, monkeypatch) for local in (0, 1)] == [2, 3] and ours.world_size == 4
+    environment = ours.strategy.cluster_environment
+    assert (environment.main_address, environment.main_port, environment.node_rank()) == ("gpu07", 19242, 1)
+    lightning = pl.Trainer(**settings)  # Lightning's SLURM environment: every spawned rank is the task's
+    assert [spawned_rank(lightning, local, monkeypatch) for local in (0, 1)] == [1, 1]
+
+
+def test_a_node_layout_the_job_does_not_run_in_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MASTER_ADDR", "SLURM_STEP_NUM_NODES", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    check_nodes(1)
+    with pytest.raises(ConfigError, match="num_nodes=2 but this job runs on 1 node"):
+        check_nodes(2)  # nobody starts the second node: the fit would wait for it forever
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    check_nodes(2)  # launched by hand, one process per node
+    two_node_step(monkeypatch, node=0)
+    check_nodes(2)
+    with pytest.raises(ConfigError, match="num_nodes=1 but this job runs on 2 node"):
+        check_nodes(1)  # two whole distillations into one directory
+    two_node_step(monkeypatch, node=0, tasks=16)
+    with pytest.raises(ConfigError, match="tasks_per_node=1"):
+        check_nodes(2)  # a task per GPU: each would run the whole distillation
+
+
+def test_only_the_leading_process_logs_the_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = compose_config(["experiment=micro", "logger=csv"], tmp_path, tmp_path / "cache")
+    two_node_step(monkeypatch, node=1)
+    assert build_logger(cfg) is None  # node 1 runs the same recipe: one run in the dashboard, not two
+    two_node_step(monkeypatch, node=0)
+    assert build_logger(cfg) is not None
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a copy of the command Lightning started for another device
+    assert build_logger(cfg) is None

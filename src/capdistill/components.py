@@ -37,6 +37,7 @@ from capdistill.models.request import ModelRequest
 from capdistill.results.figures import FIGURES
 from capdistill.supervision.budget import normalize_weights, split_tokens
 from capdistill.supervision.slices import MAX_BATCHES, MIN_RESPONSE_TOKENS
+from capdistill.training.cluster import check_nodes, leading_process
 from capdistill.training.optim import OptimizerSettings
 
 
@@ -123,8 +124,9 @@ ROUND_TRAINER_KEYS = {
 
 
 def build_logger(cfg: DictConfig) -> pl.loggers.Logger | None:
-    """The `logger` group's Lightning logger (None for `logger=none`), with the run's config as hyper-parameters."""
-    if not cfg.get("logger") or "_target_" not in cfg.logger:
+    """The `logger` group's Lightning logger (None for `logger=none`, and in every process of a multi-process job
+    but the leading one, which logs the run once), with the run's config as hyper-parameters."""
+    if not cfg.get("logger") or "_target_" not in cfg.logger or not leading_process():
         return None
     logger = build(cfg.logger, "logger")
     params = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -270,6 +272,7 @@ def validate(cfg: DictConfig) -> None:
     check_static_spend(cfg, allocator)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
+    check_nodes(int(cfg.trainer.get("num_nodes", 1)))
     check_trainer(trainer_factory(cfg))
     if cfg.report.figure is not None and cfg.report.figure not in FIGURES:
         raise ConfigError(f"report.figure must be one of {', '.join(FIGURES)}, got {cfg.report.figure!r}")

@@ -4,11 +4,11 @@ packed into rows with no padding between examples."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from capdistill.errors import CapdistillError
@@ -202,9 +202,20 @@ class RankView(torch.utils.data.Dataset):
         return self.dataset.shard(index, self.rank)
 
 
+class EpochShuffle(RandomSampler):
+    """A fresh order every epoch, all drawn from one generator seeded from the global random state when the
+    first epoch starts. The first epoch's order is `DataLoader(shuffle=True)`'s; later ones do not depend on
+    what training drew in between (dropout), so data-parallel ranks, seeded alike, keep drawing the same order."""
+
+    def __iter__(self) -> Iterator[int]:  # lazy, as `RandomSampler`'s: the seed is drawn at the first batch
+        if self.generator is None:
+            self.generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        yield from super().__iter__()
+
+
 class DistillDataModule(pl.LightningDataModule):
-    """One round's supervision batches as a DataModule (batch order reshuffled every epoch; under data
-    parallelism each rank loads its `RankView`)."""
+    """One round's supervision batches as a DataModule (batch order reshuffled every epoch, `EpochShuffle`;
+    under data parallelism each rank loads its `RankView`)."""
 
     def __init__(self, dataset: SupervisedBatches) -> None:
         super().__init__()
@@ -212,4 +223,4 @@ class DistillDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.dataset if self.dataset.ranks == 1 else RankView(self.dataset, self.trainer.global_rank)
-        return DataLoader(data, batch_size=None, shuffle=True)
+        return DataLoader(data, batch_size=None, sampler=EpochShuffle(data))
