@@ -149,6 +149,36 @@ def test_resume_accepts_rounds_saved_before_a_config_field_was_added(
     assert calls == [1] and record["rounds"][0] == saved["entry"]
 
 
+def test_a_process_that_does_not_lead_resumes_trains_along_and_writes_nothing(
+    run_micro, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Node 1 of a multi-node job (or a copy Lightning started for another device) runs the rounds in lockstep
+    with node 0's process, from node 0's saved rounds, and leaves node 0's files as they are."""
+    real = run_module.train_round
+    monkeypatch.setattr(run_module, "train_round", _crash_on_round(real, 1))
+    with pytest.raises(RuntimeError):
+        run_micro(*FIXED, "evaluation.lmeval=true")
+    monkeypatch.setattr(run_module, "train_round", real)
+    with monkeypatch.context() as node:
+        node.setenv("NODE_RANK", "1")
+        along, out = run_micro(*FIXED, "evaluation.lmeval=true")
+        written = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+        again = run_micro(*FIXED, "evaluation.lmeval=true")[0]  # started again: it resumes alike
+        assert untimed(again) == untimed(along)
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == written
+    assert not (out / "record.json").exists() and not (out / "rounds" / "round-001").exists()
+    record, _ = run_micro(*FIXED, "evaluation.lmeval=true")  # node 0's process
+    assert [e["round"] for e in along["rounds"]] == [0, 1]
+    assert "lmeval" not in along and record["lmeval"]  # lm-eval: the leading process alone scores the student
+    assert untimed(along) == {k: v for k, v in untimed(record).items() if k != "lmeval"}
+
+
+def untimed(record: dict) -> dict:
+    """A record without its wall-clock timings, which no two runs share."""
+    rounds = [{k: v for k, v in e.items() if k != "timing"} for e in record["rounds"]]
+    return {k: v for k, v in record.items() if k != "timing"} | {"rounds": rounds}
+
+
 def _crash_on_round(real, crash_index: int):
     def train_round(cfg, index, *args, **kwargs):
         if index == crash_index:

@@ -57,8 +57,10 @@ def run_pilots(
     first_seed_index: int,
     path: Path,
     fingerprint: str,
+    save: bool = True,
 ) -> dict[str, Any] | None:
-    """Run the allocator's pilots (or load a previous run's), let it identify the task's requirements.
+    """Run the allocator's pilots (or load a previous run's from `path`), let it identify the task's
+    requirements, and save them at `path` (unless `save` is off: a process that does not write).
 
     Returns what goes into the record's `identification`, or None if the allocator runs no pilots.
     """
@@ -107,5 +109,6 @@ def run_pilots(
         "requirements": requirements,
         "split": "dev",
     }
-    atomic_write_json(path, {"fingerprint": fingerprint, **result})
+    if save:
+        atomic_write_json(path, {"fingerprint": fingerprint, **result})
     return result

@@ -73,6 +73,7 @@ from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
 from capdistill.supervision.slices import PromptStream
 from capdistill.supervision.teacher_cache import cache_summary, merge_summaries
+from capdistill.training.cluster import leading_process
 from capdistill.training.heads import check_linear_head
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,10 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if recipe.logger is not None:  # a W&B run opened in setup is closed whatever fails after it
             recipe.logger.finish()
-    log.info("record: %s", out / RECORD_FILE)
+    if recipe.writes:
+        log.info("record: %s", out / RECORD_FILE)
+    else:
+        log.info("trained along; the leading process (node 0's) writes the rounds and the record")
     return record
 
 
@@ -145,6 +149,9 @@ class DistillRecipe:
         """The parts the config alone determines (no model yet): a bad combination fails here."""
         self.start = time.time()
         self.cfg, self.out = cfg, out
+        # another node's process (or a copy Lightning started per device) runs the same rounds in lockstep:
+        # it reads what the leading process saved (so it resumes where that one does) and writes nothing
+        self.writes = leading_process()
         self.identity = run_identity(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         self.names = list(cfg.capabilities.names)
         self.total, self.rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
@@ -165,7 +172,7 @@ class DistillRecipe:
         """Held-out sets, models, reference scores, pilots, and the state of earlier rounds."""
         check_tokenizers(self.models["teacher"], self.models["student"], self.loss)  # before any model loads
         cache = self.models["student"].cache_dir
-        for directory in (self.out, self.out / ROUNDS_DIR, cache, cache / "reference"):
+        for directory in (self.out, self.out / ROUNDS_DIR, cache, cache / "reference") if self.writes else ():
             remove_stale_temporaries(directory)  # what a killed run's atomic writes left
         self.history = completed_rounds(self.out, self.identity)
         self.load_models()
@@ -250,6 +257,7 @@ class DistillRecipe:
             first_seed_index=self.rounds,
             path=self.out / PILOTS_FILE,
             fingerprint=run_fingerprint(self.identity),
+            save=self.writes,
         )
 
     def prepare_rounds(self) -> None:
@@ -323,7 +331,8 @@ class DistillRecipe:
         slices = load_supervision(self.out, index, key)  # written before a kill during training: reused
         if slices is None:
             slices = generate_round(self.settings, shares, self.streams, cursors, self.teacher, student, self.device)
-            save_supervision(self.out, index, slices, key)
+            if self.writes:
+                save_supervision(self.out, index, slices, key)
         t_train = time.time()
         spent = sum(s.spent for s in slices)
         progress = (context.spent_tokens / self.total, (context.spent_tokens + spent) / self.total)
@@ -386,7 +395,8 @@ class DistillRecipe:
             "probing_s": t_update - t_proxy,
         }
         saved = entry.to_json()
-        save_round(self.out, index, student, self.module, saved, self.identity)
+        if self.writes:
+            save_round(self.out, index, student, self.module, saved, self.identity)
         history.append(saved)
         self.logger.log_round(saved, offset + steps)
         log.info(round_line(index, self.rounds, saved, history, self.reference, self.total))
@@ -402,7 +412,7 @@ class DistillRecipe:
             )
         final_dev = dev_task_utility(self.student, self.sources, self.dev_sets, self.task_source, self.batch)
         lmeval = None
-        if self.cfg.evaluation.lmeval:
+        if self.cfg.evaluation.lmeval and self.writes:  # it needs no other rank: the leading process alone
             lmeval = final_lmeval(
                 self.student,
                 self.sources,
@@ -452,7 +462,8 @@ class DistillRecipe:
             lmeval=lmeval,
             teacher_cache=merge_summaries([e["teacher_cache"] for e in history]) if self.settings.cache else None,
         ).to_json()
-        atomic_write_json(self.out / RECORD_FILE, record)
+        if self.writes:
+            atomic_write_json(self.out / RECORD_FILE, record)
         self.logger.log_final(record)
         return record
 
