@@ -6,7 +6,10 @@ Across nodes, the spawned ranks are numbered by node, and a layout the job does 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from subprocess import PIPE, STDOUT
 
 import pandas as pd
 import pytest
@@ -22,43 +25,55 @@ from capdistill.distill.batches import EpochShuffle
 from capdistill.distill.run import distill
 from capdistill.training.cluster import NodeRanks, check_nodes
 from conftest import compose_config
-from test_cli import capdistill
+from test_cli import ENV
 
 COMMON = ["experiment=micro", "loss=fkl", "evaluation.lmeval=false", "budget.rounds=2"]
-# what `srun` sets for the one task of a one-node step (submitit's launcher on one node): under Lightning's own
-# SLURM environment, both spawned ranks took the task's rank 0 and the second failed to bind its port
-ONE_NODE_STEP = {
-    "SLURM_JOB_ID": "31337",
-    "SLURM_JOB_NAME": "distill",
-    "SLURM_JOB_NODELIST": "localhost",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_STEP_NUM_NODES": "1",
-    "SLURM_STEP_NUM_TASKS": "1",
-    "SLURM_NODEID": "0",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-}
 SAME = ("allotted_by_capability", "spent_by_capability", "examples_by_capability", "train_steps")
 
 
+def slurm_step(nodes: int, node: int, tasks: int | None = None) -> dict[str, str]:
+    """What `srun` sets for the task on `node` of a step over `nodes` nodes of this host, one task per node
+    (submitit's launcher). Under Lightning's own SLURM environment, both ranks spawned from a one-node step's
+    task took that task's rank 0, and the second failed to bind its port (measured)."""
+    tasks = nodes if tasks is None else tasks
+    return {
+        "SLURM_JOB_ID": "31337",
+        "SLURM_JOB_NAME": "distill",
+        "SLURM_JOB_NODELIST": ",".join(["localhost"] * nodes),
+        "SLURM_NTASKS": str(tasks),
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_STEP_NUM_NODES": str(nodes),
+        "SLURM_STEP_NUM_TASKS": str(tasks),
+        "SLURM_NODEID": str(node),
+        "SLURM_PROCID": str(node),
+        "SLURM_LOCALID": "0",
+    }
+
+
+@pytest.fixture(scope="module")
+def one_process(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("one")
+    return distill(compose_config(COMMON, out, micro_cache)), out
+
+
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_gives_the_one_process_record(micro_cache: Path, tmp_path: Path) -> None:
-    one = distill(compose_config(COMMON, tmp_path / "one", micro_cache))
-    result = capdistill(
-        "distill",
-        *COMMON,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.precision=32-true",
-        f"paths.cache_dir={micro_cache}",
-        f"hydra.run.dir={tmp_path / 'ddp'}",
-        env=ONE_NODE_STEP,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "All distributed processes registered. Starting with 2 processes" in result.stdout + result.stderr
-    ddp = json.loads((tmp_path / "ddp" / "record.json").read_text())
+@pytest.mark.parametrize(("nodes", "devices"), [(1, 2), (2, 1)], ids=["1 node x 2 devices", "2 nodes x 1 device"])
+def test_ddp_on_two_cpu_processes_gives_the_one_process_record(
+    one_process: tuple[dict, Path], micro_cache: Path, tmp_path: Path, nodes: int, devices: int
+) -> None:
+    """Inside a SLURM step on this host: one node spawning 2 ranks, or 2 nodes' processes spawning a rank each."""
+    args = [*COMMON, "trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}"]
+    args += [f"trainer.num_nodes={nodes}", "trainer.precision=32-true", f"paths.cache_dir={micro_cache}"]
+    command = [sys.executable, "-m", "capdistill", "distill", *args, f"hydra.run.dir={tmp_path}"]
+    processes = [
+        subprocess.Popen(command, env=ENV | slurm_step(nodes, node), stdout=PIPE, stderr=STDOUT, text=True)
+        for node in range(nodes)
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * nodes, outputs[-1][-3000:]
+    assert "All distributed processes registered. Starting with 2 processes" in outputs[0]
+    one, one_dir = one_process
+    ddp = json.loads((tmp_path / "record.json").read_text())
     for a, b in zip(ddp["rounds"], one["rounds"]):
         assert {k: a[k] for k in SAME} == {k: b[k] for k in SAME}
         assert a["student_trained_tokens"] == b["student_trained_tokens"]  # both ranks' tokens, counted once
@@ -69,11 +84,12 @@ def test_ddp_on_two_cpu_processes_gives_the_one_process_record(micro_cache: Path
     assert ddp["budget"] == one["budget"]
     for name, value in one["final"]["probe_loglik"].items():  # the optimizer state carried over between rounds
         assert ddp["final"]["probe_loglik"][name] == pytest.approx(value, rel=1e-3)
-    assert result.stdout.count("record: ") == 1
-    written = sorted(p.name for p in (tmp_path / "ddp" / "rounds").iterdir())
+    assert [output.count("record: ") for output in outputs] == [1] + [0] * (nodes - 1)  # node 0's process writes
+    written = sorted(p.name for p in (tmp_path / "rounds").iterdir())
     assert written == ["round-000", "round-001"]  # each round's supervision dropped once the round is saved
-    curves = [train_curve(tmp_path / run / "logs" / "version_0" / "metrics.csv") for run in ("ddp", "one")]
+    curves = [train_curve(run / "logs" / "version_0" / "metrics.csv") for run in (tmp_path, one_dir)]
     assert curves[0] and curves[0] == pytest.approx(curves[1], rel=1e-2)  # logged once, by the main process
+    assert (tmp_path / "distill.log").read_text().count("round 2/2") == 1  # the job log: node 0's process's
 
 
 def train_curve(path: Path) -> list[float]:
@@ -101,12 +117,11 @@ def test_ranks_draw_the_same_order_every_epoch_whatever_training_drew() -> None:
 
 
 def two_node_step(monkeypatch: pytest.MonkeyPatch, node: int, tasks: int = 2) -> None:
-    """The environment `srun` gives the task on `node` of a 2-node step, one task per node."""
+    """This process as the task on `node` of a 2-node step."""
     for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    step = ONE_NODE_STEP | {"SLURM_JOB_ID": "784242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_NTASKS": str(tasks)}
-    step |= {"SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NUM_TASKS": str(tasks), "SLURM_NODEID": str(node)}
-    for name, value in (step | {"SLURM_PROCID": str(node)}).items():
+    step = slurm_step(2, node, tasks) | {"SLURM_JOB_ID": "784242", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    for name, value in step.items():
         monkeypatch.setenv(name, value)
 
 

@@ -48,6 +48,7 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
             from capdistill.components import validate
 
             quiet_libraries()
+            job_log_from_the_leader_only()
             validate(cfg)
             share_cores()
             task(cfg)
@@ -178,6 +179,21 @@ def quiet_libraries() -> None:
     # lm-eval warns that it was handed a loaded model instead of a name: how capdistill calls it, by design
     logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*treespec.*")  # inside Lightning, not ours
+
+
+def job_log_from_the_leader_only() -> None:
+    """A process that trains along with the leading one (another node's, see `leading_process`) logs to its own
+    console only: the job log in the run directory is the leading process's, each line once."""
+    import logging
+
+    from capdistill.training.cluster import leading_process
+
+    if leading_process():
+        return
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def share_cores() -> None:
