@@ -50,46 +50,40 @@ def slurm_step(nodes: int, node: int, tasks: int | None = None) -> dict[str, str
     }
 
 
-@pytest.fixture(scope="module")
-def one_process(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    out = tmp_path_factory.mktemp("one")
-    return distill(compose_config(COMMON, out, micro_cache)), out
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(("nodes", "devices"), [(1, 2), (2, 1)], ids=["1 node x 2 devices", "2 nodes x 1 device"])
-def test_ddp_on_two_cpu_processes_gives_the_one_process_record(
-    one_process: tuple[dict, Path], micro_cache: Path, tmp_path: Path, nodes: int, devices: int
-) -> None:
-    """Inside a SLURM step on this host: one node spawning 2 ranks, or 2 nodes' processes spawning a rank each."""
+def test_ddp_on_two_nodes_of_two_cpu_processes_gives_the_one_process_record(micro_cache: Path, tmp_path: Path) -> None:
+    """Two capdistill processes inside a 2-node SLURM step on this host, each spawning 2 ranks: 4 ranks, so some
+    batches leave a rank without an example."""
+    nodes, devices = 2, 2
+    one_dir = tmp_path / "one"
+    one = distill(compose_config(COMMON, one_dir, micro_cache))
     args = [*COMMON, "trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}"]
     args += [f"trainer.num_nodes={nodes}", "trainer.precision=32-true", f"paths.cache_dir={micro_cache}"]
-    command = [sys.executable, "-m", "capdistill", "distill", *args, f"hydra.run.dir={tmp_path}"]
+    command = [sys.executable, "-m", "capdistill", "distill", *args, f"hydra.run.dir={tmp_path / 'ddp'}"]
     processes = [
         subprocess.Popen(command, env=ENV | slurm_step(nodes, node), stdout=PIPE, stderr=STDOUT, text=True)
         for node in range(nodes)
     ]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     assert [process.returncode for process in processes] == [0] * nodes, outputs[-1][-3000:]
-    assert "All distributed processes registered. Starting with 2 processes" in outputs[0]
-    one, one_dir = one_process
-    ddp = json.loads((tmp_path / "record.json").read_text())
+    assert "All distributed processes registered. Starting with 4 processes" in outputs[0]
+    ddp = json.loads((tmp_path / "ddp" / "record.json").read_text())
     for a, b in zip(ddp["rounds"], one["rounds"]):
         assert {k: a[k] for k in SAME} == {k: b[k] for k in SAME}
-        assert a["student_trained_tokens"] == b["student_trained_tokens"]  # both ranks' tokens, counted once
+        assert a["student_trained_tokens"] == b["student_trained_tokens"]  # every rank's tokens, counted once
         # the live teacher's logits on each rank (fkl needs them); the ranks sum gradients in another order,
-        # and Adam carries the rounding on: measured 1e-6 on a round's first step, 1e-3 after 13 steps
+        # and Adam carries the rounding on: measured 1e-7 on a round's first step, 1.5e-3 after its 7 steps
         assert a["train_loss"]["first"] == pytest.approx(b["train_loss"]["first"], rel=1e-4)
         assert a["train_loss"]["last"] == pytest.approx(b["train_loss"]["last"], rel=1e-2)
     assert ddp["budget"] == one["budget"]
     for name, value in one["final"]["probe_loglik"].items():  # the optimizer state carried over between rounds
         assert ddp["final"]["probe_loglik"][name] == pytest.approx(value, rel=1e-3)
-    assert [output.count("record: ") for output in outputs] == [1] + [0] * (nodes - 1)  # node 0's process writes
-    written = sorted(p.name for p in (tmp_path / "rounds").iterdir())
+    assert [output.count("record: ") for output in outputs] == [1, 0]  # node 0's process writes, node 1's not
+    written = sorted(p.name for p in (tmp_path / "ddp" / "rounds").iterdir())
     assert written == ["round-000", "round-001"]  # each round's supervision dropped once the round is saved
-    curves = [train_curve(run / "logs" / "version_0" / "metrics.csv") for run in (tmp_path, one_dir)]
+    curves = [train_curve(run / "logs" / "version_0" / "metrics.csv") for run in (tmp_path / "ddp", one_dir)]
     assert curves[0] and curves[0] == pytest.approx(curves[1], rel=1e-2)  # logged once, by the main process
-    assert (tmp_path / "distill.log").read_text().count("round 2/2") == 1  # the job log: node 0's process's
+    assert (tmp_path / "ddp" / "distill.log").read_text().count("round 2/2") == 1  # the job log: node 0's process's
 
 
 def train_curve(path: Path) -> list[float]:

@@ -153,7 +153,9 @@ class DistillationModule(pl.LightningModule):
         loss = self.loss(
             logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask, num_items=count
         )
-        tokens = batch["attention_mask"].sum() * batch.get("counted", torch.ones((), device=mask.device)).sum()
+        tokens = batch["attention_mask"].sum()  # int64 on every rank: the reduction needs one dtype on all
+        if "counted" in batch:  # a rank's shard with no example of the batch: nothing counted
+            tokens = tokens * batch["counted"].sum()
         self.trained_tokens += int(self.total(tokens))
         value = float(self.total(loss.detach().clone()))  # the reduction works in place
         self.losses.append(value)
