@@ -2,7 +2,8 @@
 
 The teacher writes one round of supervision once, keeping its top-k rows; then the same student (reset
 each time) trains on it with `loss=topk`, alternately from the cache (no teacher forward) and with a
-teacher forward on every batch. Median of N fits each, and their ratio.
+teacher forward on every batch. Median of N fits each, and their ratio. Then the bytes per token the cache
+stores at the vocabularies of real model families (the keeper on random logits of that width).
 
     .venv/bin/python benchmarks/bench_teacher_cache.py --tokens 20000 --runs 3
     .venv/bin/python benchmarks/bench_teacher_cache.py -o trainer=gpu   # any config override
@@ -17,9 +18,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
 from round_bench import one_round, write_json  # noqa: E402
 
 from capdistill.losses import TopKLoss  # noqa: E402
+from capdistill.losses.sparse import CacheSpec  # noqa: E402
+from capdistill.supervision.teacher_cache import CachedTeacher, keeper  # noqa: E402
+
+VOCABULARIES = {"SmolLM2": 49_152, "Llama 3": 128_256, "Qwen2.5": 152_064}
+
+
+def storage(k: int, rows: int = 64) -> dict[str, dict[str, float]]:
+    """Bytes per token of the top-k cache at each of `VOCABULARIES`, fp16 and uint8 log-probabilities."""
+    table = {}
+    for name, vocab in VOCABULARIES.items():
+        logits = torch.randn(rows, vocab)
+        table[name] = {}
+        for precision, quantized in (("float16", False), ("uint8", True)):
+            ids, values = keeper(CacheSpec("topk", k, quantized=quantized), name, torch.device("cpu"))(logits)
+            table[name][precision] = CachedTeacher(ids, values).nbytes / rows
+    return table
 
 
 def main() -> dict:
@@ -42,8 +60,11 @@ def main() -> dict:
         print(f"{mode:<20} {seconds:>9.2f}")
     ratio = times["live teacher"][0] / times["cache"][0]
     print(f"live / cache: {ratio:.2f}x")
+    table = storage(args.k)
+    print(f"bytes per token at k={args.k}: " + ", ".join(f"{n} ({VOCABULARIES[n]:,}) {b}" for n, b in table.items()))
     figures = {"live_s": times["live teacher"][0], "cache_s": times["cache"][0], "live_over_cache": ratio}
-    return write_json(args.json, figures | {"bytes_per_token": stored / max(r.spent, 1), "tokens": r.spent})
+    figures |= {"bytes_per_token": stored / max(r.spent, 1), "tokens": r.spent, "bytes_per_token_by_vocabulary": table}
+    return write_json(args.json, figures)
 
 
 if __name__ == "__main__":

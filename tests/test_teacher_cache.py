@@ -11,14 +11,23 @@ import torch
 
 from capdistill.components import validate
 from capdistill.distill import run as run_module
-from capdistill.distill.batches import SupervisedBatches
+from capdistill.distill.batches import SupervisedBatches, cached_rows
 from capdistill.distill.resume import config_changes
 from capdistill.distill.run import distill
 from capdistill.losses import SparseTeacher, TopKLoss
 from capdistill.losses.sparse import CacheSpec
 from capdistill.prompting import IGNORE_INDEX, generate
-from capdistill.supervision.slices import Generation, PromptStream, collect_round
-from capdistill.supervision.teacher_cache import STEPS_PER_NAT, dequantize, id_dtype, keeper, quantize
+from capdistill.supervision.slices import Generation, PromptStream, Supervised, collect_round
+from capdistill.supervision.teacher_cache import (
+    STEPS_PER_NAT,
+    CachedTeacher,
+    dequantize,
+    id_bytes,
+    keeper,
+    pack_ids,
+    quantize,
+    unpack_ids,
+)
 from conftest import compose_config
 
 BUDGET_KEYS = ("allotted_by_capability", "spent_by_capability", "examples_by_capability", "prompts_by_capability")
@@ -50,14 +59,31 @@ def live_logits(teacher, batch) -> torch.Tensor:
         return teacher.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
 
 
-def test_ids_take_the_smallest_integer_type() -> None:
-    assert [id_dtype(v) for v in (256, 257, 32768, 32769, 152064)] == [
-        torch.uint8,
-        torch.int16,
-        torch.int16,
-        torch.int32,
-        torch.int32,
-    ]
+@pytest.mark.parametrize(("vocab", "width"), [(256, 1), (257, 2), (32768, 2), (32769, 3), (152064, 3), (2**25, 4)])
+def test_ids_take_the_fewest_bytes_and_come_back_whole(vocab: int, width: int) -> None:
+    assert id_bytes(vocab) == width
+    ids = torch.randint(0, vocab, (5, 32))
+    ids[0, :2] = torch.tensor([0, vocab - 1])  # both ends of the range
+    packed = pack_ids(ids, vocab)
+    assert packed.nbytes == ids.numel() * width
+    assert torch.equal(unpack_ids(packed), ids) and unpack_ids(packed).dtype == torch.long
+
+
+def test_three_byte_ids_reach_the_batch_as_the_ids_were() -> None:
+    """A 152k vocabulary's rows, laid out for a batch, hold the teacher's ids (as int32 storage would)."""
+    vocab, rows = 152064, [torch.randint(0, 152064, (n, 8)) for n in (3, 5)]
+    logprobs = [torch.randn(n, 8).half() for n in (3, 5)]
+    laid_out, stored = [], []
+    for pack in (lambda ids: pack_ids(ids, vocab), lambda ids: ids.int()):
+        examples = [
+            Supervised("math", "p", "r", list(range(len(ids))), teacher=CachedTeacher(pack(ids), values))
+            for ids, values in zip(rows, logprobs)
+        ]
+        laid_out.append(cached_rows(examples, [(0, 0, 4), (1, 0, 6)], (2, 6)))
+        stored.append(examples[0].teacher.nbytes)
+    assert stored == [3 * 8 * (3 + 2), 3 * 8 * (4 + 2)]  # 3 rows of 8: id bytes and fp16 values
+    assert torch.equal(laid_out[0]["teacher_ids"], laid_out[1]["teacher_ids"])
+    assert torch.equal(laid_out[0]["teacher_ids"][1, :5], rows[1])  # row t predicts token t + 1
 
 
 def test_cached_top_k_gives_the_live_loss_and_gradient(world) -> None:

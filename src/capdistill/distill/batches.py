@@ -49,12 +49,12 @@ def cached_rows(examples: Sequence[Supervised], placements: Sequence[Placement],
     `teacher_logprobs`; positions that predict no supervision token hold id 0 and log-prob 0, which
     no loss reads."""
     first = examples[0].teacher
-    size = (shape[0], shape[1] - 1, first.ids.shape[-1])
+    size = (shape[0], shape[1] - 1, first.size)
     ids = torch.zeros(size, dtype=torch.long)
     logprobs = None if first.logprobs is None else torch.zeros(size)
     for example, (row, start, length) in zip(examples, placements):
         at = start + length - len(example.ids) - 1  # the position that predicts the first response token
-        ids[row, at : at + len(example.ids)] = example.teacher.ids.long()
+        ids[row, at : at + len(example.ids)] = example.teacher.token_ids()
         if logprobs is not None:
             logprobs[row, at : at + len(example.ids)] = example.teacher.log_probs()
     return {"teacher_ids": ids} | ({} if logprobs is None else {"teacher_logprobs": logprobs})

@@ -2,9 +2,9 @@
 log-probabilities, or draws from it), kept at every response token while the teacher writes the response
 and stored compactly with the round's supervision, so training runs no teacher forward.
 
-Storage per token: `K` ids in the smallest integer type that holds the vocabulary (uint8, int16 or
-int32) and, for top-k, `K` fp16 log-probabilities or, quantised, `K` bytes plus the top entry's fp16
-(draws have counts of 1 and store none).
+Storage per token: `K` ids in the fewest bytes that hold the vocabulary (1, 2, 3 or 4: uint8, int16,
+three uint8 bytes, int32) and, for top-k, `K` fp16 log-probabilities or, quantised, `K` bytes plus the
+top entry's fp16 (draws have counts of 1 and store none).
 """
 
 from __future__ import annotations
@@ -22,11 +22,30 @@ from capdistill.prompting import Keep
 VALUE_DTYPE = torch.float16
 
 
-def id_dtype(vocab: int) -> torch.dtype:
-    """The smallest integer type torch indexes with that holds ids below `vocab`."""
-    if vocab <= 2**8:
-        return torch.uint8
-    return torch.int16 if vocab <= 2**15 else torch.int32
+def id_bytes(vocab: int) -> int:
+    """The fewest bytes per id that hold ids below `vocab` (int16 rather than uint16 up to 2**15: torch's
+    uint16 lacks the ops; three bytes up to 2**24, which holds every tokenizer's vocabulary in use)."""
+    for n, limit in ((1, 2**8), (2, 2**15), (3, 2**24)):
+        if vocab <= limit:
+            return n
+    return 4
+
+
+def pack_ids(ids: Tensor, vocab: int) -> Tensor:
+    """Token ids `[n, K]` in `id_bytes(vocab)` bytes each: uint8, int16 or int32 `[n, K]`, or for three bytes
+    uint8 `[n, K, 3]`, least significant byte first."""
+    width = id_bytes(vocab)
+    if width != 3:
+        return ids.to({1: torch.uint8, 2: torch.int16, 4: torch.int32}[width])
+    return torch.stack([(ids >> shift) & 0xFF for shift in (0, 8, 16)], dim=-1).to(torch.uint8)
+
+
+def unpack_ids(stored: Tensor) -> Tensor:
+    """`pack_ids`' ids back as int64 `[n, K]`."""
+    if stored.dim() == 2:
+        return stored.long()
+    wide = stored.long()
+    return wide[..., 0] | (wide[..., 1] << 8) | (wide[..., 2] << 16)
 
 
 STEPS_PER_NAT = 16  # uint8 log-probs: steps of 1/16 nat below the row's top entry, 255 steps (about 16 nats)
@@ -49,15 +68,20 @@ def dequantize(values: Tensor) -> Tensor:
 
 @dataclass
 class CachedTeacher:
-    """One example's cached teacher rows, one per supervision token: ids `[n, K]` and, for top-k, their
-    temperature-1 log-probabilities, fp16 `[n, K]` or `quantize`d uint8 `[n, K + 2]` (None: draws, each
-    counted once)."""
+    """One example's cached teacher rows, one per supervision token: ids (`pack_ids`: `[n, K]`, or `[n, K, 3]`
+    bytes) and, for top-k, their temperature-1 log-probabilities, fp16 `[n, K]` or `quantize`d uint8
+    `[n, K + 2]` (None: draws, each counted once)."""
 
     ids: Tensor
     logprobs: Tensor | None = None
 
     def __len__(self) -> int:
         return self.ids.shape[0]
+
+    @property
+    def size(self) -> int:
+        """K: the ids (top-k entries or draws) kept per row."""
+        return self.ids.shape[1]
 
     @property
     def nbytes(self) -> int:
@@ -67,6 +91,10 @@ class CachedTeacher:
     def head(self, n: int) -> CachedTeacher:
         """The first `n` rows (a truncated response's)."""
         return CachedTeacher(self.ids[:n], None if self.logprobs is None else self.logprobs[:n])
+
+    def token_ids(self) -> Tensor:
+        """The ids as int64 `[n, K]`."""
+        return unpack_ids(self.ids)
 
     def log_probs(self) -> Tensor | None:
         """The log-probabilities as fp32 `[n, K]` (None for draws)."""
@@ -85,7 +113,7 @@ def keeper(spec: CacheSpec, seed: str, device: torch.device) -> Keep:
         vocab = logits.shape[-1] if spec.vocab is None else min(spec.vocab, logits.shape[-1])
         if values is not None:
             values = quantize(values) if spec.quantized else values.to(VALUE_DTYPE)
-        return ids.to(id_dtype(vocab)), values
+        return pack_ids(ids, vocab), values
 
     return keep
 
