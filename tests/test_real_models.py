@@ -232,6 +232,7 @@ def test_tiny_distillation_from_the_real_teacher(tmp_path: Path, real_cache: Pat
     assert set(record["final"]["probe"]) == {"math", "long_context"}
     if loss == "topk":  # from the teacher logit cache, the default: SmolLM2 keeps its rows while it writes
         assert record["teacher_cache"]["tokens"] > 0
+        assert record["teacher_cache"]["bytes_per_token"] == 64 * (3 + 2)  # k=64: 3-byte ids (49,152), fp16
 
 
 @pytest.mark.slow
