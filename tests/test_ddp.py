@@ -40,6 +40,7 @@ def slurm_step(nodes: int, node: int, tasks: int | None = None) -> dict[str, str
         "SLURM_JOB_ID": "31337",
         "SLURM_JOB_NAME": "distill",
         "SLURM_JOB_NODELIST": ",".join(["localhost"] * nodes),
+        "SLURM_STEP_NODELIST": ",".join(["localhost"] * nodes),
         "SLURM_NTASKS": str(tasks),
         "SLURM_NTASKS_PER_NODE": "1",
         "SLURM_STEP_NUM_NODES": str(nodes),
@@ -114,7 +115,8 @@ def two_node_step(monkeypatch: pytest.MonkeyPatch, node: int, tasks: int = 2) ->
     """This process as the task on `node` of a 2-node step."""
     for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    step = slurm_step(2, node, tasks) | {"SLURM_JOB_ID": "784242", "SLURM_JOB_NODELIST": "gpu[07-08]"}
+    step = slurm_step(2, node, tasks) | {"SLURM_JOB_ID": "784242", "SLURM_JOB_NODELIST": "gpu[03-08]"}
+    step |= {"SLURM_STEP_NODELIST": "gpu[07-08]"}  # a step on 2 of the allocation's 6 nodes
     for name, value in step.items():
         monkeypatch.setenv(name, value)
 
@@ -141,12 +143,16 @@ def test_spawned_ranks_are_numbered_by_node_under_slurm(monkeypatch: pytest.Monk
 
 
 def test_a_node_layout_the_job_does_not_run_in_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MASTER_ADDR", "SLURM_STEP_NUM_NODES", "SLURM_STEP_NUM_TASKS"):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "SLURM_STEP_NUM_NODES", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
     check_nodes(1)
     with pytest.raises(ConfigError, match="num_nodes=2 but this job runs on 1 node"):
         check_nodes(2)  # nobody starts the second node: the fit would wait for it forever
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")
+    with pytest.raises(ConfigError, match="MASTER_PORT and NODE_RANK"):
+        check_nodes(2)  # each node would pick its own free port, and every node would count as node 0
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.setenv("NODE_RANK", "1")
     check_nodes(2)  # launched by hand, one process per node
     two_node_step(monkeypatch, node=0)
     check_nodes(2)

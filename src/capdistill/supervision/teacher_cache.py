@@ -2,8 +2,8 @@
 log-probabilities, or draws from it), kept at every response token while the teacher writes the response
 and stored compactly with the round's supervision, so training runs no teacher forward.
 
-Storage per token: `K` ids in the fewest bytes that hold the vocabulary (1, 2, 3 or 4: uint8, int16,
-three uint8 bytes, int32) and, for top-k, `K` fp16 log-probabilities or, quantised, `K` bytes plus the
+Storage per token: `K` ids in 1, 2, 3 or 4 bytes (uint8 up to 256 ids, int16 up to 32,768, three uint8
+bytes up to 2^24, else int32) and, for top-k, `K` fp16 log-probabilities or, quantised, `K` bytes plus the
 top entry's fp16 (draws have counts of 1 and store none).
 """
 
@@ -41,7 +41,7 @@ def pack_ids(ids: Tensor, vocab: int) -> Tensor:
 
 
 def unpack_ids(stored: Tensor) -> Tensor:
-    """`pack_ids`' ids back as int64 `[n, K]`."""
+    """`pack_ids`' ids `[n, K]` (or `[n, K, 3]` bytes) back as int64 `[n, K]`."""
     if stored.dim() == 2:
         return stored.long()
     wide = stored.long()

@@ -40,8 +40,8 @@ def leading_process() -> bool:
 def check_nodes(num_nodes: int) -> None:
     """Refuse a layout this job does not run in: each node runs one capdistill process, which spawns the
     node's ranks, so `trainer.num_nodes` must be the nodes SLURM started one task on each (or, by hand,
-    `MASTER_ADDR` and `NODE_RANK` set on each node). Otherwise the fit would wait for ranks that never
-    come, or several processes would each run the whole distillation into the same directory."""
+    `MASTER_ADDR`, `MASTER_PORT` and `NODE_RANK` set on each node). Otherwise the fit would wait for ranks
+    that never come, or several processes would each run the whole distillation into the same directory."""
     launched = slurm_nodes()
     tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", launched))
     if tasks > launched:
@@ -49,11 +49,13 @@ def check_nodes(num_nodes: int) -> None:
             f"this SLURM step runs {tasks} tasks on {launched} node(s), each a whole distillation: set "
             "hydra.launcher.tasks_per_node=1 (each node's task spawns its own ranks)"
         )
-    if num_nodes == max(launched, 1) or (launched == 0 and "MASTER_ADDR" in os.environ):
+    by_hand = all(name in os.environ for name in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK"))
+    if num_nodes == max(launched, 1) or (launched == 0 and by_hand):
         return
     raise ConfigError(
         f"trainer.num_nodes={num_nodes} but this job runs on {max(launched, 1)} node(s): launch one process per "
-        f"node with hydra/launcher=submitit_slurm hydra.launcher.nodes={num_nodes} hydra.launcher.tasks_per_node=1"
+        f"node with hydra/launcher=submitit_slurm hydra.launcher.nodes={num_nodes} hydra.launcher.tasks_per_node=1 "
+        "(or set MASTER_ADDR, MASTER_PORT and NODE_RANK on each node)"
     )
 
 
@@ -64,7 +66,8 @@ class NodeRanks(LightningEnvironment):
     @property
     def main_address(self) -> str:
         if slurm_nodes() > 1 and "MASTER_ADDR" not in os.environ:
-            return SLURMEnvironment.resolve_root_node_address(os.environ["SLURM_JOB_NODELIST"])
+            nodes = os.environ.get("SLURM_STEP_NODELIST", os.environ.get("SLURM_JOB_NODELIST", ""))
+            return SLURMEnvironment.resolve_root_node_address(nodes)  # the step's first node runs node rank 0
         return super().main_address
 
     @property
