@@ -153,11 +153,13 @@ class DistillationModule(pl.LightningModule):
         loss = self.loss(
             logits, teacher_logits, mask, target_ids=labels.clamp_min(0), teacher_mask=teacher_mask, num_items=count
         )
-        tokens = batch["attention_mask"].sum()  # int64 on every rank: the reduction needs one dtype on all
+        tokens = batch["attention_mask"].sum()
         if "counted" in batch:  # a rank's shard with no example of the batch: nothing counted
             tokens = tokens * batch["counted"].sum()
-        self.trained_tokens += int(self.total(tokens))
-        value = float(self.total(loss.detach().clone()))  # the reduction works in place
+        # the loss and the tokens summed over ranks in one reduction, float64 on every rank (every rank must
+        # reduce one dtype; token counts stay exact below 2^53)
+        value, tokens = self.total(torch.stack([loss.detach().double(), tokens.double()])).tolist()
+        self.trained_tokens += int(tokens)
         self.losses.append(value)
         self.log("train/loss", value, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         if self.global_step % self.log_every == 0:
