@@ -27,7 +27,7 @@ from capdistill.capabilities.real import REAL_CAPABILITIES
 from capdistill.capabilities.sources import WorldSources, nested_tuples
 from capdistill.config.checks import ConfigError, check_writable, locate
 from capdistill.config.hydra_setup import setup
-from capdistill.config.model_specs import HFModel, SyntheticModel
+from capdistill.config.model_specs import Engine, HFModel, SyntheticModel
 from capdistill.config.schema import World, typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
@@ -266,6 +266,7 @@ def validate(cfg: DictConfig) -> None:
             resolve_path(model.path, role)
             check_init(model, role)
     check_loss_vocab(loss, models)
+    check_engine(models, loss, cfg.capabilities.world)
     if cfg.distill.packing and loss.cross_tokenizer:
         raise ConfigError(f"distill.packing=true needs a same-tokenizer loss; loss={loss.name} pairs two tokenizations")
     check_budget_size(cfg)
@@ -280,6 +281,42 @@ def validate(cfg: DictConfig) -> None:
         check_options(cfg.logger, "logger")
     optimizer_settings(cfg)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+
+
+def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> None:
+    """What a teacher written by vLLM or a server cannot serve fails here: an engine gives the teacher's completions
+    and its top-k log-probabilities at each written token, not its logits, and there is no teacher to run."""
+    student, teacher = models["student"], models["teacher"]
+    if isinstance(student, HFModel) and student.engine is not Engine.hf:
+        raise ConfigError(f"student.engine={student.engine.value}: only the teacher writes through an engine")
+    if not isinstance(teacher, HFModel) or teacher.engine is Engine.hf:
+        return
+    engine = f"teacher.engine={teacher.engine.value}"
+    if world == World.paper:
+        raise ConfigError(f"capabilities=paper scores the teacher with lm-eval's in-process HF model: {engine} needs hf")
+    if not loss.needs_teacher:
+        return
+    spec, name = loss.cache_spec(), loss_label(loss)
+    if spec is None and loss.sparse_teacher:
+        raise ConfigError(
+            f"loss.teacher_source=live runs the teacher on every batch, and {engine} has no teacher to run: "
+            "use loss.teacher_source=cache"
+        )
+    if spec is None:
+        raise ConfigError(
+            f"loss={name} reads the teacher's full logits at every position; {engine} gives its top-k log-probs: "
+            "use loss=topk or loss=sft, or teacher.engine=hf"
+        )
+    if spec.kind != "topk":
+        raise ConfigError(
+            f"loss={name} draws from the teacher's whole distribution, which {engine} cannot give exactly: "
+            "use loss=topk, or teacher.engine=hf"
+        )
+    if teacher.chat_template != student.chat_template:
+        raise ConfigError(
+            f"{engine} keeps rows conditioned on the teacher's prompt format: teacher.chat_template="
+            f"{teacher.chat_template} and student.chat_template={student.chat_template} must agree for loss={name}"
+        )
 
 
 def configured_vocab(model: Any) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -94,15 +94,28 @@ class _KeepSteps:
         return ids, None if picked[0][1] is None else torch.stack([values for _, values in picked])
 
 
+@runtime_checkable
+class Writer(Protocol):
+    """A model that writes through an engine of its own rather than in-process `generate` (a teacher served
+    by vLLM or another server): it gives greedy completions as text, formatted with its own tokenizer."""
+
+    def texts(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]: ...
+
+
 def generate_texts(
-    model: PreTrainedModel,
+    model: PreTrainedModel | Writer,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 128,
     **sampling: Any,
 ) -> list[str]:
-    """Completions of `prompts` decoded to text: `generate`'s texts (`sampling`: its temperature, top_p, seed)."""
+    """Completions of `prompts` decoded to text: `generate`'s texts (`sampling`: its temperature, top_p, seed),
+    or a `Writer`'s greedy ones."""
+    if isinstance(model, Writer):
+        if sampling:
+            raise TypeError(f"a Writer's texts are greedy; got sampling options {sorted(sampling)}")
+        return model.texts(prompts, max_new_tokens, batch_size)
     return [g.text for g in generate(model, tokenizer, prompts, max_new_tokens, batch_size, **sampling)]
 
 

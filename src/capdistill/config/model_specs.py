@@ -23,6 +23,15 @@ class TokenizerKind(str, Enum):
     bpe = "bpe"
 
 
+class Engine(str, Enum):
+    """How the teacher writes: in-process `transformers` generate, vLLM's offline `LLM` in the same process,
+    or an OpenAI-compatible server (vLLM's, SGLang's) reached over HTTP."""
+
+    hf = "hf"
+    vllm = "vllm"
+    server = "server"
+
+
 class Dtype(str, Enum):
     auto = "auto"
     float32 = "float32"
@@ -101,6 +110,44 @@ class InitConf:
 
 
 @dataclass
+class ServerConf:
+    """The OpenAI-compatible server a teacher with `engine=server` writes through: a running one at `url`, or
+    one capdistill starts from `launch` (a command line; `{model}`, `{port}` and `{name}` are filled with the
+    teacher's local directory, a free port and the served name), waits for on `/health`, and stops."""
+
+    url: str | None = None  # e.g. http://node017:8000 (no /v1)
+    launch: str | None = None
+    model: str | None = None  # the served model name; null: the teacher's `name`
+    concurrency: int = 64  # requests in flight at once
+    timeout_s: float = 600.0  # one request
+    retries: int = 3  # per request, with exponential backoff, on a refused connection or a 5xx/429 answer
+    startup_timeout_s: float = 900.0  # a launched server's wait for /health
+
+    def __post_init__(self) -> None:
+        positive("server.", concurrency=self.concurrency, timeout_s=self.timeout_s)
+        positive("server.", startup_timeout_s=self.startup_timeout_s)
+        if self.retries < 0:
+            raise ConfigError(f"server.retries must be >= 0, got {self.retries}")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"server.url must start with http:// or https://, got {self.url!r}")
+
+
+@dataclass
+class VllmConf:
+    """vLLM's offline engine in the run's process (`engine=vllm`, GPUs)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_logprobs: int | None = None  # null: what the loss's cache needs (at least vLLM's default, 20)
+    max_model_len: int | None = None  # null: the model's own
+
+    def __post_init__(self) -> None:
+        positive("vllm.", tensor_parallel_size=self.tensor_parallel_size)
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"vllm.gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+
+
+@dataclass
 class ModelBase:
     """What every teacher or student option has: the class it builds (`_target_`), a name, a seed, and the
     `kind` key that chose the class before `_target_` did (if set, it must agree)."""
@@ -146,7 +193,23 @@ class HFModel(ModelBase):
     chat_template: bool = False  # wrap prompts in the tokenizer's chat template
     init: InitConf = field(default_factory=InitConf)
     arch: ArchConf = field(default_factory=ArchConf)
+    # a teacher's way of writing (a student is always `hf`): `teacher.engine=server teacher.server.url=...`
+    engine: Engine = Engine.hf
+    server: ServerConf = field(default_factory=ServerConf)
+    vllm: VllmConf = field(default_factory=VllmConf)
     KIND: ClassVar[str] = "hf"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.engine is Engine.server and not (self.server.url or self.server.launch):
+            raise ConfigError(
+                "engine=server needs server.url (a running OpenAI-compatible server) or server.launch "
+                "(a command line that starts one)"
+            )
+        if self.engine is Engine.server and self.server.url and self.server.launch:
+            raise ConfigError("server.url and server.launch exclude each other: reach a running server, or start one")
+        if self.engine is not Engine.hf and (self.init.scratch or self.init.layers or self.init.hidden_size):
+            raise ConfigError(f"engine={self.engine.value} serves a checkpoint as saved: init must be left unset")
 
 
 ModelSpec = SyntheticModel | HFModel

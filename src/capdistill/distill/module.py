@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import PreTrainedModel
 
+from capdistill.errors import CapdistillError
 from capdistill.losses import DistillLoss, SparseTeacher
 from capdistill.losses.chunking import LinearLogits
 from capdistill.losses.common import pair_positions
@@ -50,7 +51,7 @@ class DistillationModule(pl.LightningModule):
         log_every: int = 10,
     ) -> None:
         super().__init__()
-        if loss.needs_teacher and teacher is None:
+        if loss.needs_teacher and teacher is None and loss.cache_spec() is None:
             raise ValueError(f"loss {loss.name!r} needs a teacher")
         self.student, self.loss, self.optim = student, loss, optim
         if teacher is not None:
@@ -128,6 +129,8 @@ class DistillationModule(pl.LightningModule):
             ids, logprobs = batch["teacher_ids"], batch.get("teacher_logprobs")
             counts = None if logprobs is not None else torch.ones(ids.shape, device=ids.device)
             return SparseTeacher(ids=ids, logprobs=logprobs, counts=counts), None
+        if self.teacher is None:  # a served teacher: every example carries its rows (`collect_round`)
+            raise CapdistillError(f"loss {self.loss.name!r}: a batch without cached teacher rows and no teacher to run")
         prefix = "teacher_" if self.loss.cross_tokenizer else ""
         with torch.no_grad():
             logits = self.logits(self.teacher, batch, prefix)

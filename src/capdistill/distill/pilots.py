@@ -24,6 +24,7 @@ import torch
 from capdistill.allocation import Allocator
 from capdistill.allocation.requirements import Intervention
 from capdistill.capabilities.sources import WorldSources
+from capdistill.distill.follow import wait_for
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.reference import proxy_scores
 from capdistill.distill.rounds import RoundSettings, generate_round, train_round
@@ -32,6 +33,7 @@ from capdistill.io import atomic_write_json
 from capdistill.losses import DistillLoss
 from capdistill.models.request import LoadedModel
 from capdistill.supervision.budget import split_tokens
+from capdistill.supervision.engines import TeacherEngine
 from capdistill.supervision.slices import PromptStream
 from capdistill.training.optim import OptimizerSettings, Scope
 
@@ -40,12 +42,19 @@ log = logging.getLogger(__name__)
 PILOTS_FILE = "identification.json"
 
 
+def saved_pilots(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """This run's saved pilots, if they are written."""
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    return saved if saved is not None and saved["fingerprint"] == fingerprint else None
+
+
 def run_pilots(
     allocator: Allocator,
     settings: RoundSettings,
     *,
     total: int,
     teacher: LoadedModel,
+    engine: TeacherEngine,
     student: LoadedModel,
     loss: DistillLoss,
     optim: OptimizerSettings,
@@ -67,8 +76,10 @@ def run_pilots(
     splits = allocator.pilot_splits()
     if not splits:
         return None
-    saved = json.loads(path.read_text()) if path.is_file() else None
-    if saved is not None and saved["fingerprint"] == fingerprint:
+    saved = saved_pilots(path, fingerprint)
+    if saved is None and not save:  # the leading process runs them: read its
+        saved = wait_for(lambda: saved_pilots(path, fingerprint), "the pilots")
+    if saved is not None:
         interventions = [Intervention(**i) for i in saved["interventions"]]
         tokens = saved["tokens_per_pilot"]
     else:
@@ -84,7 +95,7 @@ def run_pilots(
                 for c in split
             }
             try:
-                slices = generate_round(settings, split_tokens(tokens, split), streams, {}, teacher, student, device)
+                slices = generate_round(settings, split_tokens(tokens, split), streams, {}, engine, student, device)
                 module = DistillationModule(student.model, teacher.model if loss.needs_teacher else None, loss, fresh)
                 train_round(settings, seed_index, slices, module, teacher, student, (0.0, 1.0), 0)
                 student.model.to(device)

@@ -15,6 +15,7 @@ from typing import Any
 
 from capdistill.capabilities import Example
 from capdistill.capabilities.sources import WorldSources
+from capdistill.distill.follow import wait_for
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, task_score, task_sets, teacher_responses
 from capdistill.io import atomic_write_json
@@ -44,6 +45,7 @@ def proxy_scores(proxy: Proxy, model: Any, sources: WorldSources, task_source: s
 
 def reference_scores(
     teacher: LoadedModel,
+    writer: Any,
     student: LoadedModel,
     sources: WorldSources,
     dev_sets: dict[str, list[Example]],
@@ -55,10 +57,13 @@ def reference_scores(
     requirements: dict[str, float],
     cache_dir: Path,
     batch: int,
+    computes: bool = True,
 ) -> dict[str, Any]:
     """`teacher` and `student_base` scores (eval exact match; the student base's dev proxy too) and
     the teacher's greedy `dev_responses`, from the cache when this pair and these draws were scored.
 
+    The teacher writes through `writer`: its in-process model, or its engine (a `prompting.Writer`). A
+    process that does not compute them (`computes` off: it trains along) waits for the leader's.
     `world` (the `capabilities` config), `task_source` and `requirements` are part of the cache key."""
     weight = next(student.model.parameters())
     key = {
@@ -75,14 +80,16 @@ def reference_scores(
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "reference" / f"{digest}.json"
+    if not computes:
+        wait_for(lambda: path.is_file() or None, "the reference scores")
     if path.is_file():
         return {**json.loads(path.read_text()), "splits": SPLITS}
     task = task_source
-    responses = teacher_responses(teacher.model, teacher.tokenizer, sources, dev_sets, batch)
+    responses = teacher_responses(writer, teacher.tokenizer, sources, dev_sets, batch)
     base = exact_match(student.model, student.tokenizer, sources, eval_sets, task, batch)
     base.update(proxy_scores(Proxy(student.tokenizer, dev_sets, responses, batch), student.model, sources, task))
     scores = {
-        "teacher": exact_match(teacher.model, teacher.tokenizer, sources, eval_sets, task, batch),
+        "teacher": exact_match(writer, teacher.tokenizer, sources, eval_sets, task, batch),
         "student_base": base,
         "dev_responses": responses,
         "key": key,

@@ -64,7 +64,7 @@ def model_identity(node: dict[str, Any], role: str) -> dict[str, Any]:
     cls = locate(target, role) if target else MODEL_KINDS.get(node.get("kind", ""))
     if cls is None:
         return node
-    keep = {f.name for f in fields(cls)} - {"_target_", "kind"}
+    keep = {f.name for f in fields(cls)} - {"_target_", "kind", *ENGINE_ACCESS}
     return {"kind": cls.KIND} | {k: v for k, v in node.items() if k in keep}
 
 
@@ -88,7 +88,11 @@ ADDED_FIELDS: dict[str, Any] = {
     "loss.cache_precision": "float16",
     "distill.packing": False,
     "distill.pack_length": 4096,
+    "teacher.engine": "hf",  # in-process generate was the only way the teacher wrote
+    "student.engine": "hf",
 }
+# how a run reaches its teacher's engine (an address, timeouts, GPUs): the same run whatever they are
+ENGINE_ACCESS = ("server", "vllm")
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

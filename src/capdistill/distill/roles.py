@@ -11,15 +11,20 @@ from transformers import PreTrainedTokenizerBase
 from capdistill.capabilities import Example
 from capdistill.capabilities.sources import WorldSources
 from capdistill.components import loss_label
-from capdistill.config.model_specs import HFModel, SyntheticModel
+from capdistill.config.model_specs import Engine, HFModel, SyntheticModel
 from capdistill.errors import CapdistillError
 from capdistill.losses import DistillLoss
-from capdistill.models.hf import load_model, load_tokenizer, resolve_path
+from capdistill.losses.sparse import CacheSpec
+from capdistill.models.hf import checkpoint_shape, load_model, load_tokenizer, resolve_path
 from capdistill.models.request import LoadedModel, ModelRequest
 from capdistill.prompting import response_ids
+from capdistill.supervision.engines import HFEngine, TeacherEngine
+from capdistill.supervision.openai_server import ServerEngine, launch
+from capdistill.supervision.vllm_offline import VllmEngine
 from capdistill.world.build import ensure_model
 
 log = logging.getLogger(__name__)
+SERVER_LOG = "teacher-server.log"  # a launched teacher server's output, in the run's directory
 
 
 def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) -> LoadedModel:
@@ -28,15 +33,65 @@ def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) ->
     if isinstance(mcfg, SyntheticModel):
         return ensure_model(request, sources, output_dir)
     tokenizer = load_tokenizer(mcfg, role, cache)
-    model = load_model(mcfg, role, cache, tokenizer)
+    served = mcfg.engine is not Engine.hf  # the teacher's weights stay with its engine
+    model = None if served else load_model(mcfg, role, cache, tokenizer)
     init = asdict(mcfg.init)
     if mcfg.init.scratch:
         init["arch"] = asdict(mcfg.arch)
         init["seed"] = mcfg.seed
     loading = {"dtype": mcfg.dtype.value, "attn_implementation": mcfg.attn_implementation}
     loading["chat_template"] = mcfg.chat_template
+    if served:  # an engine writes in its own numerics (`hf` runs keep the key they always had)
+        loading["engine"] = mcfg.engine.value
     info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
     return LoadedModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
+
+
+def teacher_engine(
+    request: ModelRequest, teacher: LoadedModel, output_dir: Path, cache: CacheSpec | None
+) -> TeacherEngine:
+    """The engine the teacher writes through (`teacher.engine`): its in-process model, vLLM in this process, or a
+    server, reached at `teacher.server.url` or started from `teacher.server.launch` (and checked: it answers,
+    serves the teacher, tokenizes as its tokenizer, and gives the top-k the cache needs)."""
+    spec = request.model
+    if not isinstance(spec, HFModel) or spec.engine is Engine.hf:
+        return HFEngine(teacher.model, teacher.tokenizer)
+    vocab = logits_width(teacher)
+    if spec.engine is Engine.vllm:
+        return VllmEngine(
+            str(teacher.path),
+            teacher.tokenizer,
+            vocab,
+            dtype=spec.dtype.value,
+            tensor_parallel_size=spec.vllm.tensor_parallel_size,
+            gpu_memory_utilization=spec.vllm.gpu_memory_utilization,
+            max_logprobs=spec.vllm.max_logprobs or (cache.size if cache else None),
+            max_model_len=spec.vllm.max_model_len,
+            seed=spec.seed,
+        )
+    server, name, process = spec.server, spec.server.model or spec.name, None
+    url = server.url
+    if url is None:
+        process = launch(
+            server.launch,
+            model=str(teacher.path),
+            name=name,
+            log_path=output_dir / SERVER_LOG,
+            startup_timeout_s=server.startup_timeout_s,
+        )
+        url = process.url
+    engine = ServerEngine(
+        url,
+        name,
+        teacher.tokenizer,
+        vocab,
+        concurrency=server.concurrency,
+        timeout_s=server.timeout_s,
+        retries=server.retries,
+        process=process,
+    )
+    engine.connect(cache)
+    return engine
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
@@ -68,10 +123,18 @@ def align_vocab(loss: DistillLoss, teacher: LoadedModel, student: LoadedModel) -
     """Same tokenizer, differently padded logits (e.g. Qwen2.5-7B 152064 vs 0.5B 151936): slice to the tokenizer."""
     if not loss.needs_teacher or loss.cross_tokenizer or getattr(loss, "vocab_size", 0) is not None:
         return
-    widths = {m.model.get_output_embeddings().weight.shape[0] for m in (teacher, student)}
+    widths = {logits_width(m) for m in (teacher, student)}
     if len(widths) > 1:
         loss.vocab_size = len(student.tokenizer)
         log.info("teacher and student logits differ in width %s; comparing the first %d", widths, loss.vocab_size)
+
+
+def logits_width(loaded: LoadedModel) -> int:
+    """How many logits the model gives per position: its output embedding's rows, or a served teacher's
+    checkpoint's `vocab_size` (its tokenizer's length where the checkpoint does not say)."""
+    if loaded.model is not None:
+        return loaded.model.get_output_embeddings().weight.shape[0]
+    return (checkpoint_shape(str(loaded.path)) or {}).get("vocab_size") or len(loaded.tokenizer)
 
 
 def check_budget(total: int, rounds: int, sets: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase) -> None:

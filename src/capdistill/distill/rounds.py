@@ -16,6 +16,7 @@ from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
 from capdistill.losses.sparse import CacheSpec
 from capdistill.models.request import LoadedModel
+from capdistill.supervision.engines import HFEngine, TeacherEngine
 from capdistill.supervision.slices import PromptStream, Slice, collect_round
 
 
@@ -40,18 +41,19 @@ def generate_round(
     shares: dict[str, int],
     streams: dict[str, PromptStream],
     cursors: dict[str, int],
-    teacher: LoadedModel,
+    engine: TeacherEngine,
     student: LoadedModel,
     device: torch.device,
 ) -> list[Slice]:
-    """Each capability's share of the round, written by the teacher from its stream at its cursor."""
-    teacher.model.to(device)
+    """Each capability's share of the round, written by the teacher's engine from its stream at its cursor."""
+    if isinstance(engine, HFEngine):
+        engine.model.to(device)
     return collect_round(
         shares,
         streams,
         cursors,
-        teacher.model,
-        teacher.tokenizer,
+        engine,
+        engine.tokenizer,
         student.tokenizer,
         settings.generation,
         overflow=settings.overflow,

@@ -42,6 +42,7 @@ from capdistill.components import (
 )
 from capdistill.config.schema import typed_settings
 from capdistill.config.units import parse_tokens
+from capdistill.distill.follow import wait_for
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.pilots import PILOTS_FILE, run_pilots
@@ -57,7 +58,7 @@ from capdistill.distill.resume import (
     save_round,
     save_supervision,
 )
-from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role
+from capdistill.distill.roles import align_vocab, check_budget, check_tokenizers, load_role, teacher_engine
 from capdistill.distill.rounds import RoundSettings, generate_round, train_round
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.lmeval import lmeval_scores
@@ -71,6 +72,7 @@ from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
+from capdistill.supervision.engines import TeacherEngine
 from capdistill.supervision.slices import PromptStream
 from capdistill.supervision.teacher_cache import cache_summary, merge_summaries
 from capdistill.training.cluster import leading_process
@@ -96,6 +98,8 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     finally:
         if recipe.logger is not None:  # a W&B run opened in setup is closed whatever fails after it
             recipe.logger.finish()
+        if recipe.engine is not None:
+            recipe.engine.close()
     if recipe.writes:
         log.info("record: %s", out / RECORD_FILE)
     else:
@@ -165,6 +169,7 @@ class DistillRecipe:
         self.sources: WorldSources = world_sources(cfg)
         self.checkpoints = checkpoint_rounds(self.rounds, list(cfg.evaluation.checkpoints))
         self.logger: RunLogger | None = None  # opened by prepare_rounds
+        self.engine: TeacherEngine | None = None  # the teacher's writer, connected by load_models
 
     # ------------------------------------------------------------------------- setup
 
@@ -188,11 +193,18 @@ class DistillRecipe:
         self.seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
         self.dev_sets = self.sources.held_out_sets("dev", self.task_source, self.seeds["dev"])
         self.eval_sets = self.sources.held_out_sets("eval", self.task_source, self.seeds["eval"])
-        self.teacher = load_role(self.models["teacher"], self.sources, self.out)
+        self.teacher = load_role(self.models["teacher"], self.sources, self.out)  # a served one: its tokenizer
+        # only the leading process asks the teacher to write; the others read what it saved
+        self.engine = (
+            teacher_engine(self.models["teacher"], self.teacher, self.out, self.loss.cache_spec())
+            if self.writes
+            else None
+        )
         self.student = load_role(self.models["student"], self.sources, self.out)
         self.device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
-        self.teacher.model.eval().requires_grad_(False)
-        self.teacher.model.to(self.device)
+        if self.teacher.model is not None:
+            self.teacher.model.eval().requires_grad_(False)
+            self.teacher.model.to(self.device)
         self.student.model.to(self.device)  # every proxy of the run on one device: its differences are the reward
 
     def check_models(self) -> None:
@@ -208,13 +220,13 @@ class DistillRecipe:
         align_vocab(self.loss, self.teacher, self.student)
         self.settings = replace(self.settings, cache=self.loss.cache_spec())  # over the shared vocabulary
         # a cached run still runs the teacher on a batch holding an example without cached rows
-        teacher = self.loss.needs_teacher and not self.loss.cross_tokenizer
+        teacher = self.loss.needs_teacher and not self.loss.cross_tokenizer and self.teacher.model is not None
         for check, on in ((check_linear_head, self.loss.fused_linear), (check_packing, self.settings.pack_length)):
             if on:
                 check(self.student.model, "student")
                 if teacher:
                     check(self.teacher.model, "teacher")
-        if self.settings.cache is not None:  # the cache reads the teacher's logits at its output embedding
+        if self.settings.cache is not None and teacher:  # the cache reads the teacher's logits at its output embedding
             check_linear_head(self.teacher.model, "teacher", "loss.teacher_source=cache")
 
     def score_references(self) -> None:
@@ -222,6 +234,7 @@ class DistillRecipe:
         t0 = time.time()
         self.reference = reference_scores(
             self.teacher,
+            self.teacher_writer(),
             self.student,
             self.sources,
             self.dev_sets,
@@ -232,12 +245,18 @@ class DistillRecipe:
             requirements=dict(self.cfg.task.requirements),
             cache_dir=Path(self.cfg.paths.cache_dir),
             batch=self.batch,
+            computes=self.writes,
         )
         self.responses = self.reference.pop("dev_responses")
         # every dev set: pilots and evaluation checkpoints
         self.proxy = Proxy(self.student.tokenizer, self.dev_sets, self.responses, self.batch)
         self.head_only = self.proxy.decide(self.student.model)  # on the student base, as in the reference scores
         self.setup_probing = time.time() - t0
+
+    def teacher_writer(self) -> Any:
+        """What writes the teacher's greedy responses: its in-process model (as before engines), or its engine
+        (`prompting.Writer`); None in a process that does not write (it reads the leader's)."""
+        return self.teacher.model if self.teacher.model is not None and self.writes else self.engine
 
     def identify_requirements(self) -> None:
         """The allocator's pilot runs, if it learns the task's requirements (saved: a resumed run reloads them)."""
@@ -246,6 +265,7 @@ class DistillRecipe:
             self.settings,
             total=self.total,
             teacher=self.teacher,
+            engine=self.engine,
             student=self.student,
             loss=self.loss,
             optim=self.optim,
@@ -329,10 +349,11 @@ class DistillRecipe:
         t_generate = time.time()
         key = {"fingerprint": run_fingerprint(self.identity), "shares": shares, "cursors": cursors}
         slices = load_supervision(self.out, index, key)  # written before a kill during training: reused
+        if slices is None and not self.writes:  # the leading process writes the round's supervision: read it
+            slices = wait_for(lambda: load_supervision(self.out, index, key), f"round {index + 1}'s supervision")
         if slices is None:
-            slices = generate_round(self.settings, shares, self.streams, cursors, self.teacher, student, self.device)
-            if self.writes:
-                save_supervision(self.out, index, slices, key)
+            slices = generate_round(self.settings, shares, self.streams, cursors, self.engine, student, self.device)
+            save_supervision(self.out, index, slices, key)
         t_train = time.time()
         spent = sum(s.spent for s in slices)
         progress = (context.spent_tokens / self.total, (context.spent_tokens + spent) / self.total)

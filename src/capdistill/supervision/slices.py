@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,8 +21,9 @@ from capdistill.capabilities.base import Source, split_of
 from capdistill.config.schema import Generation, Overflow
 from capdistill.errors import CapdistillError
 from capdistill.losses.sparse import CacheSpec
-from capdistill.prompting import Generated, generate, prompt_ids, response_ids
-from capdistill.supervision.teacher_cache import CachedTeacher, keeper
+from capdistill.prompting import Generated, prompt_ids, response_ids
+from capdistill.supervision.engines import HFEngine, RowEngine, TeacherEngine
+from capdistill.supervision.teacher_cache import CachedTeacher
 
 
 @dataclass
@@ -127,7 +127,7 @@ def collect_round(
     shares: dict[str, int],
     streams: dict[str, PromptStream],
     cursors: dict[str, int],
-    teacher: PreTrainedModel,
+    teacher: PreTrainedModel | TeacherEngine,
     teacher_tokenizer: PreTrainedTokenizerBase,
     student_tokenizer: PreTrainedTokenizerBase,
     generation: Generation,
@@ -140,8 +140,9 @@ def collect_round(
     its stream's prompts from its cursor on; a slice consumes the prompts of its examples and of
     the overflowing response that ends it (`Slice.prompts`), so the next slice starts after them.
 
-    The prompts of all unfilled slices go to the teacher together, so a round costs a few
-    `generate` calls rather than one per capability; each slice asks for as many prompts as its
+    The teacher writes through its engine (`teacher`: a `TeacherEngine`, or a model, which writes with
+    in-process generate). The prompts of all unfilled slices go to the teacher together, so a round costs a few
+    engine calls rather than one per capability; each slice asks for as many prompts as its
     mean response length so far says it still needs, to waste little generation past its end.
     Greedy responses (the default) depend on the batch only through floating-point rounding;
     sampled ones (temperature > 0) are seeded per call from the run's seed, the call's first
@@ -151,8 +152,10 @@ def collect_round(
     With a `cache` spec the teacher keeps, at every token it writes, what a sparse loss reads of its
     distribution, and each example whose prompt encodes alike for both models and whose supervision ids
     are exactly the tokens the teacher wrote carries them (`Supervised.teacher`); what is generated and
-    counted does not change.
+    counted does not change. An engine that returns only top-k rows (`RowEngine`: no live teacher to fall
+    back on) scores the examples it did not write token for token, so every example carries rows.
     """
+    engine = teacher if isinstance(teacher, TeacherEngine) else HFEngine(teacher, teacher_tokenizer)
     slices = {name: Slice(name, tokens) for name, tokens in shares.items() if tokens > 0}
     mean_tokens = dict.fromkeys(slices, float(generation.max_new_tokens) / 2)
     open_ = set(slices)
@@ -171,18 +174,8 @@ def collect_round(
                 asked += [(name, prompt) for prompt in streams[name].take(position, size)]
             first = asked[0][0]
             call = f"{streams[first].key}/{cursors.get(first, 0) + slices[first].prompts}"
-            device = next(teacher.parameters()).device
-            responses = generate(
-                teacher,
-                teacher_tokenizer,
-                [prompt for _, prompt in asked],
-                generation.max_new_tokens,
-                generation.batch_size,
-                generation.temperature,
-                generation.top_p,
-                seed=zlib.crc32(call.encode()),
-                keep=keeper(cache, call, device) if cache is not None else None,
-            )
+            responses = engine.write([prompt for _, prompt in asked], generation, call, cache)
+            unscored: list[Supervised] = []
             for (name, prompt), written in zip(asked, responses):
                 piece = slices[name]
                 response = written.text
@@ -198,6 +191,7 @@ def collect_round(
                 left = piece.allotted - piece.spent
                 if len(ids) <= left:
                     piece.examples.append(Supervised(name, prompt, response, ids, teacher=cached(written, ids)))
+                    unscored.append(piece.examples[-1])
                     if len(ids) == left:
                         open_.discard(name)
                     continue
@@ -205,10 +199,22 @@ def collect_round(
                     ids = ids[:left]
                     text = student_tokenizer.decode(ids, skip_special_tokens=True)
                     piece.examples.append(Supervised(name, prompt, text, ids, True, cached(written, ids)))
+                    unscored.append(piece.examples[-1])
                 open_.discard(name)
+            if cache is not None and isinstance(engine, RowEngine):
+                score_missing(engine, [e for e in unscored if e.teacher is None], cache)
             for name in open_:
                 mean_tokens[name] = slices[name].spent / max(len(slices[name].examples), 1)
     raise CapdistillError(f"slices of {sorted(open_)} not filled after {max_batches} batches")
+
+
+def score_missing(engine: RowEngine, examples: list[Supervised], cache: CacheSpec) -> None:
+    """Rows for the examples whose supervision ids the teacher did not write token for token (a response cut at
+    `max_new_tokens`, whose EOS row it never wrote, or one the student's tokenizer splits otherwise)."""
+    if examples:
+        rows = engine.score([(e.prompt, e.ids) for e in examples], cache)
+        for example, (ids, values) in zip(examples, rows):
+            example.teacher = CachedTeacher(ids, values)
 
 
 def cached(written: Generated, ids: list[int]) -> CachedTeacher | None:

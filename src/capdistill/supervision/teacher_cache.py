@@ -111,11 +111,26 @@ def keeper(spec: CacheSpec, seed: str, device: torch.device) -> Keep:
     def keep(logits: Tensor) -> tuple[Tensor, Tensor | None]:
         ids, values = spec.rows(logits, generator)
         vocab = logits.shape[-1] if spec.vocab is None else min(spec.vocab, logits.shape[-1])
-        if values is not None:
-            values = quantize(values) if spec.quantized else values.to(VALUE_DTYPE)
-        return pack_ids(ids, vocab), values
+        return pack(spec, ids, values, vocab)
 
     return keep
+
+
+def pack(spec: CacheSpec, ids: Tensor, values: Tensor | None, vocab: int) -> tuple[Tensor, Tensor | None]:
+    """Kept rows in their storage: ids in `id_bytes(vocab)` bytes, log-probs in fp16 or quantized."""
+    if values is not None:
+        values = quantize(values) if spec.quantized else values.to(VALUE_DTYPE)
+    return pack_ids(ids, vocab), values
+
+
+def compact_rows(spec: CacheSpec, ids: Tensor, logprobs: Tensor, vocab: int) -> tuple[Tensor, Tensor | None]:
+    """A top-k cache's rows from an engine's own top-k (ids `[n, k]`, raw log-probs, best first, over a
+    teacher's `vocab` logits), as `keeper` stores rows it took from logits. An id past the loss's shared vocabulary (`spec.vocab`: a padded
+    vocabulary's unused tail) is dropped to id 0 at -inf, which the loss reads as padding."""
+    if spec.vocab is not None:
+        outside = ids >= spec.vocab
+        ids, logprobs = ids.masked_fill(outside, 0), logprobs.masked_fill(outside, float("-inf"))
+    return pack(spec, ids, logprobs.float(), vocab if spec.vocab is None else min(spec.vocab, vocab))
 
 
 def cache_summary(caches: list[CachedTeacher | None]) -> dict[str, Any]:
