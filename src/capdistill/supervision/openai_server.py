@@ -113,13 +113,17 @@ class ServerEngine(RowEngine):
         """A short greedy completion with top-`k` rows: the ids the server writes must be the teacher tokenizer's
         and decode locally to the text the server returns (a server of another vocabulary fails here), and
         every position must come with `k` entries."""
+        self.same_tokens()
         request = Request(prompt_ids(self.tokenizer, PROBE_PROMPT), PROBE_TOKENS, 0.0, 1.0, 0, k)
         try:
             answer = self.post(request, "probing")
         except CapdistillError as err:
-            raise CapdistillError(
-                f"{err} (a cache of top-{k} rows needs a server started with --max-logprobs {k} or more)"
-            ) from None
+            hint = (
+                f" (top-{k} rows need a server started with --max-logprobs {k} or more)"
+                if "logprobs" in str(err)
+                else ""
+            )
+            raise CapdistillError(f"{err}{hint}") from None
         text = answer.pop("text")
         ids = answer["ids"]
         short = [len(row) for row in answer["rows"] or [] if len(row) < k]
@@ -130,6 +134,25 @@ class ServerEngine(RowEngine):
             raise CapdistillError(
                 f"the server at {self.url} ({self.model}) tokenizes otherwise than the teacher's tokenizer: its ids "
                 f"{ids} decode locally to {self.tokenizer.decode(ids, skip_special_tokens=True)!r}, it wrote {text!r}"
+            )
+
+    def same_tokens(self) -> None:
+        """The server's tokenizer (vLLM's `/tokenize`, where the server has it) must split text as the teacher's."""
+        try:
+            answer = requests.post(
+                f"{self.url}/tokenize",
+                json={"model": self.model, "prompt": PROBE_PROMPT, "add_special_tokens": False},
+                timeout=30,
+            )
+        except requests.RequestException:
+            return
+        if answer.status_code != 200:  # a server without the endpoint: the greedy probe checks the ids
+            return
+        theirs, ours = answer.json().get("tokens"), self.tokenizer(PROBE_PROMPT, add_special_tokens=False).input_ids
+        if theirs != ours:
+            raise CapdistillError(
+                f"the server at {self.url} ({self.model}) tokenizes otherwise than the teacher's tokenizer: "
+                f"{PROBE_PROMPT!r} is {theirs} there, {ours} here"
             )
 
     # ------------------------------------------------------------------ requests
