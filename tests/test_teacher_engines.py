@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from capdistill.components import validate
 from capdistill.config.checks import ConfigError
@@ -29,7 +29,7 @@ from capdistill.prompting import use_chat_template
 from capdistill.results.record import check_record
 from capdistill.supervision import openai_server
 from capdistill.supervision.budget import round_slice
-from capdistill.supervision.engines import HFEngine, top_rows
+from capdistill.supervision.engines import Answer, HFEngine, RowEngine, top_rows
 from capdistill.supervision.openai_server import ServerEngine, free_port, launch, launch_command
 from capdistill.supervision.teacher_cache import CachedTeacher, compact_rows
 from conftest import compose_config
@@ -70,6 +70,29 @@ def test_top_rows_keep_the_k_best_of_an_engines_k_plus_one() -> None:
     ids, values = top_rows([{5: -0.1, 9: -3.0, 2: -1.0}, {7: -0.5}], k=2)
     assert ids.tolist() == [[5, 2], [7, 0]]  # best first; the written token ranked third is dropped
     assert values[0].tolist() == pytest.approx([-0.1, -1.0]) and values[1, 1] == float("-inf")
+
+
+class Recorder(RowEngine):
+    """A row engine that records the requests it is given (what goes over the wire) and writes only EOS."""
+
+    label = "recorder"
+
+    def answer(self, requests, what):
+        self.requests = list(requests)
+        return [Answer([self.tokenizer.eos_token_id], "stop") for _ in requests]
+
+
+def test_every_engine_samples_as_in_process_generate_does(tmp_path: Path) -> None:
+    """The teacher's generation config reaches every request as `hf` generate reads it: top-k and min-p when
+    sampling, the repetition penalty always."""
+    tokenizer = AutoTokenizer.from_pretrained(packaged.materialize("gpt2-tokenizer", tmp_path))
+    engine = Recorder(tokenizer, len(tokenizer), GenerationConfig(repetition_penalty=1.1, min_p=0.05, top_k=40))
+    engine.write(["a", "b"], Generation(temperature=0.7, top_p=0.9), "call", None)
+    sampled = engine.requests
+    assert [(r.top_k, r.min_p, r.repetition_penalty, r.top_p) for r in sampled] == [(40, 0.05, 1.1, 0.9)] * 2
+    assert sampled[0].seed != sampled[1].seed  # one seed per request, derived from the call
+    engine.write(["a"], Generation(), "call", None)
+    assert (engine.requests[0].top_k, engine.requests[0].min_p, engine.requests[0].repetition_penalty) == (0, 0, 1.1)
 
 
 def test_rows_past_the_shared_vocabulary_become_padding() -> None:
@@ -116,6 +139,7 @@ def test_a_launch_template_must_place_the_server_on_its_port() -> None:
         (["student.engine=server", "student.server.url=http://h:1"], "only the teacher writes through an engine"),
         (["teacher.engine=vllm", "teacher.vllm.gpu_memory_utilization=1.5"], "gpu_memory_utilization must be in"),
         (["teacher.engine=vllm", "teacher.init.layers=[0,1]"], "serves the teacher's checkpoint as saved"),
+        (["teacher.engine=vllm", "teacher.vllm.max_logprobs=20", "loss=topk"], "max_logprobs=20 is below the 64"),
     ],
 )
 def test_what_an_engine_cannot_serve_fails_before_compute(tmp_path: Path, overrides: list[str], needle: str) -> None:

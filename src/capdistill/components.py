@@ -316,6 +316,9 @@ def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> Non
             f"loss={name} draws from the teacher's whole distribution, which {engine} cannot give exactly: "
             "use loss=topk, or teacher.engine=hf"
         )
+    most = teacher.vllm.max_logprobs
+    if teacher.engine is Engine.vllm and most is not None and most < spec.size:
+        raise ConfigError(f"teacher.vllm.max_logprobs={most} is below the {spec.size} rows loss={name} keeps (loss.k)")
     if teacher.chat_template != student.chat_template:
         raise ConfigError(
             f"{engine} keeps rows conditioned on the teacher's prompt format: teacher.chat_template="

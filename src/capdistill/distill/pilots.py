@@ -27,6 +27,7 @@ from capdistill.capabilities.sources import WorldSources
 from capdistill.distill.follow import wait_for
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.reference import proxy_scores
+from capdistill.distill.resume import PILOT_SUPERVISION_FILE, ROUNDS_DIR, load_supervision, save_supervision
 from capdistill.distill.rounds import RoundSettings, generate_round, train_round
 from capdistill.evaluation.proxy import Proxy
 from capdistill.io import atomic_write_json
@@ -54,7 +55,7 @@ def run_pilots(
     *,
     total: int,
     teacher: LoadedModel,
-    engine: TeacherEngine,
+    engine: TeacherEngine | None,
     student: LoadedModel,
     loss: DistillLoss,
     optim: OptimizerSettings,
@@ -69,7 +70,8 @@ def run_pilots(
     save: bool = True,
 ) -> dict[str, Any] | None:
     """Run the allocator's pilots (or load a previous run's from `path`), let it identify the task's
-    requirements, and save them at `path` (unless `save` is off: a process that does not write).
+    requirements, and save them at `path` (unless `save` is off: a process that does not write, which
+    trains along on the supervision the leading process's `engine` wrote for each pilot).
 
     Returns what goes into the record's `identification`, or None if the allocator runs no pilots.
     """
@@ -77,8 +79,6 @@ def run_pilots(
     if not splits:
         return None
     saved = saved_pilots(path, fingerprint)
-    if saved is None and not save:  # the leading process runs them: read its
-        saved = wait_for(lambda: saved_pilots(path, fingerprint), "the pilots")
     if saved is not None:
         interventions = [Intervention(**i) for i in saved["interventions"]]
         tokens = saved["tokens_per_pilot"]
@@ -95,7 +95,14 @@ def run_pilots(
                 for c in split
             }
             try:
-                slices = generate_round(settings, split_tokens(tokens, split), streams, {}, engine, student, device)
+                key = {"fingerprint": fingerprint, "pilot": index, "split": split, "tokens": tokens}
+                out = path.parent
+                if save:
+                    slices = generate_round(settings, split_tokens(tokens, split), streams, {}, engine, student, device)
+                    save_supervision(out, index, slices, key, PILOT_SUPERVISION_FILE)
+                else:  # the leading process writes it; this one trains along on it
+                    read = lambda: load_supervision(out, index, key, PILOT_SUPERVISION_FILE)  # noqa: E731
+                    slices = wait_for(read, f"pilot {index + 1}'s supervision")
                 module = DistillationModule(student.model, teacher.model if loss.needs_teacher else None, loss, fresh)
                 train_round(settings, seed_index, slices, module, teacher, student, (0.0, 1.0), 0)
                 student.model.to(device)
@@ -109,6 +116,8 @@ def run_pilots(
             )
 
         interventions = [pilot(index, split) for index, split in enumerate(splits)]
+        for index in range(len(splits)) if save else ():  # the processes training along have read them
+            (path.parent / ROUNDS_DIR / PILOT_SUPERVISION_FILE.format(index)).unlink(missing_ok=True)
     requirements = allocator.identify(interventions)
     log.info(
         "identified requirements from %d pilots: %s", len(splits), {c: round(w, 2) for c, w in requirements.items()}

@@ -35,6 +35,7 @@ ROUND_FILE = "round.json"
 STUDENT_DIR = "student"
 OPTIMIZER_FILE = "optimizer.pt"
 SUPERVISION_FILE = "supervision-{:03d}.pt"  # a round's supervision (and teacher cache), saved before it trains
+PILOT_SUPERVISION_FILE = "pilot-supervision-{:03d}.pt"  # a pilot's, for the processes that train along
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +66,8 @@ def model_identity(node: dict[str, Any], role: str) -> dict[str, Any]:
     if cls is None:
         return node
     keep = {f.name for f in fields(cls)} - {"_target_", "kind", *ENGINE_ACCESS}
+    if node.get("engine") == "hf":  # in-process generate, the only engine before engines: runs keep their fingerprint
+        keep.discard("engine")
     return {"kind": cls.KIND} | {k: v for k, v in node.items() if k in keep}
 
 
@@ -88,8 +91,6 @@ ADDED_FIELDS: dict[str, Any] = {
     "loss.cache_precision": "float16",
     "distill.packing": False,
     "distill.pack_length": 4096,
-    "teacher.engine": "hf",  # in-process generate was the only way the teacher wrote
-    "student.engine": "hf",
 }
 # how a run reaches its teacher's engine (an address, timeouts, GPUs): the same run whatever they are
 ENGINE_ACCESS = ("server", "vllm")
@@ -205,17 +206,21 @@ def resume_state(
     module.load_optimizer_state(state)
 
 
-def save_supervision(output_dir: Path, index: int, slices: list[Slice], key: dict[str, Any]) -> None:
+def save_supervision(
+    output_dir: Path, index: int, slices: list[Slice], key: dict[str, Any], pattern: str = SUPERVISION_FILE
+) -> None:
     """Store round `index`'s supervision atomically, under `key` (the run's fingerprint, the round's shares
-    and prompt cursors: what decides it)."""
-    with atomic_file(output_dir / ROUNDS_DIR / SUPERVISION_FILE.format(index)) as tmp:
+    and prompt cursors: what decides it); `pattern` names the file (a pilot's: `PILOT_SUPERVISION_FILE`)."""
+    with atomic_file(output_dir / ROUNDS_DIR / pattern.format(index)) as tmp:
         torch.save({"key": key, "slices": slices_state(slices)}, tmp)
 
 
-def load_supervision(output_dir: Path, index: int, key: dict[str, Any]) -> list[Slice] | None:
+def load_supervision(
+    output_dir: Path, index: int, key: dict[str, Any], pattern: str = SUPERVISION_FILE
+) -> list[Slice] | None:
     """Round `index`'s saved supervision if it was written under the same `key`; None otherwise (not
     saved, unreadable, or another run's or round's: then the teacher writes it again)."""
-    path = output_dir / ROUNDS_DIR / SUPERVISION_FILE.format(index)
+    path = output_dir / ROUNDS_DIR / pattern.format(index)
     if not path.is_file():
         return None
     try:

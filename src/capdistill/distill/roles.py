@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from capdistill.capabilities import Example
 from capdistill.capabilities.sources import WorldSources
@@ -56,7 +56,7 @@ def teacher_engine(
     spec = request.model
     if not isinstance(spec, HFModel) or spec.engine is Engine.hf:
         return HFEngine(teacher.model, teacher.tokenizer)
-    vocab = logits_width(teacher)
+    vocab, defaults = logits_width(teacher), generation_config(teacher.path)
     if spec.engine is Engine.vllm:
         return VllmEngine(
             str(teacher.path),
@@ -68,6 +68,7 @@ def teacher_engine(
             max_logprobs=spec.vllm.max_logprobs or (cache.size if cache else None),
             max_model_len=spec.vllm.max_model_len,
             seed=spec.seed,
+            generation_config=defaults,
         )
     server, name, process = spec.server, spec.server.model or spec.name, None
     url = server.url
@@ -89,9 +90,18 @@ def teacher_engine(
         timeout_s=server.timeout_s,
         retries=server.retries,
         process=process,
+        generation_config=defaults,
     )
     engine.connect(cache)
     return engine
+
+
+def generation_config(path: Path) -> GenerationConfig:
+    """The teacher checkpoint's generation config, as in-process generate reads it (its defaults where it has none)."""
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:
+        return GenerationConfig()
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:

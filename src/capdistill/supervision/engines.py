@@ -3,8 +3,9 @@ engine in the run's process (`vllm`) and any OpenAI-compatible server (`server`)
 
 Every engine takes prompts as text and formats them once, here, with the teacher's tokenizer and chat
 template (`prompt_ids`): an engine receives token ids, so no second template and no second BOS can creep
-in. Every sampling parameter goes with every request, so a server's defaults (a model's
-`generation_config.json`) never apply, and each request carries its own seed, derived from the call as
+in. Every sampling parameter goes with every request, so a server's defaults never apply: capdistill's
+(`distill.generation`) and what in-process generate takes from the teacher's `generation_config.json` (its
+top-k and min-p when sampling, its repetition penalty), and each request carries its own seed, derived from the call as
 the `hf` engine seeds its call, so prompts stay common to allocators. An engine returns each completion's
 token ids through its EOS and, for a teacher logit cache, the top-k raw log-probabilities at each of them.
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from capdistill.config.schema import Generation
 from capdistill.errors import CapdistillError
@@ -98,6 +99,9 @@ class Request:
     seed: int
     logprobs: int | None = None  # top-k raw log-probs at each written token
     prompt_logprobs: int | None = None  # and at each prompt token (a scoring request)
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
 
 Row = dict[int, float]  # one position's top entries: token id -> raw log-probability
@@ -119,9 +123,12 @@ class RowEngine(TeacherEngine):
 
     full_distribution = False
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, vocab: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, vocab: int, generation_config: GenerationConfig | None = None
+    ) -> None:
         super().__init__(tokenizer)
         self.vocab = vocab
+        self.model_defaults = model_defaults(generation_config or GenerationConfig())
 
     @abstractmethod
     def answer(self, requests: Sequence[Request], what: str) -> list[Answer]:
@@ -136,6 +143,7 @@ class RowEngine(TeacherEngine):
         self, prompts: Sequence[str], generation: Generation, seed: str, cache: CacheSpec | None
     ) -> list[Generated]:
         self.check_cache(cache)
+        defaults = self.model_defaults | ({} if generation.temperature > 0 else {"top_k": 0, "min_p": 0.0})
         requests = [
             Request(
                 prompt_ids(self.tokenizer, prompt),
@@ -144,6 +152,7 @@ class RowEngine(TeacherEngine):
                 generation.top_p,
                 seed=zlib.crc32(f"{seed}/{i}".encode()),
                 logprobs=None if cache is None else cache.size,
+                **defaults,
             )
             for i, prompt in enumerate(prompts)
         ]
@@ -172,11 +181,25 @@ class RowEngine(TeacherEngine):
         return out
 
     def texts(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-        requests = [Request(prompt_ids(self.tokenizer, p), max_new_tokens, 0.0, 1.0, 0) for p in prompts]
+        penalty = self.model_defaults["repetition_penalty"]
+        requests = [
+            Request(prompt_ids(self.tokenizer, p), max_new_tokens, 0.0, 1.0, 0, repetition_penalty=penalty)
+            for p in prompts
+        ]
         return [self.decode(a.ids) for a in self.answer(requests, "writing greedy responses")]
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def model_defaults(config: GenerationConfig) -> dict[str, float]:
+    """What in-process generate takes from the teacher's generation config beyond capdistill's own settings (its
+    top-k and min-p when sampling, its repetition penalty always), so that every engine writes as `hf` does."""
+    return {
+        "top_k": config.top_k or 0,
+        "min_p": config.min_p or 0.0,
+        "repetition_penalty": config.repetition_penalty or 1.0,
+    }
 
 
 def top_rows(rows: Sequence[Row], k: int) -> tuple[torch.Tensor, torch.Tensor]:

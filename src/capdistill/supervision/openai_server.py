@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from transformers import PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 from urllib3.util.retry import Retry
 
 from capdistill.errors import CapdistillError
@@ -42,6 +42,23 @@ from capdistill.supervision.engines import Answer, Request, Row, RowEngine
 log = logging.getLogger(__name__)
 PROBE_PROMPT = "Count from one to five."  # the greedy probe that checks the server tokenizes as the teacher
 PROBE_TOKENS = 8
+
+
+def parse(choice: dict[str, Any], request: Request) -> dict[str, Any]:
+    """One completion choice of vLLM's API as `Answer`'s fields, and its text."""
+    logprobs = choice.get("logprobs") or {}
+    rows = [token_row(r) for r in logprobs["top_logprobs"]] if request.logprobs else None
+    prompt_rows = None
+    if request.prompt_logprobs:
+        prompt_rows = [None if r is None else token_row(r) for r in choice["prompt_logprobs"]]
+    finish = "length" if choice.get("finish_reason") == "length" else "stop"
+    return {
+        "ids": choice["token_ids"],
+        "finish": finish,
+        "rows": rows,
+        "prompt_rows": prompt_rows,
+        "text": choice["text"],
+    }
 
 
 def token_row(entries: dict[str, Any]) -> Row:
@@ -70,14 +87,15 @@ class ServerEngine(RowEngine):
         timeout_s: float = 600.0,
         retries: int = 3,
         process: LaunchedServer | None = None,
+        generation_config: GenerationConfig | None = None,
     ) -> None:
-        super().__init__(tokenizer, vocab)
+        super().__init__(tokenizer, vocab, generation_config)
         self.url, self.model, self.concurrency, self.timeout = url.rstrip("/"), model, concurrency, timeout_s
         self.process = process
         retry = Retry(
             total=retries,
             connect=retries,
-            read=retries,
+            read=0,  # a request that timed out is not sent again: the server is hung or overloaded
             status=retries,
             backoff_factor=0.5,
             status_forcelist=(429, 500, 502, 503, 504),
@@ -124,8 +142,7 @@ class ServerEngine(RowEngine):
                 else ""
             )
             raise CapdistillError(f"{err}{hint}") from None
-        text = answer.pop("text")
-        ids = answer["ids"]
+        text, ids = answer["text"], answer["ids"]
         short = [len(row) for row in answer["rows"] or [] if len(row) < k]
         if short or not answer["rows"]:
             raise CapdistillError(f"the server at {self.url} returned {short or 'no'} entries per position, not {k}")
@@ -135,6 +152,8 @@ class ServerEngine(RowEngine):
                 f"the server at {self.url} ({self.model}) tokenizes otherwise than the teacher's tokenizer: its ids "
                 f"{ids} decode locally to {self.tokenizer.decode(ids, skip_special_tokens=True)!r}, it wrote {text!r}"
             )
+        if k > 1:  # a cache also scores what the teacher did not write token for token (prompt log-probs)
+            self.score([(PROBE_PROMPT, ids)], CacheSpec("topk", k))
 
     def same_tokens(self) -> None:
         """The server's tokenizer (vLLM's `/tokenize`, where the server has it) must split text as the teacher's."""
@@ -158,8 +177,15 @@ class ServerEngine(RowEngine):
     # ------------------------------------------------------------------ requests
 
     def answer(self, requests_: Sequence[Request], what: str) -> list[Answer]:
+        """The requests `concurrency` at a time; the first failure cancels those not yet sent."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return [Answer(**a) for a in pool.map(lambda r: self.post(r, what), requests_)]
+            futures = [pool.submit(self.post, r, what) for r in requests_]
+            try:
+                return [Answer(**{k: v for k, v in f.result().items() if k != "text"}) for f in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     def post(self, request: Request, what: str) -> dict[str, Any]:
         """One completion, its answer as `Answer`'s fields (and its `text`, for the probe)."""
@@ -171,10 +197,10 @@ class ServerEngine(RowEngine):
             "top_p": request.top_p,
             "seed": request.seed,
             "n": 1,
-            # every other sampling parameter at its neutral value: the model's generation_config never applies
-            "top_k": -1,
-            "min_p": 0.0,
-            "repetition_penalty": 1.0,
+            # every other sampling parameter explicit: the server's own defaults never apply
+            "top_k": request.top_k or -1,
+            "min_p": request.min_p,
+            "repetition_penalty": request.repetition_penalty,
             "frequency_penalty": 0.0,
             "presence_penalty": 0.0,
             "stop_token_ids": [self.tokenizer.eos_token_id],
@@ -196,16 +222,14 @@ class ServerEngine(RowEngine):
                 f"the teacher server at {self.url} refused a request while {what}: HTTP {response.status_code} "
                 f"{response.text[:300]!r}".replace("\n", " ")
             )
-        choice = response.json()["choices"][0]
-        logprobs = choice.get("logprobs") or {}
-        rows = [token_row(r) for r in logprobs.get("top_logprobs") or []] if request.logprobs else None
-        prompt_rows = None
-        if request.prompt_logprobs:
-            prompt_rows = [None if r is None else token_row(r) for r in choice["prompt_logprobs"]]
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return {"ids": choice["token_ids"], "finish": finish, "rows": rows, "prompt_rows": prompt_rows} | (
-            {"text": choice["text"]} if what == "probing" else {}
-        )
+        try:
+            return parse(response.json()["choices"][0], request)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise CapdistillError(
+                f"the teacher server at {self.url} answered without what capdistill reads while {what} "
+                f"({type(err).__name__} {err}): it needs vLLM's completions API (token_ids, token-id log-probs, "
+                "prompt_logprobs)"
+            ) from None
 
     def lost(self, what: str, err: Exception) -> str:
         """What to say when the server stops answering."""
@@ -268,17 +292,15 @@ class LaunchedServer:
         return lines[-1].strip()[:300] if lines else "(no output)"
 
     def stop(self) -> None:
-        """SIGTERM to the server's process group, SIGKILL after 30 s."""
-        if self.process.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(self.process.pid, sig)
-                    self.process.wait(wait)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        """SIGTERM to the server's process group (the engine processes it forked too), SIGKILL to whatever of
+        the group is left after 30 s."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(30)
+            time.sleep(1)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         atexit.unregister(self.stop)
         for key in [k for k, server in LAUNCHED.items() if server is self]:
             del LAUNCHED[key]
@@ -287,10 +309,16 @@ class LaunchedServer:
 LAUNCHED: dict[tuple[str, ...], LaunchedServer] = {}  # this process's servers, by command line
 
 
+try:
+    PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+except (OSError, AttributeError):  # not Linux
+    PRCTL = None
+
+
 def die_with_parent() -> None:
     """In the server's process, before it runs: the kernel sends it SIGTERM when capdistill dies (Linux)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if PRCTL is not None:
+        PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -318,6 +346,8 @@ def launch(template: str, *, model: str, name: str, log_path: Path, startup_time
     running = LAUNCHED.get(key)
     if running is not None and running.exit_code() is None:
         return running
+    for other in list(LAUNCHED.values()):  # a sweep job with another teacher: its GPUs are this one's
+        other.stop()
     port = free_port()
     command = launch_command(template, model=model, port=port, name=name)
     log.info("starting the teacher server: %s (log: %s)", shlex.join(command), log_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from transformers import PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from capdistill.errors import CapdistillError
 from capdistill.supervision.engines import Answer, Request, Row, RowEngine
@@ -44,9 +44,10 @@ class VllmEngine(RowEngine):
         max_logprobs: int | None = None,
         max_model_len: int | None = None,
         seed: int = 0,
+        generation_config: GenerationConfig | None = None,
         **engine_args: Any,
     ) -> None:
-        super().__init__(tokenizer, vocab)
+        super().__init__(tokenizer, vocab, generation_config)
         try:
             from vllm import LLM
         except ImportError:
@@ -78,9 +79,9 @@ class VllmEngine(RowEngine):
                 max_tokens=r.max_tokens,
                 temperature=r.temperature,
                 top_p=r.top_p,
-                top_k=0,
-                min_p=0.0,
-                repetition_penalty=1.0,
+                top_k=r.top_k,
+                min_p=r.min_p,
+                repetition_penalty=r.repetition_penalty,
                 seed=r.seed,
                 logprobs=r.logprobs,
                 prompt_logprobs=r.prompt_logprobs,
