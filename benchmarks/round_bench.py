@@ -23,6 +23,7 @@ from capdistill.distill.run import round_settings
 from capdistill.losses import DistillLoss
 from capdistill.models.request import LoadedModel
 from capdistill.supervision.budget import split_tokens
+from capdistill.supervision.engines import HFEngine
 from capdistill.supervision.slices import PromptStream, Slice
 from capdistill.world.build import ensure_model
 
@@ -83,7 +84,8 @@ def one_round(overrides: list[str], loss: DistillLoss, tokens: int) -> Iterator[
         teacher.model.eval().requires_grad_(False).to(device)
         student.model.to(device)
         shares = split_tokens(tokens, dict.fromkeys(names, 1.0))
-        slices = generate_round(settings, shares, streams, {}, teacher, student, device)
+        engine = HFEngine(teacher.model, teacher.tokenizer)
+        slices = generate_round(settings, shares, streams, {}, engine, student, device)
         yield Round(cfg, teacher, student, loss, settings, slices, device)
 
 

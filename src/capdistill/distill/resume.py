@@ -216,10 +216,11 @@ def save_supervision(
 
 
 def load_supervision(
-    output_dir: Path, index: int, key: dict[str, Any], pattern: str = SUPERVISION_FILE
+    output_dir: Path, index: int, key: dict[str, Any], pattern: str = SUPERVISION_FILE, match: tuple[str, ...] = ()
 ) -> list[Slice] | None:
-    """Round `index`'s saved supervision if it was written under the same `key`; None otherwise (not
-    saved, unreadable, or another run's or round's: then the teacher writes it again)."""
+    """Round `index`'s saved supervision if it was written under the same `key` (or the same values of its
+    `match` keys); None otherwise (not saved, unreadable, or another run's or round's: then the teacher writes
+    it again)."""
     path = output_dir / ROUNDS_DIR / pattern.format(index)
     if not path.is_file():
         return None
@@ -228,4 +229,5 @@ def load_supervision(
     except Exception as err:  # a damaged file: generating again costs time, not correctness
         log.warning("%s is unreadable (%s); the teacher writes round %d again", path, type(err).__name__, index + 1)
         return None
-    return slices_from_state(saved["slices"]) if saved["key"] == key else None
+    same = all(saved["key"].get(k) == key[k] for k in match) if match else saved["key"] == key
+    return slices_from_state(saved["slices"]) if same else None

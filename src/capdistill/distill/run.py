@@ -349,8 +349,10 @@ class DistillRecipe:
         t_generate = time.time()
         key = {"fingerprint": run_fingerprint(self.identity), "shares": shares, "cursors": cursors}
         slices = load_supervision(self.out, index, key)  # written before a kill during training: reused
-        if slices is None and not self.writes:  # the leading process writes the round's supervision: read it
-            slices = wait_for(lambda: load_supervision(self.out, index, key), f"round {index + 1}'s supervision")
+        if slices is None and not self.writes:  # the leading process writes the round's supervision: train on it,
+            # whatever this process's own probes decided (another GPU's numerics), so every rank has its batches
+            read = lambda: load_supervision(self.out, index, key, match=("fingerprint",))  # noqa: E731
+            slices = wait_for(read, f"round {index + 1}'s supervision")
         if slices is None:
             slices = generate_round(self.settings, shares, self.streams, cursors, self.engine, student, self.device)
             save_supervision(self.out, index, slices, key)
