@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -350,9 +351,15 @@ def run_in(make_cfg, cache: Path, out: Path, *overrides: str) -> dict:
     return distill(cfg)
 
 
-def test_nothing_that_decides_reads_eval(run_micro, make_cfg, micro_cache, tmp_path, monkeypatch) -> None:
-    """Other eval items, and eval scores replaced by noise, leave every allocation of a run unchanged."""
-    baseline, _ = run_micro(*READ_DECIDING, "evaluation.checkpoints=[0.25,0.5,0.75]", "evaluation.lmeval=false")
+def test_nothing_that_decides_reads_eval(make_cfg, micro_cache, tmp_path, monkeypatch) -> None:
+    """Other eval items, and eval scores replaced by noise, leave every allocation of a run unchanged. Both runs
+    score their references here (a copy of the world without the session's reference cache: a reference another
+    process wrote, with other torch threads, differs in its last bits and so would the rewards)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(micro_cache, cache, ignore=shutil.ignore_patterns("reference"))
+    micro_cache = cache
+    overrides = ("evaluation.checkpoints=[0.25,0.5,0.75]", "evaluation.lmeval=false")
+    baseline = run_in(make_cfg, micro_cache, tmp_path / "baseline", *READ_DECIDING, *overrides)
     real_exact_match = run_module.exact_match
     scrambled: list[float] = []
 

@@ -51,15 +51,16 @@ REAL = [
     "evaluation.lmeval=false",
 ]
 TINY = [
-    "capabilities.probe_size=4",
-    "capabilities.eval_size=4",
-    "capabilities.dev_size=8",
+    "capabilities.probe_size=2",
+    "capabilities.eval_size=2",
+    "capabilities.dev_size=4",
     "capabilities.train_size=64",
-    "budget.total_tokens=400",
+    "budget.total_tokens=240",
     "budget.rounds=2",
     "distill.batch_size=4",
-    "distill.generation.max_new_tokens=32",
+    "distill.generation.max_new_tokens=24",
     "allocator=uniform",
+    "evaluation.checkpoints=[1.0]",  # the eval sets scored once, after the last round
 ]
 
 
@@ -147,6 +148,7 @@ def test_what_an_engine_cannot_serve_fails_before_compute(tmp_path: Path, overri
         validate(compose_config([*REAL, *overrides], tmp_path / "run", tmp_path / "cache"))
 
 
+@pytest.mark.xdist_group("vllm")  # it needs SmolLM2's directory, as the server tests do: one worker converts it
 def test_a_server_that_is_not_there_fails_in_one_line_before_any_model_loads(
     tmp_path: Path, real_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -211,7 +213,7 @@ def test_the_server_writes_and_keeps_what_hf_generate_does(served) -> None:
     spec = CacheSpec("topk", 20)
     engine = ServerEngine(server.url, SERVED, tokenizer, len(tokenizer), concurrency=16)
     engine.connect(spec)
-    prompts, generation = train_prompts(8), Generation(max_new_tokens=32, batch_size=8)
+    prompts, generation = train_prompts(6), Generation(max_new_tokens=24, batch_size=6)
     ours = engine.write(prompts, generation, "agreement", spec)
     theirs = HFEngine(hf_model, tokenizer).write(prompts, generation, "agreement", spec)
     same = sum(a.ids == b.ids for a, b in zip(ours, theirs))
@@ -229,7 +231,7 @@ def test_the_server_writes_and_keeps_what_hf_generate_does(served) -> None:
     )
     assert same >= len(prompts) * 3 // 4 and largest < 1e-2
     # scoring: prompt log-probs over the written ids give the rows generation gave
-    done = [(p, g) for p, g in zip(prompts, ours) if g.ids[-1] == tokenizer.eos_token_id][:4]
+    done = list(zip(prompts, ours))[:3]
     scored = engine.score([(p, g.ids) for p, g in done], spec)
     for (_, written), rows in zip(done, scored):
         again, kept = CachedTeacher(*rows), CachedTeacher(*written.kept)
@@ -285,7 +287,7 @@ model, prompts, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 tokenizer = AutoTokenizer.from_pretrained(model)
 use_chat_template(tokenizer)
 engine = VllmEngine(model, tokenizer, len(tokenizer), dtype="float32", max_logprobs=20, enforce_eager=True)
-written = engine.write(prompts, Generation(max_new_tokens=16), "in-process", CacheSpec("topk", 20))
+written = engine.write(prompts, Generation(max_new_tokens=12), "in-process", CacheSpec("topk", 20))
 with open(out, "w") as f:
     json.dump([[g.ids, CachedTeacher(*g.kept).log_probs()[:, 0].tolist()] for g in written], f)
 """
@@ -297,7 +299,7 @@ def test_vllm_in_process_writes_what_its_server_writes(served, tmp_path: Path) -
     """`teacher.engine=vllm`: vLLM's offline engine in the process (capdistill installed beside vLLM's CPU
     build), on the prompts the server answers, gives the same completions and top-1 log-probs."""
     server, model = served
-    prompts = train_prompts(4)
+    prompts = train_prompts(2)
     env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     done = subprocess.run(
         [VLLM_PYTHON, "-c", VLLM_IN_PROCESS, str(model), json.dumps(prompts), str(tmp_path / "written.json")],
@@ -311,7 +313,7 @@ def test_vllm_in_process_writes_what_its_server_writes(served, tmp_path: Path) -
     _, tokenizer = smollm2(model)
     spec = CacheSpec("topk", 20)
     engine = ServerEngine(server.url, SERVED, tokenizer, len(tokenizer))
-    served_rows = engine.write(prompts, Generation(max_new_tokens=16), "in-process", spec)
+    served_rows = engine.write(prompts, Generation(max_new_tokens=12), "in-process", spec)
     for (ids, top), written in zip(in_process, served_rows):
         assert ids == written.ids
         assert top == pytest.approx(CachedTeacher(*written.kept).log_probs()[:, 0].tolist(), abs=1e-3)
