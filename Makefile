@@ -55,11 +55,16 @@ $(VLLM_STAMP): pyproject.toml
 vllm-env: $(VLLM_STAMP)
 
 ## The test suite (slow tests included, the real-model distillations apart), offline, on one
-## pytest-xdist worker per core (at most 4: each holds torch, transformers and lm-eval); the tests
-## against vLLM's server share one worker and one server (--dist loadgroup).
+## pytest-xdist worker per core (at most 4: each holds torch, transformers and lm-eval). The tests
+## against vLLM's server (`served`) share one server, so they run in one pytest process of their own,
+## beside the workers (its report follows theirs); either failing fails the suite.
+SERVED_DIR := outputs/test-served
 test: $(STAMP) $(VLLM_STAMP)
-	CAPDISTILL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python \
-		$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadgroup -m "not real" --durations=15
+	rm -rf $(SERVED_DIR) && mkdir -p $(SERVED_DIR)
+	CAPDISTILL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python $(BIN)/python -m pytest -q -m "served and not real" \
+		--basetemp=$(SERVED_DIR)/tmp --durations=8 >$(SERVED_DIR)/pytest.log 2>&1 & served=$$!; \
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not real and not served" --durations=15; main=$$?; \
+	wait $$served; rc=$$?; cat $(SERVED_DIR)/pytest.log; test $$main = 0 && test $$rc = 0
 
 ## The real tier's end-to-end tests: SmolLM2 loaded from its wheel, tiny distillations per loss family.
 test-real: $(STAMP)

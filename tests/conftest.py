@@ -30,13 +30,6 @@ def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> D
     return cfg
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests against vLLM's server (one xdist group, one worker, one server) first: the other workers share
-    out the rest while they run, instead of that worker running them alone at the end."""
-    served = [item for item in items if item.get_closest_marker("xdist_group")]
-    items[:] = served + [item for item in items if not item.get_closest_marker("xdist_group")]
-
-
 @pytest.fixture(scope="module")
 def one_thread():
     """Run a module's tiny-tensor tests on one thread: intra-op threads only add synchronisation."""

@@ -1,8 +1,9 @@
 """Teacher engines: refusals before compute, and vLLM's CPU build serving SmolLM2-135M-Instruct for real.
 
-One server per test session (`served`, started by capdistill's own launcher); the distillation that launches
-the same command shares it, and the last test kills it mid-round and lets the rerun start a fresh one. The
-vLLM environment is `make vllm-env`'s (`CAPDISTILL_VLLM_PYTHON`, which `make test` sets).
+The tests marked `served` share one server (the `served` fixture, started by capdistill's own launcher) and
+run in one pytest process of their own (`make test` runs it beside the xdist workers); the distillation that
+launches the same command shares it, and the last test kills it mid-round and lets the rerun start a fresh
+one. The vLLM environment is `make vllm-env`'s (`CAPDISTILL_VLLM_PYTHON`, which `make test` sets).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def test_what_an_engine_cannot_serve_fails_before_compute(tmp_path: Path, overri
         validate(compose_config([*REAL, *overrides], tmp_path / "run", tmp_path / "cache"))
 
 
-@pytest.mark.xdist_group("vllm")  # it needs SmolLM2's directory, as the server tests do: one worker converts it
+@pytest.mark.served  # it needs SmolLM2's directory, as the server tests do: one process converts it
 def test_a_server_that_is_not_there_fails_in_one_line_before_any_model_loads(
     tmp_path: Path, real_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,7 +205,7 @@ def train_prompts(n: int) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("vllm")
+@pytest.mark.served
 def test_the_server_writes_and_keeps_what_hf_generate_does(served) -> None:
     """The same prompts, greedy, through both engines: token-for-token agreement and the top-k rows' log-probs;
     and the rows a scoring request gives (prompt log-probs) are the ones generation gave."""
@@ -240,7 +241,7 @@ def test_the_server_writes_and_keeps_what_hf_generate_does(served) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("vllm")
+@pytest.mark.served
 def test_a_server_of_another_model_or_vocabulary_is_refused(served, tmp_path: Path) -> None:
     server, model = served
     _, tokenizer = smollm2(model)
@@ -294,7 +295,7 @@ with open(out, "w") as f:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("vllm")
+@pytest.mark.served
 def test_vllm_in_process_writes_what_its_server_writes(served, tmp_path: Path) -> None:
     """`teacher.engine=vllm`: vLLM's offline engine in the process (capdistill installed beside vLLM's CPU
     build), on the prompts the server answers, gives the same completions and top-1 log-probs."""
@@ -320,7 +321,7 @@ def test_vllm_in_process_writes_what_its_server_writes(served, tmp_path: Path) -
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("vllm")
+@pytest.mark.served
 def test_a_served_distillation_survives_its_server_dying_mid_round(
     served, tmp_path: Path, real_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,6 @@ class TeacherEngine(ABC):
     """The teacher's writer for a run: the round's supervision, its greedy dev responses, its reference scores."""
 
     label: ClassVar[str]
-    full_distribution: ClassVar[bool]  # keeps what any cache needs, and can run the live teacher
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
@@ -62,7 +61,6 @@ class HFEngine(TeacherEngine):
     """In-process `transformers` generate: the default, as capdistill has always written."""
 
     label = "hf"
-    full_distribution = True
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         super().__init__(tokenizer)
@@ -120,8 +118,6 @@ class Answer:
 class RowEngine(TeacherEngine):
     """An engine that returns top-k rows rather than logits: vLLM in-process, or a server (`vocab`: the
     width of the teacher's logits, which sizes the cache's ids as the `hf` engine's)."""
-
-    full_distribution = False
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, vocab: int, generation_config: GenerationConfig | None = None
