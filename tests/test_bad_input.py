@@ -41,6 +41,9 @@ CONFIG_LEVEL = [
     ("loss=fkl loss.vocab_size=600", "loss.vocab_size=600 exceeds"),
     ("teacher.vocab_size=0", "teacher.vocab_size must be positive"),
     ("+trainer.max_epochs=5", "trainer.max_epochs is set by each round from distill.epochs"),
+    ("curriculum=easy_to_hard", "distill.curriculum mixes 3 difficulty levels, but this world has 1"),
+    ("distill.curriculum.stages=[{until:0.5,mix:[1]}]", "must rise strictly through \\(0, 1\\] and end at 1"),
+    ("distill.curriculum.stages=[{until:1,mix:[-1]}]", "must be non-negative with a positive sum"),
 ]
 
 

@@ -28,7 +28,7 @@ from capdistill.capabilities.sources import WorldSources, nested_tuples
 from capdistill.config.checks import ConfigError, check_writable, locate
 from capdistill.config.hydra_setup import setup
 from capdistill.config.model_specs import Engine, HFModel, InitConf, SyntheticModel
-from capdistill.config.schema import World, typed_settings
+from capdistill.config.schema import CurriculumConf, World, typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
@@ -270,6 +270,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.distill.packing and loss.cross_tokenizer:
         raise ConfigError(f"distill.packing=true needs a same-tokenizer loss; loss={loss.name} pairs two tokenizations")
     check_budget_size(cfg)
+    check_curriculum(settings.distill.curriculum, cfg)
     check_static_spend(cfg, allocator)
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
@@ -365,6 +366,16 @@ def check_budget_size(cfg: DictConfig) -> None:
             f"budget.total_tokens={total} gives {per_round} tokens per round, more than a round can generate "
             f"({MAX_BATCHES} batches of {gen.batch_size} responses of at most {gen.max_new_tokens} tokens = {most}): "
             "lower the budget or raise budget.rounds"
+        )
+
+
+def check_curriculum(curriculum: CurriculumConf, cfg: DictConfig) -> None:
+    """A curriculum's mixes weigh as many difficulty levels as the world has."""
+    levels = world_params(cfg).levels if cfg.capabilities.world == World.synthetic else 1
+    if curriculum.levels and curriculum.levels != levels:
+        raise ConfigError(
+            f"distill.curriculum mixes {curriculum.levels} difficulty levels, but this world has {levels}: "
+            "use curriculum=none, or give each stage's mix one entry per level"
         )
 
 

@@ -58,6 +58,49 @@ class Generation:
             )
 
 
+@dataclass
+class CurriculumStage:
+    """One stage of a difficulty curriculum: its mix holds while budget progress is below `until`."""
+
+    until: float = MISSING  # fraction of the budget spent before a round, in (0, 1]
+    mix: list[float] = MISSING  # share of the train prompts per difficulty level, easiest first
+
+
+@dataclass
+class CurriculumConf:
+    """The difficulty mix of the train prompts by budget progress (the `curriculum` group). No stages: every
+    prompt's level is drawn uniformly from the world's levels, as before curricula existed."""
+
+    stages: list[CurriculumStage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        untils = [s.until for s in self.stages]
+        if untils and (untils != sorted(set(untils)) or untils[0] <= 0 or untils[-1] != 1):
+            raise ConfigError(
+                f"distill.curriculum.stages: `until` must rise strictly through (0, 1] and end at 1, got {untils}"
+            )
+        levels = {len(s.mix) for s in self.stages}
+        if len(levels) > 1:
+            raise ConfigError(f"distill.curriculum.stages: every mix needs as many levels, got {sorted(levels)}")
+        for stage in self.stages:
+            if any(w < 0 for w in stage.mix) or sum(stage.mix) <= 0:
+                raise ConfigError(
+                    f"distill.curriculum: the mix {list(stage.mix)} must be non-negative with a positive sum"
+                )
+
+    @property
+    def levels(self) -> int:
+        """How many difficulty levels the mixes weigh (0: no curriculum)."""
+        return len(self.stages[0].mix) if self.stages else 0
+
+    def mix(self, progress: float) -> tuple[float, ...] | None:
+        """The mix of the round that starts at `progress` (the fraction of the budget spent); None: no curriculum."""
+        for stage in self.stages:
+            if progress < stage.until:
+                return tuple(stage.mix)
+        return tuple(self.stages[-1].mix) if self.stages else None
+
+
 class World(str, Enum):
     paper = "paper"  # the paper's benchmarks through lm-eval (capdistill.capabilities.paper)
     offline_real = "offline_real"  # real data shipped in packages (capdistill.capabilities.real)
@@ -143,6 +186,8 @@ class DistillConf:
     # that when the run starts); the batches hold the same examples as unpacked ones
     packing: bool = False
     pack_length: int = 4096
+    # the difficulty mix of the train prompts by budget progress (the `curriculum` group; none: uniform over levels)
+    curriculum: CurriculumConf = field(default_factory=CurriculumConf)
 
     def __post_init__(self) -> None:
         positive(

@@ -90,8 +90,11 @@ def run_pilots(
             """One pilot from the student base; the student's weights are restored afterwards."""
             weights = copy.deepcopy(student.model.state_dict())
             seed_index = first_seed_index + index  # distinct from every real round's shuffling seed
+            mix = settings.curriculum.mix(0.0)  # a pilot trains the student base: the curriculum's first mix
             streams = {
-                c: PromptStream(sources.capabilities[c], f"{settings.seed}/pilot{index}", sources.difficulties)
+                c: PromptStream(sources.capabilities[c], f"{settings.seed}/pilot{index}", sources.difficulties).mixed(
+                    mix
+                )
                 for c in split
             }
             try:

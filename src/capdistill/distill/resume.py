@@ -54,6 +54,10 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
         identity[group] = node
     for role in ("teacher", "student"):
         identity[role] = model_identity(identity[role], role)
+    distill = identity.get("distill")
+    if isinstance(distill, dict) and not (distill.get("curriculum") or {}).get("stages"):
+        # no curriculum draws prompts as before curricula existed: runs saved before keep their fingerprint
+        identity["distill"] = {k: v for k, v in distill.items() if k != "curriculum"}
     return identity
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
-from capdistill.config.schema import Generation, Overflow
+from capdistill.config.schema import CurriculumConf, Generation, Overflow
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
 from capdistill.losses.sparse import CacheSpec
@@ -34,6 +34,7 @@ class RoundSettings:
     progress: bool = False  # progress bars for generation and training (a terminal: `capdistill.io.interactive`)
     cache: CacheSpec | None = None  # what the teacher keeps while it writes, for the loss (a teacher logit cache)
     pack_length: int | None = None  # pack each batch into rows of up to this many tokens (None: padded batches)
+    curriculum: CurriculumConf = field(default_factory=CurriculumConf)  # the prompts' difficulty mix by progress
 
 
 def generate_round(

@@ -143,6 +143,7 @@ def round_settings(cfg: DictConfig, loss: DistillLoss, progress: bool = False) -
         progress=progress,
         cache=loss.cache_spec(),
         pack_length=cfg.distill.pack_length if cfg.distill.packing else None,
+        curriculum=typed.distill.curriculum,
     )
 
 
@@ -345,6 +346,7 @@ class DistillRecipe:
         cursors = {
             c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in history) for c in names
         }
+        mix = self.settings.curriculum.mix(context.spent_tokens / self.total)  # the prompts' difficulty mix, if any
 
         t_generate = time.time()
         key = {"fingerprint": run_fingerprint(self.identity), "shares": shares, "cursors": cursors}
@@ -354,7 +356,8 @@ class DistillRecipe:
             read = lambda: load_supervision(self.out, index, key, match=("fingerprint",))  # noqa: E731
             slices = wait_for(read, f"round {index + 1}'s supervision")
         if slices is None:
-            slices = generate_round(self.settings, shares, self.streams, cursors, self.engine, student, self.device)
+            streams = {c: stream.mixed(mix) for c, stream in self.streams.items()}
+            slices = generate_round(self.settings, shares, streams, cursors, self.engine, student, self.device)
             save_supervision(self.out, index, slices, key)
         t_train = time.time()
         spent = sum(s.spent for s in slices)
@@ -403,6 +406,7 @@ class DistillRecipe:
             teacher_cache=(
                 cache_summary([e.teacher for s in slices for e in s.examples]) if self.settings.cache else None
             ),
+            difficulty_mix=None if mix is None else list(mix),
             signals=signals,
             scores=scores,
             decision=decided.decision,

@@ -59,6 +59,7 @@ class RoundEntry:
     train_steps: int
     train_loss: dict[str, float] | None  # the round's first and last batch loss (None: nothing trained)
     teacher_cache: dict[str, Any] | None = None  # the teacher logit cache of the round's supervision, if kept
+    difficulty_mix: list[float] | None = None  # the curriculum's share of prompts per level, easiest first, if any
     signals: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)  # what the allocator considered
@@ -67,8 +68,9 @@ class RoundEntry:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["teacher_cache"] is None:
-            del data["teacher_cache"]
+        for key in ("teacher_cache", "difficulty_mix"):
+            if data[key] is None:
+                del data[key]
         signals, scores = data.pop("signals"), data.pop("scores")
         tail = {k: data.pop(k) for k in ("decision", "update", "timing")}
         splits = {**dict.fromkeys(signals, "dev"), **dict.fromkeys(scores, "eval")}

@@ -9,6 +9,7 @@ slice is never exceeded.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -89,13 +90,32 @@ class PromptStream:
     train on the same prompts, in the same order, as far as both spend (but for the one
     prompt whose response overflows a slice and is dropped). A slice takes the prompts after a
     cursor (the prompts earlier slices consumed, recorded per round), so resuming needs no state.
+
+    With a difficulty `mix` (a curriculum's, `mixed`), prompt i is a function of i and the mix alone: its own RNG
+    draws a uniform number that picks its level from the mix, then the prompt at that level. The same number
+    picks the level under every mix, so runs whose rounds reach position i under the same mix share prompt i.
     """
 
     def __init__(self, source: Source, seed: str, difficulties: tuple[int, ...]) -> None:
         self.source, self.difficulties = source, difficulties
+        self.mix: tuple[float, ...] | None = None
         self.key = f"supervision/{seed}/{source.name}"  # names the stream: its RNG and its sampling seeds
         self.rng = random.Random(self.key)
         self.prompts: list[str] = []
+        self.drawn: dict[tuple[int, int], str] = {}  # under a mix: the prompts drawn so far, by (position, level)
+
+    def mixed(self, mix: tuple[float, ...] | None) -> PromptStream:
+        """This stream with its levels drawn from `mix` (None: uniformly). What it caches depends on the stream's
+        key alone, so the views of one stream share it."""
+        if mix == self.mix:
+            return self
+        if mix is not None and len(mix) != len(self.difficulties):
+            raise CapdistillError(
+                f"{self.source.name}: a difficulty mix of {len(mix)} levels for a world of {len(self.difficulties)}"
+            )
+        stream = copy.copy(self)
+        stream.mix = mix
+        return stream
 
     def take(self, start: int, n: int) -> list[str]:
         """Prompts `start` to `start + n` of the stream (train split only: never a dev, probe or eval prompt).
@@ -111,6 +131,8 @@ class PromptStream:
                     f"lower budget.total_tokens or give {self.source.name} a smaller share"
                 )
             n = min(n, pool - start)
+        if self.mix is not None:
+            return [self.at(i) for i in range(start, start + n)]
         misses = 0
         while len(self.prompts) < start + n:
             example = self.source.generate(self.rng, self.rng.choice(self.difficulties))
@@ -121,6 +143,20 @@ class PromptStream:
             if misses > 1000 * n:
                 raise CapdistillError(f"{self.source.name}: its train prompt pool yielded too few prompts")
         return self.prompts[start : start + n]
+
+    def at(self, position: int) -> str:
+        """Prompt `position` under the stream's mix: its level drawn from the mix by its own RNG, then a train prompt."""
+        rng = random.Random(f"{self.key}/{position}")
+        level = rng.choices(self.difficulties, weights=self.mix)[0]
+        if (position, level) not in self.drawn:
+            for _ in range(1000):
+                example = self.source.generate(rng, level)
+                if not self.source.hash_split or split_of(example.prompt) == "train":
+                    self.drawn[position, level] = example.prompt
+                    break
+            else:
+                raise CapdistillError(f"{self.source.name}: its train prompt pool yielded too few prompts")
+        return self.drawn[position, level]
 
 
 def collect_round(
