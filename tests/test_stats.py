@@ -11,7 +11,7 @@ import pytest
 
 from capdistill.errors import CapdistillError
 from capdistill.results.collect import record_row, round_rows
-from capdistill.results.stats import cell, mean_ci, paired, summarize
+from capdistill.results.stats import cell, mean_ci, over_tasks, paired, summarize
 
 T_975_4 = 2.776445  # Student-t 97.5% quantile, 4 degrees of freedom (tables)
 
@@ -144,6 +144,15 @@ def test_older_records_collect_with_the_new_columns_empty() -> None:
     for column in ("task_utility_n", "task_utility_se", "dev_task_utility", "task_loglik"):
         assert math.isnan(row[column])
     assert step["task_utility"] == 20.0 and step["loglik/math"] == -1.0 and math.isnan(step["task_loglik"])
+    assert row["variant"] == "uniform"
+
+
+def test_a_curriculum_run_is_its_own_variant() -> None:
+    record = copy.deepcopy(RECORD)
+    record["config"]["distill"] = {"curriculum": {"stages": [{"until": 1.0, "mix": [1.0]}]}}
+    assert record_row(record, "r")["variant"] == "uniform+curriculum"
+    record["config"]["distill"] = {"curriculum": {"stages": []}}
+    assert record_row(record, "r")["variant"] == "uniform"
 
 
 def test_negative_transfer_counts_the_unspent_capabilities_that_fell_below_the_base() -> None:
@@ -154,8 +163,16 @@ def test_negative_transfer_counts_the_unspent_capabilities_that_fell_below_the_b
     record["final"]["probe"] = {"math": 40.0, "code": 10.0, "safety": 49.0, "tool_use": 8.0}
     record["reference"]["student_base"]["probe"] = {"math": 30.0, "code": 12.0, "safety": 50.0, "tool_use": 5.0}
     row = record_row(record, "r")
-    assert row["negative_transfer_rate"] == pytest.approx(100 * 2 / 3)
+    assert row["negative_transfer_rate"] == pytest.approx(100 * 2 / 3) and row["on_target_change"] == 10.0
     assert row["negative_spillover"] == pytest.approx(-3.0) and row["off_target_change"] == pytest.approx(0.0)
+    assert "dev_negative_transfer_rate" not in row  # the base has no dev proxy per capability: no dev columns
+    # the same statistics on dev, from the dev proxy's change over the base: only tool_use fell below it
+    record["final"]["probe_loglik"] = {"math": -1.0, "code": -2.0, "safety": -3.0, "tool_use": -4.5}
+    record["reference"]["student_base"]["probe_loglik"] = {"math": -1.5, "code": -2.25, "safety": -3.0, "tool_use": -4}
+    row = record_row(record, "r")
+    assert row["dev_delta/math"] == 0.5 and row["dev_on_target_change"] == 0.5
+    assert row["dev_negative_transfer_rate"] == pytest.approx(100 / 3)
+    assert row["dev_off_target_change"] == pytest.approx((0.25 + 0.0 - 0.5) / 3)
     record["budget"]["spent_by_capability"] = dict.fromkeys(record["budget"]["spent_by_capability"], 10)
     assert math.isnan(record_row(record, "r")["negative_transfer_rate"])  # nothing off target
 
@@ -179,3 +196,52 @@ def test_new_records_give_the_binomial_error_dev_score_and_rounds_between_checkp
     between, at = round_rows(record, "r")
     assert math.isnan(between["task_utility"]) and math.isnan(between["probe/math"]) and between["task_loglik"] == -1.7
     assert between["loglik/math"] == -1.0 and at["probe/math"] == 40.0
+
+
+def two_tasks() -> pd.DataFrame:
+    """`better` beats `base` by 2 on task a and loses 1 on task b, per seed (plus noise); seeds differ by 30 points;
+    seed 5 has task a only, so its mean over tasks does not exist."""
+    rows = []
+    for seed, noise in enumerate(NOISE):
+        for task, gap in (("a", 2.0), ("b", -1.0)):
+            base = 30.0 * seed + (10 if task == "b" else 0)
+            for variant, utility in (("base", base), ("better", base + gap + noise * (task == "a"))):
+                rows.append(
+                    {
+                        "variant": variant,
+                        "seed": seed,
+                        "budget_tokens": 1000,
+                        "loss": "sft",
+                        "task": task,
+                        "task_utility": utility,
+                        "probe/math": utility / 2,
+                    }
+                )
+    rows += [
+        {
+            "variant": v,
+            "seed": 5,
+            "budget_tokens": 1000,
+            "loss": "sft",
+            "task": "a",
+            "task_utility": 99.0,
+            "probe/math": 0.0,
+        }
+        for v in ("base", "better")
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_the_mean_over_tasks_pairs_seeds_each_averaged_over_its_tasks() -> None:
+    table = two_tasks()
+    units = over_tasks(table)
+    assert sorted(units["seed"].unique()) == [0, 1, 2, 3, 4]  # seed 5 lacks task b: left out
+    assert set(units["task"]) == {"mean of 2 tasks"} and len(units) == 10
+    for _, unit in units.iterrows():  # brute force: the mean of the seed's two runs
+        runs = table[(table["variant"] == unit["variant"]) & (table["seed"] == unit["seed"])]
+        assert unit["task_utility"] == pytest.approx(runs["task_utility"].mean())
+        assert unit["probe/math"] == pytest.approx(runs["probe/math"].mean())
+    pairs = paired(units, "base").iloc[0]
+    by_seed = [(2.0 + noise - 1.0) / 2 for noise in NOISE]  # each seed: the mean of its two tasks' differences
+    mean, half, n = mean_ci(by_seed)
+    assert (pairs["mean"], pairs["ci"], pairs["n"]) == (pytest.approx(mean), pytest.approx(half), 5)

@@ -196,6 +196,23 @@ def test_grid_is_the_best_fixed_split_on_dev(tmp_path: Path, figure: str) -> Non
 
 
 @pytest.mark.parametrize("figure", ["schedules", "budget_curves"])
+def test_several_tasks_report_their_mean_then_each_task(tmp_path: Path, figure: str) -> None:
+    """Two tasks: the tables of the mean over tasks (seeds paired, each the mean of its tasks), then each task's
+    own; grid picks each task's split on its own dev scores (math=1 on task b, code=1 on task a)."""
+    a = with_fixed_splits(fake_table()).assign(task="a")
+    b = a.assign(task="b", task_utility=a["task_utility"] + 10 * (a["variant"] == "read"))
+    b.loc[b["variant"] == "fixed:math=1", "dev_task_utility"] = 99.0
+    text = plot(pd.concat([a, b], ignore_index=True), figure, tmp_path, baseline="uniform")["markdown"]
+    mean, task_a, task_b = text.split("\n## task ")
+    assert mean.startswith("## mean over 2 tasks (a, b)")
+    assert "| read | +10.0 ± 0.0 (n=4) | +10.0 ± 0.0 (n=4) |" in mean  # (+5 on a, +15 on b) / 2, paired by seed
+    assert "| grid | 50.0 ± 0.0 (n=4) | 50.0 ± 0.0 (n=4) |" in mean  # (code=1's 10 on a + math=1's 90 on b) / 2
+    assert task_a.startswith("a\n") and "| read | +5.0 ± 0.0 (n=4) | +5.0 ± 0.0 (n=4) |" in task_a
+    assert task_b.startswith("b\n") and "| read | +15.0 ± 0.0 (n=4) | +15.0 ± 0.0 (n=4) |" in task_b
+    assert "| grid | 90.0 ± 0.0 (n=4) | 90.0 ± 0.0 (n=4) |" in task_b
+
+
+@pytest.mark.parametrize("figure", ["schedules", "budget_curves"])
 def test_grid_needs_dev_scores(tmp_path: Path, figure: str) -> None:
     table = with_fixed_splits(fake_table())
     for unscored in (table.drop(columns="dev_task_utility"), table.assign(dev_task_utility=float("nan"))):
@@ -210,6 +227,25 @@ def test_transfer_reports_the_marginal_gain_per_budget_increment(tmp_path: Path)
     # the spillover grows with budget, pooled over every distilled capability (2 x 2 seeds x 2 losses)
     assert "| one capability, pooled | -1.0 ± 0.0 (n=8) | -4.0 ± 0.0 (n=8) |" in text
     assert "negative-transfer rate" in text and "| one capability, pooled | 50.0 ± 0.0 (n=8) |" in text
+
+
+def test_transfer_reports_its_statistics_beside_the_paper_s_on_eval_and_dev(tmp_path: Path) -> None:
+    """On-target change, off-target mean change and negative-transfer rate per budget, pooled over the distilled
+    capabilities, on eval and on dev (the proxy's units, with three decimals)."""
+    table = fake_table()
+    table = table.assign(
+        on_target_change=table["budget_tokens"] / 1000,
+        dev_on_target_change=0.01 * table["seed"],
+        dev_negative_transfer_rate=25.0,
+    )
+    text = plot(table, "transfer", tmp_path)["markdown"]
+    statistics = text.split("transfer statistics")[1]
+    assert "| statistic | 3k | 12k |" in statistics
+    assert "| on-target change (points) | +3.0 ± 0.0 (n=8) | +12.0 ± 0.0 (n=8) |" in statistics
+    assert "| negative-transfer rate (%) | +50.0 ± 0.0 (n=8) |" in statistics
+    assert "| dev: on-target change (log-likelihood per token) | +0.005 ± 0.004 (n=8) |" in statistics
+    assert "| dev: negative-transfer rate (%) | +25.0 ± 0.0 (n=8) |" in statistics
+    assert "dev: off-target" not in statistics  # a column the table lacks: no row
 
 
 def test_transfer_needs_single_runs(tmp_path: Path) -> None:

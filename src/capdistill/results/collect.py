@@ -78,7 +78,8 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         "run": run,
         "experiment": record.get("experiment", cfg.get("experiment_name")),
         "allocator": record.get("allocator", cfg["allocator"].get("name")),
-        "variant": variant(record.get("allocator", cfg["allocator"].get("name")), cfg["allocator"]),
+        "variant": variant(record.get("allocator", cfg["allocator"].get("name")), cfg["allocator"])
+        + ("+curriculum" if ((cfg.get("distill") or {}).get("curriculum") or {}).get("stages") else ""),
         "figure": (cfg.get("report") or {}).get("figure"),
         "loss": record.get("loss", cfg["loss"].get("name")),  # records before `_target_` had it in the config
         "task": record.get("task", cfg["task"]["name"]),
@@ -99,16 +100,33 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         row["lmeval_task_utility"] = record["lmeval"]["task_utility"]
     deltas = {c: final["probe"][c] - base["probe"][c] for c in capabilities}
     row["task_gain"] = final["task_utility"] - base["task_utility"]
-    # off-target change: what the capabilities the run did not spend on gained or lost; the
-    # negative-transfer rate is the share of them (%) that ended below the student base
-    off = [d for c, d in deltas.items() if spent[c] == 0]
-    row["off_target_change"] = sum(off) / len(off) if off else 0.0
-    row["negative_spillover"] = sum(min(d, 0.0) for d in off)
-    row["negative_transfer_rate"] = 100 * sum(d < 0 for d in off) / len(off) if off else math.nan  # %
+    row.update(transfer_columns(deltas, spent))
+    # the same on dev, in the proxy's units (log-likelihood per token of the teacher's responses): what a
+    # choice made from a transfer sweep reads (records without a dev proxy per capability: none)
+    loglik, base_loglik = final.get("probe_loglik", {}), base.get("probe_loglik", {})
+    dev = {c: loglik[c] - base_loglik[c] for c in capabilities if c in loglik and c in base_loglik}
+    if len(dev) == len(capabilities):
+        row.update({f"dev_{k}": v for k, v in transfer_columns(dev, spent).items()})
     for c in capabilities:
         row[f"delta/{c}"] = deltas[c]
         row[f"spent/{c}"] = spent[c]
+        if c in dev:
+            row[f"dev_delta/{c}"] = dev[c]
     return row
+
+
+def transfer_columns(deltas: dict[str, float], spent: dict[str, int]) -> dict[str, float]:
+    """A run's transfer statistics from its capabilities' changes over the student base: the mean change of those it
+    spent on (on-target) and of those it did not (off-target), the sum of the off-target drops (negative
+    spillover), and the share (%) of the off-target capabilities that ended below the base (negative transfer)."""
+    on = [d for c, d in deltas.items() if spent[c] > 0]
+    off = [d for c, d in deltas.items() if spent[c] == 0]
+    return {
+        "on_target_change": sum(on) / len(on) if on else math.nan,
+        "off_target_change": sum(off) / len(off) if off else 0.0,
+        "negative_spillover": sum(min(d, 0.0) for d in off),
+        "negative_transfer_rate": 100 * sum(d < 0 for d in off) / len(off) if off else math.nan,
+    }
 
 
 def round_rows(record: dict[str, Any], run: str) -> list[dict[str, Any]]:

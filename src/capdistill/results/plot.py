@@ -33,7 +33,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from capdistill.errors import CapdistillError  # noqa: E402
 from capdistill.io import atomic_file, atomic_write_text  # noqa: E402
 from capdistill.results.figures import FIGURES  # noqa: E402
-from capdistill.results.stats import cell, paired, summarize  # noqa: E402
+from capdistill.results.stats import cell, over_tasks, paired, summarize  # noqa: E402
 
 
 def tokens(n: float) -> str:
@@ -44,7 +44,7 @@ def tokens(n: float) -> str:
     return f"{n:g}"
 
 
-def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False) -> str:
+def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False, digits: int = 1) -> str:
     """A `rows` x `cols` markdown table of `summary`'s cells 'mean ± ci (n=...)' (`signed` for differences)."""
     col_values = sorted(summary[cols].unique())
     header = f"| {rows} | " + " | ".join(tokens(c) if cols == "budget_tokens" else str(c) for c in col_values) + " |"
@@ -53,7 +53,9 @@ def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False) 
         cells = []
         for c in col_values:
             hit = part[part[cols] == c]
-            cells.append("" if hit.empty else cell(hit["mean"].iloc[0], hit["ci"].iloc[0], hit["n"].iloc[0], signed))
+            cells.append(
+                "" if hit.empty else cell(hit["mean"].iloc[0], hit["ci"].iloc[0], hit["n"].iloc[0], signed, digits)
+            )
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -263,9 +265,33 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     if rates:
         text.append(rates + "\n")
     text.append(marginal_gains(single, budgets, axes[-1]))
+    text.append("\n" + transfer_statistics(pooled))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig, "".join(text)
+
+
+# (column, label, digits): a run's transfer statistics on eval (exact match, points) and on dev (the proxy)
+TRANSFER_STATISTICS = (
+    ("on_target_change", "on-target change (points)", 1),
+    ("off_target_change", "off-target mean change (points)", 1),
+    ("negative_transfer_rate", "negative-transfer rate (%)", 1),
+    ("dev_on_target_change", "dev: on-target change (log-likelihood per token)", 3),
+    ("dev_off_target_change", "dev: off-target mean change (log-likelihood per token)", 3),
+    ("dev_negative_transfer_rate", "dev: negative-transfer rate (%)", 1),
+)
+
+
+def transfer_statistics(pooled: pd.DataFrame) -> str:
+    """The paper's transfer statistics per budget, pooled over the distilled capabilities: on-target gain,
+    off-target mean change and negative-transfer rate, on eval and on dev (what a choice reads)."""
+    lines = ["transfer statistics, pooled over the distilled capabilities (eval, then dev)\n"]
+    for column, label, digits in TRANSFER_STATISTICS:
+        if column in pooled and pooled[column].notna().any():
+            summary = summarize(pooled.assign(statistic=label), ["statistic", "budget_tokens"], column)
+            lines.append(markdown(summary, "statistic", "budget_tokens", signed=True, digits=digits))
+    header, *tables = lines
+    return header + "\n" + tables[0] + "".join(t.split("\n", 2)[2] for t in tables[1:])
 
 
 def marginal_gains(single: pd.DataFrame, budgets: list[int], ax: Any) -> str:
@@ -304,8 +330,9 @@ def marginal_gains(single: pd.DataFrame, budgets: list[int], ax: Any) -> str:
 
 
 def with_grid(table: pd.DataFrame) -> pd.DataFrame:
-    """Replace the fixed splits by `grid`: at each budget, the runs of the split with the best mean task utility
-    on the dev split, reported by their eval scores (choosing on eval would leak the test items into the pick)."""
+    """Replace the fixed splits by `grid`: for each task and budget, the runs of the split with the best mean task
+    utility on the dev split, reported by their eval scores (choosing on eval would leak the test items into the
+    pick)."""
     fixed = table[table["variant"].str.startswith("fixed:")]
     if fixed.empty:
         return table
@@ -317,16 +344,42 @@ def with_grid(table: pd.DataFrame) -> pd.DataFrame:
             f"{', '.join(tokens(b) for b in unscored)} tokens have no dev scores (dev_task_utility, in records "
             "from this version of capdistill)"
         )
-    means = scored.groupby(["budget_tokens", "variant"])["dev_task_utility"].mean().reset_index()
-    best = means.loc[means.groupby("budget_tokens")["dev_task_utility"].idxmax(), ["budget_tokens", "variant"]]
-    chosen = fixed.merge(best, on=["budget_tokens", "variant"]).assign(variant="grid")
+    setting = ["task", "budget_tokens"] if "task" in table else ["budget_tokens"]  # each task's splits are its own
+    means = scored.groupby([*setting, "variant"])["dev_task_utility"].mean().reset_index()
+    best = means.loc[means.groupby(setting)["dev_task_utility"].idxmax(), [*setting, "variant"]]
+    chosen = fixed.merge(best, on=[*setting, "variant"]).assign(variant="grid")
     return pd.concat([table[~table.index.isin(fixed.index)], chosen], ignore_index=True)
 
 
-DRAW: dict[str, Callable[[pd.DataFrame, str | None], tuple[Figure, str]]] = {
-    "budget_curves": lambda t, b: curves(with_grid(t), "variant", "performance vs token budget, per allocator", b),
+Draw = Callable[[pd.DataFrame, str | None], tuple[Figure, str]]
+
+
+def over_tasks_first(table: pd.DataFrame, baseline: str | None, draw: Draw) -> tuple[Figure, str]:
+    """`draw` for a table of several tasks: the figure and tables of the mean over tasks (the paper's average
+    utility over tasks, paired by seed), then each task's own tables; a one-task table is drawn as it is."""
+    tasks = sorted(table["task"].unique()) if "task" in table else []
+    if len(tasks) < 2:
+        return draw(table, baseline)
+    fig, text = draw(over_tasks(table), baseline)
+    parts = [
+        f"## mean over {len(tasks)} tasks ({', '.join(tasks)})\n\neach seed's runs averaged over the tasks, "
+        f"seeds as the paired units; {text}"
+    ]
+    for task in tasks:
+        part = table[table["task"] == task]
+        own = baseline if baseline in set(part["variant"]) and part["variant"].nunique() > 1 else None
+        parts.append(f"\n## task {task}\n\n" + report(part, "variant", own, paired(part, own) if own else None))
+    return fig, "".join(parts)
+
+
+DRAW: dict[str, Draw] = {
+    "budget_curves": lambda t, b: over_tasks_first(
+        with_grid(t), b, lambda u, c: curves(u, "variant", "performance vs token budget, per allocator", c)
+    ),
     "losses": lambda t, b: curves(t, "loss", "performance vs token budget, per KD loss"),
-    "schedules": lambda t, b: bars(with_grid(t), "allocation schedules (grid: best fixed split on dev)", b),
+    "schedules": lambda t, b: over_tasks_first(
+        with_grid(t), b, lambda u, c: bars(u, "allocation schedules (grid: best fixed split on dev)", c)
+    ),
     "ablation": lambda t, b: bars(t, "ReAD and its ablations", b),
     "transfer": lambda t, b: transfer(t, "cross-capability transfer"),
 }

@@ -64,9 +64,26 @@ def paired(
     return summarize(pairs, ["variant", *by], "difference").merge(means, on=["variant", *by])
 
 
-def cell(mean: float, ci: float | None, n: int, signed: bool = False) -> str:
+def over_tasks(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each run unit as the mean over the table's tasks (the paper's average utility over tasks).
+
+    A unit is a variant's runs of one seed and setting but the task; each numeric column becomes its mean over
+    the unit's tasks (repeated runs of a task averaged first), and `task` says how many tasks it averages. Only
+    units that have every task count: a mean over fewer tasks is another quantity. The seeds stay the paired
+    units, so differences and intervals are over seeds, each the mean of its tasks' differences."""
+    tasks = sorted(table["task"].unique())
+    keys = list(dict.fromkeys(["variant", "seed", *(c for c in (*SETTING, "allocator", "figure") if c in table)]))
+    keys.remove("task")
+    numeric = [c for c in table.select_dtypes("number").columns if c not in keys]
+    per_task = table.groupby([*keys, "task"], as_index=False, dropna=False)[numeric].mean()
+    complete = per_task.groupby(keys, dropna=False)["task"].transform("nunique") == len(tasks)
+    units = per_task[complete].groupby(keys, as_index=False, dropna=False)[numeric].mean()
+    return units.assign(task=f"mean of {len(tasks)} tasks")
+
+
+def cell(mean: float, ci: float | None, n: int, signed: bool = False, digits: int = 1) -> str:
     """'12.3 ± 1.4 (n=5)'; '12.3 (n=1)' without an interval; `signed` for differences: '+1.2 ± 0.8 (n=5)'."""
-    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if ci is not None and not math.isnan(ci):
-        text += f" ± {ci:.1f}"
+        text += f" ± {ci:.{digits}f}"
     return f"{text} (n={n})"
