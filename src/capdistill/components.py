@@ -189,6 +189,8 @@ def world_sources(cfg: DictConfig) -> WorldSources:
         world.capabilities = world.suite.pools(caps.probe_size, caps.dev_size)
     elif caps.world == "offline_real":
         spec = {"world": "offline_real", "names": list(caps.names), "train_size": caps.train_size}
+        if caps.max_gen_toks is not None:
+            spec["max_gen_toks"] = caps.max_gen_toks
         sizes = {"probe_size": caps.probe_size, "eval_size": caps.eval_size, "dev_size": caps.dev_size}
         world = WorldSources.from_spec({**spec, **sizes})
     else:

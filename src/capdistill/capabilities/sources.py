@@ -61,6 +61,9 @@ class WorldSources:
             return cls.from_params(params)
         dev_size = spec.get("dev_size", min(spec["probe_size"], 32))  # specs exported before dev sets had a size
         caps = real_sources(spec["names"], spec["probe_size"], spec["eval_size"], spec["train_size"], dev_size)
+        cap = spec.get("max_gen_toks")  # a cap on every probe and eval generation (CPU-sized checks)
+        for source in caps.values() if cap else ():
+            source.max_new_tokens = min(source.max_new_tokens or cap, cap)
         world = cls(None, caps, {}, spec["probe_size"], spec["eval_size"], dev_size=dev_size)
         world.spec_extra = spec
         return world

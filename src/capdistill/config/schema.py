@@ -123,7 +123,9 @@ class CapabilitiesConf:
     metrics: dict[str, str] = field(default_factory=dict)  # task -> metric key as lm-eval reports it
     data_files: dict[str, Any] = field(default_factory=dict)  # task -> {split: local file}
     include_path: list[str] = field(default_factory=list)  # extra lm-eval task directories
-    max_gen_toks: int | None = None  # cap generation tasks' length in per-round probes
+    # world=paper: cap generation tasks' length in per-round probes; world=offline_real: cap every probe and eval
+    # generation (a CPU-sized check: scores under a cap do not compare with uncapped ones)
+    max_gen_toks: int | None = None
     # world=offline_real: train prompts per capability drawn from generators (pools of fixed data keep their size)
     train_size: int = 2000
 
@@ -134,6 +136,8 @@ class CapabilitiesConf:
             raise ConfigError("capabilities.names lists a capability twice")
         positive("capabilities.", probe_size=self.probe_size, eval_size=self.eval_size, dev_size=self.dev_size)
         positive("capabilities.", probe_batch_size=self.probe_batch_size, train_size=self.train_size)
+        if self.max_gen_toks is not None:
+            positive("capabilities.", max_gen_toks=self.max_gen_toks)
 
 
 @dataclass
