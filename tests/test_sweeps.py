@@ -246,6 +246,8 @@ def test_transfer_reports_its_statistics_beside_the_paper_s_on_eval_and_dev(tmp_
     assert "| dev: on-target change (log-likelihood per token) | +0.005 ± 0.004 (n=8) |" in statistics
     assert "| dev: negative-transfer rate (%) | +25.0 ± 0.0 (n=8) |" in statistics
     assert "dev: off-target" not in statistics  # a column the table lacks: no row
+    older = fake_table().drop(columns=["negative_transfer_rate"])  # collected before any of these columns
+    assert "transfer statistics" not in plot(older, "transfer", tmp_path)["markdown"]
 
 
 def test_transfer_needs_single_runs(tmp_path: Path) -> None:

@@ -291,6 +291,8 @@ def transfer_statistics(pooled: pd.DataFrame) -> str:
             summary = summarize(pooled.assign(statistic=label), ["statistic", "budget_tokens"], column)
             lines.append(markdown(summary, "statistic", "budget_tokens", signed=True, digits=digits))
     header, *tables = lines
+    if not tables:  # a table collected before these columns existed
+        return ""
     return header + "\n" + tables[0] + "".join(t.split("\n", 2)[2] for t in tables[1:])
 
 
