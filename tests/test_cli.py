@@ -131,6 +131,25 @@ def test_distill_micro_end_to_end(tmp_path: Path, micro_cache: Path) -> None:
     assert record["budget"]["spent_tokens"] <= record["budget"]["total_tokens"] == 5000
 
 
+def test_tilted_runs_its_split_around_the_requirement_vector(tmp_path: Path, micro_cache: Path) -> None:
+    """`allocator=tilted` from the command line: micro's task (math .4, multilingual .4, steerability .2) with half
+    of every round moved onto steerability."""
+    result = capdistill(
+        "distill",
+        "experiment=micro",
+        "allocator=tilted",
+        "allocator.toward=steerability",
+        f"paths.cache_dir={micro_cache}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "record.json").read_text())
+    expected = {"math": 0.2, "multilingual": 0.2, "steerability": 0.6}
+    for entry in record["rounds"]:
+        split = {c: w for c, w in entry["allocation"].items() if w > 0}
+        assert split == pytest.approx(expected), entry["allocation"]
+
+
 @pytest.mark.slow
 def test_smoke_shows_learning_and_an_allocator_difference(tmp_path: Path) -> None:
     """`-m experiment=smoke`: a teacher well above 0, the student learning the task, task_static ahead of

@@ -196,6 +196,22 @@ def test_grid_is_the_best_fixed_split_on_dev(tmp_path: Path, figure: str) -> Non
 
 
 @pytest.mark.parametrize("figure", ["schedules", "budget_curves"])
+def test_grid_counts_task_static_and_tilted_splits_as_its_points(tmp_path: Path, figure: str) -> None:
+    """The requirement vector is a point of every grid: where task_static is best on dev, grid reports its runs
+    (and task_static keeps its own row); a `tilted:` split competes like a `fixed:` one."""
+    table = fake_table()
+    uniform = table[table["variant"] == "uniform"]
+    static = uniform.assign(variant="task_static", task_utility=60.0, dev_task_utility=85.0)
+    tilted = uniform.assign(variant="tilted:math", task_utility=70.0, dev_task_utility=30.0)
+    grid = with_fixed_splits(pd.concat([table, static, tilted], ignore_index=True))
+    text = plot(grid, figure, tmp_path, baseline="uniform")["markdown"]
+    assert "| grid | 60.0 ± 0.0 (n=4) | 60.0 ± 0.0 (n=4) |" in text
+    assert "| task_static | 60.0 ± 0.0 (n=4) | 60.0 ± 0.0 (n=4) |" in text
+    text = plot(pd.concat([table, static.assign(dev_task_utility=5.0), tilted]), figure, tmp_path)["markdown"]
+    assert "| grid | 70.0 ± 0.0 (n=4) | 70.0 ± 0.0 (n=4) |" in text and "tilted:" not in text
+
+
+@pytest.mark.parametrize("figure", ["schedules", "budget_curves"])
 def test_several_tasks_report_their_mean_then_each_task(tmp_path: Path, figure: str) -> None:
     """Two tasks: the tables of the mean over tasks (seeds paired, each the mean of its tasks), then each task's
     own; grid picks each task's split on its own dev scores (math=1 on task b, code=1 on task a)."""
@@ -272,6 +288,8 @@ def test_variant_names_the_ablations() -> None:
     assert variant("read", {"proxy_units": None}) == "read"
     assert variant("single", {"capability": "math"}) == "single:math"
     assert variant("fixed", {"weights": {"math": 0.5, "code": 0.5}}) == "fixed:code=0.5,math=0.5"
+    assert variant("tilted", {"toward": "math"}) == "tilted:math"  # the class's shift
+    assert variant("tilted", {"toward": "math", "shift": 0.25}) == "tilted:math@0.25"
 
 
 def test_plot_uploads_to_an_offline_wandb_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

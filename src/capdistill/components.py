@@ -139,7 +139,7 @@ def build_logger(cfg: DictConfig) -> pl.loggers.Logger | None:
 def shipped_allocators(conf_dir: Path) -> dict[str, Callable[[list[str], int], Allocator]]:
     """Every allocator option in `conf_dir/allocator` as a factory (capabilities, seed) -> Allocator, composed
     as a run would compose it (defaults lists included). Options that need a setting (fixed's weights,
-    single's capability from another world) are left out."""
+    single's capability from another world, tilted's capability) are left out."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -151,7 +151,9 @@ def shipped_allocators(conf_dir: Path) -> dict[str, Callable[[list[str], int], A
 
         return make
 
-    names = sorted(p.stem for p in (conf_dir / "allocator").glob("*.yaml") if p.stem not in ("fixed", "single"))
+    names = sorted(
+        p.stem for p in (conf_dir / "allocator").glob("*.yaml") if p.stem not in ("fixed", "single", "tilted")
+    )
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         return {name: factory(compose("train", overrides=[f"allocator={name}"]).allocator) for name in names}

@@ -1,4 +1,4 @@
-"""Allocators that do not learn: uniform, task-static, fixed, single-capability and random splits."""
+"""Allocators that do not learn: uniform, task-static, tilted, fixed, single-capability and random splits."""
 
 from __future__ import annotations
 
@@ -51,6 +51,32 @@ class TaskStatic(Allocator):
 
     def allocate(self, context: RoundContext) -> dict[str, float]:
         return {c: float(context.requirements.get(c, 0.0)) for c in self.capabilities}
+
+
+class Tilted(Allocator):
+    """`tilted`: the requirement vector with a `shift` of every round's slice moved onto one capability,
+    w = (1 - shift) r + shift e_toward. A split relative to the task, so that one grid of them means the
+    same thing for tasks over different capabilities (the weighted tasks' `grid` row)."""
+
+    name = "tilted"
+    static = True
+
+    def __init__(self, capabilities: list[str], seed: int = 0, toward: str | None = None, shift: float = 0.5) -> None:
+        super().__init__(capabilities, seed)
+        if toward not in self.capabilities:
+            raise CapdistillError(
+                f"allocator=tilted needs allocator.toward, one of {', '.join(self.capabilities)}; got {toward!r}"
+            )
+        if not 0.0 < shift <= 1.0:
+            raise CapdistillError(f"allocator.shift must be in (0, 1], got {shift}")
+        self.toward = toward
+        self.shift = shift
+
+    def allocate(self, context: RoundContext) -> dict[str, float]:
+        return {
+            c: (1.0 - self.shift) * float(context.requirements.get(c, 0.0)) + self.shift * float(c == self.toward)
+            for c in self.capabilities
+        }
 
 
 class Single(Allocator):

@@ -331,15 +331,22 @@ def marginal_gains(single: pd.DataFrame, budgets: list[int], ax: Any) -> str:
     )
 
 
+GRID_SPLITS = ("fixed:", "tilted:")  # the variants of the fixed splits a grid sweep runs
+
+
 def with_grid(table: pd.DataFrame) -> pd.DataFrame:
-    """Replace the fixed splits by `grid`: for each task and budget, the runs of the split with the best mean task
-    utility on the dev split, reported by their eval scores (choosing on eval would leak the test items into the
-    pick)."""
-    fixed = table[table["variant"].str.startswith("fixed:")]
+    """Replace the fixed splits (`fixed:` and `tilted:` variants) by `grid`: for each task and budget, the runs of
+    the split with the best mean task utility on the dev split, reported by their eval scores (choosing on eval
+    would leak the test items into the pick). The requirement vector is a point of every grid: task_static's runs
+    compete too, and keep their own row."""
+    is_split = table["variant"].str.startswith(GRID_SPLITS)
+    fixed = table[is_split]
     if fixed.empty:
         return table
-    scored = fixed.dropna(subset=["dev_task_utility"]) if "dev_task_utility" in fixed.columns else fixed.iloc[:0]
-    unscored = sorted(set(fixed["budget_tokens"]) - set(scored["budget_tokens"]))
+    candidates = pd.concat([fixed, table[table["variant"] == "task_static"]])
+    has_dev = "dev_task_utility" in candidates.columns
+    scored = candidates.dropna(subset=["dev_task_utility"]) if has_dev else candidates.iloc[:0]
+    unscored = sorted(set(candidates["budget_tokens"]) - set(scored["budget_tokens"]))
     if unscored:
         raise CapdistillError(
             "plot: grid picks the best fixed split by its task utility on the dev split, but the fixed runs at "
@@ -349,8 +356,8 @@ def with_grid(table: pd.DataFrame) -> pd.DataFrame:
     setting = ["task", "budget_tokens"] if "task" in table else ["budget_tokens"]  # each task's splits are its own
     means = scored.groupby([*setting, "variant"])["dev_task_utility"].mean().reset_index()
     best = means.loc[means.groupby(setting)["dev_task_utility"].idxmax(), [*setting, "variant"]]
-    chosen = fixed.merge(best, on=[*setting, "variant"]).assign(variant="grid")
-    return pd.concat([table[~table.index.isin(fixed.index)], chosen], ignore_index=True)
+    chosen = candidates.merge(best, on=[*setting, "variant"]).assign(variant="grid")
+    return pd.concat([table[~is_split], chosen], ignore_index=True)
 
 
 Draw = Callable[[pd.DataFrame, str | None], tuple[Figure, str]]
