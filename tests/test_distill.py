@@ -81,6 +81,25 @@ def test_weighted_task_utility_is_the_requirement_weighted_probe_mean(run_micro)
     assert record["lmeval"]["probe"] == record["final"]["probe"]
 
 
+def test_dev_probe_scores_every_capability_on_dev_for_the_student_and_its_base(run_micro) -> None:
+    """evaluation.dev_probe: the final student's and the base's exact match on every capability's dev set; a
+    weighted task's dev utility is their requirement-weighted mean (the same items), and collect turns them into
+    the transfer statistics on dev in points."""
+    from capdistill.results.collect import record_row
+
+    record, _ = run_micro(*FIXED, "task.source=weighted", "budget.rounds=1", "evaluation.dev_probe=true")
+    names = record["config"]["capabilities"]["names"]
+    final, base = record["final_dev"]["probe"], record["reference"]["student_base"]["dev_probe"]
+    assert sorted(final) == sorted(base) == sorted(names)
+    assert all(0 <= v <= 100 for v in [*final.values(), *base.values()])
+    requirements = record["config"]["task"]["requirements"]
+    expected = sum(w * final[c] for c, w in requirements.items()) / sum(requirements.values())
+    assert record["final_dev"]["task_utility"] == pytest.approx(expected)
+    row = record_row(record, "r")
+    assert row["dev_em_delta/math"] == pytest.approx(final["math"] - base["math"])
+    assert 0 <= row["dev_em_negative_transfer_rate"] <= 100
+
+
 def test_resume_after_a_crash_repeats_no_round(run_micro, monkeypatch: pytest.MonkeyPatch) -> None:
     real, calls = run_module.train_round, []
 

@@ -173,6 +173,15 @@ def test_negative_transfer_counts_the_unspent_capabilities_that_fell_below_the_b
     assert row["dev_delta/math"] == 0.5 and row["dev_on_target_change"] == 0.5
     assert row["dev_negative_transfer_rate"] == pytest.approx(100 / 3)
     assert row["dev_off_target_change"] == pytest.approx((0.25 + 0.0 - 0.5) / 3)
+    assert "dev_em_negative_transfer_rate" not in row  # no dev exact match per capability (evaluation.dev_probe)
+    # and in exact match on dev (evaluation.dev_probe): code and tool_use fell below the base, safety did not
+    record["final_dev"] = {"split": "dev", "task_utility": 20.0, "n": 8, "probe": {"math": 50.0, "code": 0.0}}
+    record["final_dev"]["probe"] |= {"safety": 25.0, "tool_use": 10.0}
+    record["reference"]["student_base"]["dev_probe"] = {"math": 25.0, "code": 12.5, "safety": 25.0, "tool_use": 12.5}
+    row = record_row(record, "r")
+    assert row["dev_em_delta/math"] == 25.0 and row["dev_em_on_target_change"] == 25.0
+    assert row["dev_em_negative_transfer_rate"] == pytest.approx(200 / 3)
+    assert row["dev_em_off_target_change"] == pytest.approx((-12.5 + 0.0 - 2.5) / 3) and row["dev_probe/code"] == 0.0
     record["budget"]["spent_by_capability"] = dict.fromkeys(record["budget"]["spent_by_capability"], 10)
     assert math.isnan(record_row(record, "r")["negative_transfer_rate"])  # nothing off target
 

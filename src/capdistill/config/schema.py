@@ -214,6 +214,10 @@ class EvaluationConf:
     limit: int | None = None  # world=paper: items per benchmark in the final evaluation (null: all)
     # fractions of the rounds after which the eval sets are also scored (the last round always is)
     checkpoints: list[float] = field(default_factory=lambda: [0.5])
+    # also score every capability's dev set by exact match, the final student's and the student base's
+    # (`final_dev.probe`, `reference.student_base.dev_probe`): the paper's transfer statistics in its own
+    # units on the split choices may read (the transfer sweeps)
+    dev_probe: bool = False
     # which eval items a run draws (the run's seed by default, so paired runs share them)
     seed: int = "${seed}"  # type: ignore[assignment]
 

@@ -58,13 +58,15 @@ def reference_scores(
     cache_dir: Path,
     batch: int,
     computes: bool = True,
+    dev_probe: bool = False,
 ) -> dict[str, Any]:
     """`teacher` and `student_base` scores (eval exact match; the student base's dev proxy too) and
     the teacher's greedy `dev_responses`, from the cache when this pair and these draws were scored.
 
     The teacher writes through `writer`: its in-process model, or its engine (a `prompting.Writer`). A
     process that does not compute them (`computes` off: it trains along) waits for the leader's.
-    `world` (the `capabilities` config), `task_source` and `requirements` are part of the cache key."""
+    `world` (the `capabilities` config), `task_source` and `requirements` are part of the cache key.
+    `dev_probe` adds the student base's exact match on every capability's dev set (`dev_probe`)."""
     weight = next(student.model.parameters())
     key = {
         "teacher": model_id(teacher),
@@ -77,6 +79,7 @@ def reference_scores(
         # differences them against in-run proxies, so a cache from another device must not serve
         "student_on": [weight.device.type, str(weight.dtype)],
         "version": VERSION,
+        **({"dev_probe": True} if dev_probe else {}),  # caches scored without it keep their key
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir) / "reference" / f"{digest}.json"
@@ -88,6 +91,8 @@ def reference_scores(
     responses = teacher_responses(writer, teacher.tokenizer, sources, dev_sets, batch)
     base = exact_match(student.model, student.tokenizer, sources, eval_sets, task, batch)
     base.update(proxy_scores(Proxy(student.tokenizer, dev_sets, responses, batch), student.model, sources, task))
+    if dev_probe:
+        base["dev_probe"] = capability_dev_probe(student, sources, dev_sets, batch)
     scores = {
         "teacher": exact_match(writer, teacher.tokenizer, sources, eval_sets, task, batch),
         "student_base": base,
@@ -96,3 +101,11 @@ def reference_scores(
     }
     atomic_write_json(path, scores)
     return {**scores, "splits": SPLITS}
+
+
+def capability_dev_probe(
+    student: LoadedModel, sources: WorldSources, dev_sets: dict[str, list[Example]], batch: int
+) -> dict[str, float]:
+    """Exact match (0-100) of `student` on every capability's dev set."""
+    sets = {c: dev_sets[c] for c in sources.capabilities if c in dev_sets}
+    return exact_match(student.model, student.tokenizer, sources, sets, next(iter(sets)), batch)["probe"]

@@ -247,6 +247,7 @@ class DistillRecipe:
             cache_dir=Path(self.cfg.paths.cache_dir),
             batch=self.batch,
             computes=self.writes,
+            dev_probe=self.cfg.evaluation.dev_probe and self.sources.suite is None,
         )
         self.responses = self.reference.pop("dev_responses")
         # every dev set: pilots and evaluation checkpoints
@@ -437,7 +438,9 @@ class DistillRecipe:
                 f"the run spent none of its {self.total} tokens: every capability's share of a round was smaller than "
                 "its shortest response; raise budget.total_tokens or lower budget.rounds (no record written)"
             )
-        final_dev = dev_task_utility(self.student, self.sources, self.dev_sets, self.task_source, self.batch)
+        final_dev = dev_scores(
+            self.student, self.sources, self.dev_sets, self.task_source, self.batch, self.cfg.evaluation.dev_probe
+        )
         lmeval = None
         if self.cfg.evaluation.lmeval and self.writes:  # it needs no other rank: the leading process alone
             lmeval = final_lmeval(
@@ -501,17 +504,27 @@ def checkpoint_rounds(rounds: int, fractions: list[float]) -> set[int]:
     return {max(math.ceil(round(f * rounds, 9)) - 1, 0) for f in fractions} | {rounds - 1}
 
 
-def dev_task_utility(
-    student: LoadedModel, sources: WorldSources, dev_sets: dict[str, list[Example]], task_source: str, batch: int
+def dev_scores(
+    student: LoadedModel,
+    sources: WorldSources,
+    dev_sets: dict[str, list[Example]],
+    task_source: str,
+    batch: int,
+    every_capability: bool = False,
 ) -> dict[str, Any] | None:
     """The final student's task exact match on the dev split: what chooses among runs (grid's split)
-    without reading eval. Only the sets the task's score needs are generated. A benchmark suite is
-    scored by lm-eval on its own evaluation docs, so it has none (None)."""
+    without reading eval. Only the sets the task's score needs are generated, and with `every_capability`
+    every capability's too (`probe`: the transfer statistics on dev). A benchmark suite is scored by lm-eval
+    on its own evaluation docs, so it has none (None)."""
     if sources.suite is not None:
         return None
-    sets = {n: dev_sets[n] for n in task_sets(sources, task_source)}
+    names = set(task_sets(sources, task_source)) | (set(sources.capabilities) if every_capability else set())
+    sets = {n: dev_sets[n] for n in dev_sets if n in names}
     scores = exact_match(student.model, student.tokenizer, sources, sets, task_source, batch)
-    return {"split": "dev", "task_utility": scores["task_utility"], "n": scores["n"]["task"]}
+    out = {"split": "dev", "task_utility": scores["task_utility"], "n": scores["n"]["task"]}
+    if every_capability:
+        out["probe"] = scores["probe"]
+    return out
 
 
 def final_lmeval(

@@ -110,11 +110,19 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
     dev = {c: loglik[c] - base_loglik[c] for c in capabilities if c in loglik and c in base_loglik}
     if len(dev) == len(capabilities):
         row.update({f"dev_{k}": v for k, v in transfer_columns(dev, spent).items()})
+    # and in the paper's own units, exact match on dev (runs with evaluation.dev_probe)
+    dev_probe, base_dev_probe = (record.get("final_dev") or {}).get("probe", {}), base.get("dev_probe", {})
+    dev_em = {c: dev_probe[c] - base_dev_probe[c] for c in capabilities if c in dev_probe and c in base_dev_probe}
+    if len(dev_em) == len(capabilities):
+        row.update({f"dev_em_{k}": v for k, v in transfer_columns(dev_em, spent).items()})
     for c in capabilities:
         row[f"delta/{c}"] = deltas[c]
         row[f"spent/{c}"] = spent[c]
         if c in dev:
             row[f"dev_delta/{c}"] = dev[c]
+        if c in dev_em:
+            row[f"dev_probe/{c}"] = dev_probe[c]
+            row[f"dev_em_delta/{c}"] = dev_em[c]
     return row
 
 

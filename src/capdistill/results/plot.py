@@ -279,6 +279,9 @@ TRANSFER_STATISTICS = (
     ("dev_on_target_change", "dev: on-target change (log-likelihood per token)", 3),
     ("dev_off_target_change", "dev: off-target mean change (log-likelihood per token)", 3),
     ("dev_negative_transfer_rate", "dev: negative-transfer rate (%)", 1),
+    ("dev_em_on_target_change", "dev exact match: on-target change (points)", 1),
+    ("dev_em_off_target_change", "dev exact match: off-target mean change (points)", 1),
+    ("dev_em_negative_transfer_rate", "dev exact match: negative-transfer rate (%)", 1),
 )
 
 

@@ -94,7 +94,9 @@ class Record:
     reference: dict[str, Any]  # teacher and student base
     identification: dict[str, Any] | None  # pilot runs and learned requirements (identify=learned)
     timing: dict[str, float]
-    final_dev: dict[str, Any] | None  # the final student's task exact match on dev (what grid chooses on)
+    # the final student's task exact match on dev (what grid chooses on); with evaluation.dev_probe, `probe`:
+    # every capability's dev exact match
+    final_dev: dict[str, Any] | None
     fingerprint: str  # the config hash a relaunch compares
     lmeval: dict[str, Any] | None = None  # the final student re-scored through lm-eval
     # the teacher logit cache over the run: {"tokens", "bytes", "bytes_per_token", "examples_without"}
