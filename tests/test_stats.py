@@ -22,8 +22,9 @@ def test_mean_ci_is_the_student_t_interval() -> None:
     assert half == pytest.approx(T_975_4 * statistics.stdev([1, 2, 3, 4, 5]) / math.sqrt(5), rel=1e-6)
 
 
-def test_one_run_has_no_interval() -> None:
+def test_one_or_two_runs_have_no_interval() -> None:
     assert mean_ci([12.34]) == (12.34, None, 1)
+    assert mean_ci([0.0, 75.0]) == (37.5, None, 2)  # Student-t's factor with 1 degree of freedom is 12.7
     summary = summarize(pd.DataFrame({"variant": ["a"], "task_utility": [12.34]}), ["variant"], "task_utility")
     assert math.isnan(summary["ci"].iloc[0]) and summary["n"].iloc[0] == 1
     assert cell(12.34, None, 1) == cell(12.34, summary["ci"].iloc[0], 1) == "12.3 (n=1)"
@@ -33,6 +34,13 @@ def test_cells() -> None:
     assert cell(12.34, 1.44, 5) == "12.3 ± 1.4 (n=5)"
     assert cell(1.2, 0.8, 5, signed=True) == "+1.2 ± 0.8 (n=5)"
     assert cell(-1.2, None, 1, signed=True) == "-1.2 (n=1)"
+
+
+def test_a_rate_s_interval_is_clipped_to_its_range() -> None:
+    """The demo once printed '37.5 ± 476.5 (n=2)' for a percentage: an interval crossing 0 or 100 is clipped."""
+    assert cell(5.0, 8.0, 4, bounds=(0.0, 100.0)) == "5.0 [0.0, 13.0] (n=4)"
+    assert cell(95.8, 4.3, 18, bounds=(0.0, 100.0)) == "95.8 [91.5, 100.0] (n=18)"
+    assert cell(50.0, 4.0, 4, bounds=(0.0, 100.0)) == "50.0 ± 4.0 (n=4)"  # inside its range: symmetric
 
 
 NOISE = [0.01, -0.02, 0.015, 0.0, -0.01]

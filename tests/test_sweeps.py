@@ -258,9 +258,9 @@ def test_transfer_reports_its_statistics_beside_the_paper_s_on_eval_and_dev(tmp_
     statistics = text.split("transfer statistics")[1]
     assert "| statistic | 3k | 12k |" in statistics
     assert "| on-target change (points) | +3.0 ± 0.0 (n=8) | +12.0 ± 0.0 (n=8) |" in statistics
-    assert "| negative-transfer rate (%) | +50.0 ± 0.0 (n=8) |" in statistics
+    assert "| negative-transfer rate (%) | 50.0 ± 0.0 (n=8) |" in statistics  # a rate: unsigned
     assert "| dev: on-target change (log-likelihood per token) | +0.005 ± 0.004 (n=8) |" in statistics
-    assert "| dev: negative-transfer rate (%) | +25.0 ± 0.0 (n=8) |" in statistics
+    assert "| dev: negative-transfer rate (%) | 25.0 ± 0.0 (n=8) |" in statistics
     assert "dev: off-target" not in statistics  # a column the table lacks: no row
     older = fake_table().drop(columns=["negative_transfer_rate"])  # collected before any of these columns
     assert "transfer statistics" not in plot(older, "transfer", tmp_path)["markdown"]

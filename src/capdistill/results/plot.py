@@ -44,8 +44,16 @@ def tokens(n: float) -> str:
     return f"{n:g}"
 
 
-def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False, digits: int = 1) -> str:
-    """A `rows` x `cols` markdown table of `summary`'s cells 'mean ± ci (n=...)' (`signed` for differences)."""
+def markdown(
+    summary: pd.DataFrame,
+    rows: str,
+    cols: str,
+    signed: bool = False,
+    digits: int = 1,
+    bounds: tuple[float, float] | None = None,
+) -> str:
+    """A `rows` x `cols` markdown table of `summary`'s cells 'mean ± ci (n=...)' (`signed` for differences;
+    `bounds`: the quantity's range, to which an interval is clipped)."""
     col_values = sorted(summary[cols].unique())
     header = f"| {rows} | " + " | ".join(tokens(c) if cols == "budget_tokens" else str(c) for c in col_values) + " |"
     lines = [header, "|" + " --- |" * (len(col_values) + 1)]
@@ -54,12 +62,15 @@ def markdown(summary: pd.DataFrame, rows: str, cols: str, signed: bool = False, 
         for c in col_values:
             hit = part[part[cols] == c]
             cells.append(
-                "" if hit.empty else cell(hit["mean"].iloc[0], hit["ci"].iloc[0], hit["n"].iloc[0], signed, digits)
+                ""
+                if hit.empty
+                else cell(hit["mean"].iloc[0], hit["ci"].iloc[0], hit["n"].iloc[0], signed, digits, bounds)
             )
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+PERCENT = (0.0, 100.0)
 NEGATIVE_TRANSFER = (
     "negative-transfer rate (% of the capabilities a run spent nothing on that ended below the student base)"
 )
@@ -74,7 +85,7 @@ def negative_transfer(table: pd.DataFrame, rows: str) -> str:
     if rated.empty:
         return ""
     rates = summarize(rated, [rows, "budget_tokens"], "negative_transfer_rate")
-    return f"{NEGATIVE_TRANSFER}\n\n" + markdown(rates, rows, "budget_tokens")
+    return f"{NEGATIVE_TRANSFER}\n\n" + markdown(rates, rows, "budget_tokens", bounds=PERCENT)
 
 
 def report(table: pd.DataFrame, hue: str, baseline: str | None, pairs: pd.DataFrame | None) -> str:
@@ -272,16 +283,16 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
 
 
 # (column, label, digits): a run's transfer statistics on eval (exact match, points) and on dev (the proxy)
-TRANSFER_STATISTICS = (
-    ("on_target_change", "on-target change (points)", 1),
-    ("off_target_change", "off-target mean change (points)", 1),
-    ("negative_transfer_rate", "negative-transfer rate (%)", 1),
-    ("dev_on_target_change", "dev: on-target change (log-likelihood per token)", 3),
-    ("dev_off_target_change", "dev: off-target mean change (log-likelihood per token)", 3),
-    ("dev_negative_transfer_rate", "dev: negative-transfer rate (%)", 1),
-    ("dev_em_on_target_change", "dev exact match: on-target change (points)", 1),
-    ("dev_em_off_target_change", "dev exact match: off-target mean change (points)", 1),
-    ("dev_em_negative_transfer_rate", "dev exact match: negative-transfer rate (%)", 1),
+TRANSFER_STATISTICS = (  # column, label, digits, range (a rate's interval is clipped to it)
+    ("on_target_change", "on-target change (points)", 1, None),
+    ("off_target_change", "off-target mean change (points)", 1, None),
+    ("negative_transfer_rate", "negative-transfer rate (%)", 1, PERCENT),
+    ("dev_on_target_change", "dev: on-target change (log-likelihood per token)", 3, None),
+    ("dev_off_target_change", "dev: off-target mean change (log-likelihood per token)", 3, None),
+    ("dev_negative_transfer_rate", "dev: negative-transfer rate (%)", 1, PERCENT),
+    ("dev_em_on_target_change", "dev exact match: on-target change (points)", 1, None),
+    ("dev_em_off_target_change", "dev exact match: off-target mean change (points)", 1, None),
+    ("dev_em_negative_transfer_rate", "dev exact match: negative-transfer rate (%)", 1, PERCENT),
 )
 
 
@@ -289,10 +300,12 @@ def transfer_statistics(pooled: pd.DataFrame) -> str:
     """The paper's transfer statistics per budget, pooled over the distilled capabilities: on-target gain,
     off-target mean change and negative-transfer rate, on eval and on dev (what a choice reads)."""
     lines = ["transfer statistics, pooled over the distilled capabilities (eval, then dev)\n"]
-    for column, label, digits in TRANSFER_STATISTICS:
+    for column, label, digits, bounds in TRANSFER_STATISTICS:
         if column in pooled and pooled[column].notna().any():
             summary = summarize(pooled.assign(statistic=label), ["statistic", "budget_tokens"], column)
-            lines.append(markdown(summary, "statistic", "budget_tokens", signed=True, digits=digits))
+            lines.append(
+                markdown(summary, "statistic", "budget_tokens", bounds is None, digits, bounds)
+            )  # rates unsigned
     header, *tables = lines
     if not tables:  # a table collected before these columns existed
         return ""

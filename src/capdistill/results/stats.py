@@ -22,11 +22,15 @@ LEVEL = 0.95
 SETTING = ("experiment", "task", "loss", "budget_tokens")
 
 
+MIN_CI_N = 3  # fewer values give no interval: with 2, Student-t's factor is 12.7 and the interval says nothing
+
+
 def mean_ci(values: Iterable[float]) -> tuple[float, float | None, int]:
-    """Mean, Student-t 95% half-width (None below two values: no interval) and count of the non-NaN `values`."""
+    """Mean, Student-t 95% half-width (None below `MIN_CI_N` values: no interval) and count of the non-NaN
+    `values`."""
     sample = pd.Series(list(values), dtype=float).dropna()
     n = len(sample)
-    if n < 2:
+    if n < MIN_CI_N:
         return (float(sample.mean()) if n else math.nan), None, n
     half = student_t.ppf(0.5 + LEVEL / 2, n - 1) * sample.std(ddof=1) / math.sqrt(n)
     return float(sample.mean()), float(half), n
@@ -81,9 +85,22 @@ def over_tasks(table: pd.DataFrame) -> pd.DataFrame:
     return units.assign(task=f"mean of {len(tasks)} tasks")
 
 
-def cell(mean: float, ci: float | None, n: int, signed: bool = False, digits: int = 1) -> str:
-    """'12.3 ± 1.4 (n=5)'; '12.3 (n=1)' without an interval; `signed` for differences: '+1.2 ± 0.8 (n=5)'."""
+def cell(
+    mean: float,
+    ci: float | None,
+    n: int,
+    signed: bool = False,
+    digits: int = 1,
+    bounds: tuple[float, float] | None = None,
+) -> str:
+    """'12.3 ± 1.4 (n=5)'; '12.3 (n=2)' without an interval; `signed` for differences: '+1.2 ± 0.8 (n=5)'. A
+    quantity with a range (`bounds`, e.g. a rate in 0-100) whose interval crosses it gets the clipped interval:
+    '5.0 [0.0, 13.0] (n=4)'."""
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if ci is not None and not math.isnan(ci):
-        text += f" ± {ci:.{digits}f}"
+        if bounds is not None and (mean - ci < bounds[0] or mean + ci > bounds[1]):
+            low, high = max(mean - ci, bounds[0]), min(mean + ci, bounds[1])
+            text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        else:
+            text += f" ± {ci:.{digits}f}"
     return f"{text} (n={n})"
