@@ -2,7 +2,8 @@
 
 Each class is its own schema. A model option's YAML extends it (`defaults: [/schema/hf_model@_here_]`),
 so composition type-checks every field, and every field can be overridden from the command line;
-the `_target_` it carries names the class the run builds (`capdistill.components.build_model`).
+the `_target_` it carries names the class the run's typed settings hold it as (`components.typed_settings`,
+handed to each role as a `ModelRequest` by `components.model_requests`).
 Range checks live in `__post_init__`, next to the values.
 """
 

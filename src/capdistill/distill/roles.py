@@ -29,22 +29,22 @@ SERVER_LOG = "teacher-server.log"  # a launched teacher server's output, in the 
 
 def load_role(request: ModelRequest, sources: WorldSources, output_dir: Path) -> LoadedModel:
     """The teacher or student: the synthetic world's build (built on demand), or an HF model."""
-    mcfg, role, cache = request.model, request.role, request.cache_dir
-    if isinstance(mcfg, SyntheticModel):
+    spec, role, cache = request.model, request.role, request.cache_dir
+    if isinstance(spec, SyntheticModel):
         return ensure_model(request, sources, output_dir)
-    tokenizer = load_tokenizer(mcfg, role, cache)
-    served = mcfg.engine is not Engine.hf  # the teacher's weights stay with its engine
-    model = None if served else load_model(mcfg, role, cache, tokenizer)
-    init = asdict(mcfg.init)
-    if mcfg.init.scratch:
-        init["arch"] = asdict(mcfg.arch)
-        init["seed"] = mcfg.seed
-    loading = {"dtype": mcfg.dtype.value, "attn_implementation": mcfg.attn_implementation}
-    loading["chat_template"] = mcfg.chat_template
+    tokenizer = load_tokenizer(spec, role, cache)
+    served = spec.engine is not Engine.hf  # the teacher's weights stay with its engine
+    model = None if served else load_model(spec, role, cache, tokenizer)
+    init = asdict(spec.init)
+    if spec.init.scratch:
+        init["arch"] = asdict(spec.arch)
+        init["seed"] = spec.seed
+    loading = {"dtype": spec.dtype.value, "attn_implementation": spec.attn_implementation}
+    loading["chat_template"] = spec.chat_template
     if served:  # an engine writes in its own numerics (`hf` runs keep the key they always had)
-        loading["engine"] = mcfg.engine.value
-    info = {"name": mcfg.name, "path": mcfg.path, "init": init, "loading": loading}
-    return LoadedModel(model, tokenizer, Path(resolve_path(mcfg.path, role, cache)), info)
+        loading["engine"] = spec.engine.value
+    info = {"name": spec.name, "path": spec.path, "init": init, "loading": loading}
+    return LoadedModel(model, tokenizer, Path(resolve_path(spec.path, role, cache)), info)
 
 
 def teacher_engine(

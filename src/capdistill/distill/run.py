@@ -1,7 +1,7 @@
 """`capdistill distill`: the recipe of one distillation run, top to bottom.
 
-`setup` builds everything from the config once (the edge: below it, parts take values and
-built objects); `run_round` is one round of ReAD's loop: the allocator splits the round's
+`__init__` builds the parts the config alone determines (loss, allocator, settings: the edge, below
+which parts take values and built objects) and `setup` loads the models and what they score; `run_round` is one round of ReAD's loop: the allocator splits the round's
 slice of the budget from dev signals alone, the teacher writes responses to train prompts
 until each capability's share is spent, the student trains on them (Lightning, one optimizer
 for the run), the log-likelihood proxy is measured on the dev sets and the allocator learns

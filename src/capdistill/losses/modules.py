@@ -311,8 +311,8 @@ class MultiLevelOTLoss(DistillLoss):
     def __init__(
         self, *, temperature: float = 1.0, ce_weight: float = 1.0, chunk_size: int | None = None, **ot: Any
     ) -> None:
-        """`ot`: the fields of :class:`~capdistill.losses.cross_tokenizer.OTSettings` (top_k, std_normalize,
-        token_weight, kl_weight, seq_weight, sinkhorn_epsilon, sinkhorn_iters)."""
+        """`ot`: the fields of :class:`~capdistill.losses.cross_tokenizer.OTSettings` (`OT_OPTIONS`), checked
+        there."""
         super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
         unknown = sorted(set(ot) - set(OT_OPTIONS))
         if unknown:

@@ -67,42 +67,42 @@ def checkpoint_shape(path: str | None) -> dict[str, int] | None:
     return {key: getattr(loaded, key) for key in SHAPE_KEYS if isinstance(getattr(loaded, key, None), int)}
 
 
-def load_tokenizer(mcfg: Any, what: str, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
+def load_tokenizer(spec: Any, what: str, cache_dir: str | Path | None = None) -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a pad token (EOS when it has none) and its chat-template choice."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path(mcfg.path, what, cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(spec.path, what, cache_dir))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if mcfg.chat_template:
+    if spec.chat_template:
         if not tokenizer.chat_template:
-            raise CapdistillError(f"{what}.chat_template=true but the tokenizer of {mcfg.path} has no chat template")
+            raise CapdistillError(f"{what}.chat_template=true but the tokenizer of {spec.path} has no chat template")
         use_chat_template(tokenizer)
     return tokenizer
 
 
 def load_model(
-    mcfg: Any, what: str, cache_dir: str | Path | None = None, tokenizer: PreTrainedTokenizerBase | None = None
+    spec: Any, what: str, cache_dir: str | Path | None = None, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> PreTrainedModel:
-    """The causal LM in eval mode, in `mcfg.dtype`, with `mcfg.attn_implementation` if set.
+    """The causal LM in eval mode, in `spec.dtype`, with `spec.attn_implementation` if set.
 
     `init.layers` keeps those layers of the checkpoint, `init.hidden_size` and
     `init.intermediate_size` narrow it; `init.scratch` builds a random Llama shaped by `arch`
     for `tokenizer` instead of loading weights.
     """
-    dtype = getattr(mcfg.dtype, "value", mcfg.dtype)  # an Enum member from a DictConfig, or a plain str
+    dtype = getattr(spec.dtype, "value", spec.dtype)  # an Enum member from a DictConfig, or a plain str
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype]}
-    if mcfg.attn_implementation:
-        kwargs["attn_implementation"] = mcfg.attn_implementation
-    path = resolve_path(mcfg.path, what, cache_dir)
-    if mcfg.init.scratch:
+    if spec.attn_implementation:
+        kwargs["attn_implementation"] = spec.attn_implementation
+    path = resolve_path(spec.path, what, cache_dir)
+    if spec.init.scratch:
         if tokenizer is None:
-            tokenizer = load_tokenizer(mcfg, what, cache_dir)
-        model = scratch_model(mcfg.arch, tokenizer, mcfg.seed, mcfg.attn_implementation)
+            tokenizer = load_tokenizer(spec, what, cache_dir)
+        model = scratch_model(spec.arch, tokenizer, spec.seed, spec.attn_implementation)
         return model.to(kwargs["dtype"] if dtype != "auto" else torch.float32).eval()
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if mcfg.init.layers is not None:
-        keep_layers(model, list(mcfg.init.layers))
-    if mcfg.init.hidden_size is not None or mcfg.init.intermediate_size is not None:
-        narrow(model, mcfg.init.hidden_size, mcfg.init.intermediate_size)
+    if spec.init.layers is not None:
+        keep_layers(model, list(spec.init.layers))
+    if spec.init.hidden_size is not None or spec.init.intermediate_size is not None:
+        narrow(model, spec.init.hidden_size, spec.init.intermediate_size)
     return model.eval()
 
 
@@ -223,33 +223,33 @@ def scratch_model(
     return LlamaForCausalLM(config)
 
 
-def check_init(mcfg: Any, role: str) -> None:
+def check_init(spec: Any, role: str) -> None:
     """An HF model's initialisation: kept layers and widths within the checkpoint's, or a scratch shape."""
-    shape = checkpoint_shape(mcfg.path)
-    layers, depth = mcfg.init.layers, None if shape is None else shape.get("num_hidden_layers", 0)
-    if depth == 0 and not mcfg.init.scratch:
-        raise CapdistillError(f"{role}.path {mcfg.path} is a tokenizer only: set {role}.init.scratch=true")
+    shape = checkpoint_shape(spec.path)
+    layers, depth = spec.init.layers, None if shape is None else shape.get("num_hidden_layers", 0)
+    if depth == 0 and not spec.init.scratch:
+        raise CapdistillError(f"{role}.path {spec.path} is a tokenizer only: set {role}.init.scratch=true")
     if layers is not None:
-        if mcfg.init.scratch:
+        if spec.init.scratch:
             raise CapdistillError(f"{role}.init: layers and scratch exclude each other")
         if not layers or len(set(layers)) != len(layers):
             raise CapdistillError(f"{role}.init.layers must be a non-empty list of distinct layer indices")
         bad = [i for i in layers if depth is not None and not 0 <= i < depth]
         if bad:
             raise CapdistillError(
-                f"{role}.init.layers: layer {bad[0]} is outside {mcfg.path}'s depth ({depth} layers, 0-{depth - 1})"
+                f"{role}.init.layers: layer {bad[0]} is outside {spec.path}'s depth ({depth} layers, 0-{depth - 1})"
             )
     for key in ("hidden_size", "intermediate_size"):
-        width = getattr(mcfg.init, key)
+        width = getattr(spec.init, key)
         if width is None:
             continue
-        if mcfg.init.scratch:
+        if spec.init.scratch:
             raise CapdistillError(f"{role}.init: {key} and scratch exclude each other (a scratch shape is arch.{key})")
         full = (shape or {}).get(key)
         if width <= 0 or (full is not None and width > full):
             raise CapdistillError(
-                f"{role}.init.{key}={width} must be in 1..{full or 'the checkpoint width'} ({mcfg.path})"
+                f"{role}.init.{key}={width} must be in 1..{full or 'the checkpoint width'} ({spec.path})"
             )
         heads = (shape or {}).get("num_attention_heads")
         if key == "hidden_size" and heads and width % heads:
-            raise CapdistillError(f"{role}.init.hidden_size={width} must be a multiple of {mcfg.path}'s {heads} heads")
+            raise CapdistillError(f"{role}.init.hidden_size={width} must be a multiple of {spec.path}'s {heads} heads")

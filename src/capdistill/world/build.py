@@ -174,44 +174,44 @@ def train_model(
     request: ModelRequest, sources: WorldSources, output_dir: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """Train the role's model from scratch on the world's train splits with Lightning."""
-    mcfg = request.model
-    tcfg = mcfg.train
-    pl.seed_everything(mcfg.seed, workers=True, verbose=False)
-    tokenizer = world_tokenizer(sources, mcfg.tokenizer.value, mcfg.vocab_size)
-    model = build_llama(asdict(mcfg.arch), tokenizer, mcfg.seed)
-    weights = {n: float(tcfg.mix.get(n, 1.0)) for n in sources.all_sources}
+    spec = request.model
+    train = spec.train
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    tokenizer = world_tokenizer(sources, spec.tokenizer.value, spec.vocab_size)
+    model = build_llama(asdict(spec.arch), tokenizer, spec.seed)
+    weights = {n: float(train.mix.get(n, 1.0)) for n in sources.all_sources}
 
     def batches(weights: dict[str, float]) -> BatchStream:
         return BatchStream(
-            sources.all_sources, weights, sources.difficulties, tokenizer, mcfg.seed, tcfg.batch_size, tcfg.bucket
+            sources.all_sources, weights, sources.difficulties, tokenizer, spec.seed, train.batch_size, train.bucket
         )
 
     stream: IterableDataset = batches(weights)
-    if tcfg.curriculum_steps:
-        first = {n: float(tcfg.curriculum_mix.get(n, 0.0)) for n in sources.all_sources}
-        stream = StagedStream([(batches(first), tcfg.curriculum_steps), (stream, 0)])
-    stage = (tcfg.curriculum_steps, (tcfg.curriculum_lr or tcfg.lr) / tcfg.lr)
+    if train.curriculum_steps:
+        first = {n: float(train.curriculum_mix.get(n, 0.0)) for n in sources.all_sources}
+        stream = StagedStream([(batches(first), train.curriculum_steps), (stream, 0)])
+    stage = (train.curriculum_steps, (train.curriculum_lr or train.lr) / train.lr)
     module = CausalLMModule(
-        model, tcfg.lr, tcfg.weight_decay, tcfg.warmup_steps, tcfg.max_steps, tcfg.min_lr_ratio, stage
+        model, train.lr, train.weight_decay, train.warmup_steps, train.max_steps, train.min_lr_ratio, stage
     )
-    stopper = DevProbeStopping(sources, tokenizer, tcfg.dev_size, tcfg.eval_every, tcfg.target)
+    stopper = DevProbeStopping(sources, tokenizer, train.dev_size, train.eval_every, train.target)
     trainer = pl.Trainer(
         accelerator=request.accelerator,
         devices=1,
         precision=request.precision,
-        max_steps=tcfg.max_steps,
-        max_time={"minutes": tcfg.max_minutes} if tcfg.max_minutes else None,
-        gradient_clip_val=tcfg.grad_clip,
+        max_steps=train.max_steps,
+        max_time={"minutes": train.max_minutes} if train.max_minutes else None,
+        gradient_clip_val=train.grad_clip,
         callbacks=[stopper],
         logger=pl.loggers.CSVLogger(output_dir, name=f"build-{request.role}"),
-        log_every_n_steps=max(1, min(50, tcfg.max_steps)),  # a short build logs too: no empty version_0/
+        log_every_n_steps=max(1, min(50, train.max_steps)),  # a short build logs too: no empty version_0/
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         deterministic=True,
     )
     start = time.time()
-    if tcfg.max_steps > 0:
+    if train.max_steps > 0:
         trainer.fit(module, DataLoader(stream, batch_size=None))
     model = module.model.cpu().eval()
     stats = {"steps": trainer.global_step, "train_seconds": time.time() - start, "dev_history": stopper.history}
