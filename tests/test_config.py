@@ -34,6 +34,7 @@ def test_default_config_composes_and_validates(make_cfg) -> None:
 # options that need something from the user or the machine, and the one-line error without it
 NEEDS = {
     "allocator=fixed": "needs allocator.weights",
+    "allocator=tilted": "needs allocator.toward",
     "teacher=hf": "teacher.path is not set",
     "student=hf": "student.path is not set",
     "capabilities=paper": "capabilities=paper needs HF models: teacher=synthetic",
