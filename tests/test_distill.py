@@ -479,3 +479,6 @@ def test_a_run_saved_before_components_were_instantiated_still_resumes(make_cfg)
     assert "allocator.name" in same_run(saved["fingerprint"], saved["config"], other)
     student = run_identity(OmegaConf.to_container(make_cfg(*overrides, "student.seed=3"), resolve=True))
     assert same_run(saved["fingerprint"], saved["config"], student) == ["student.seed"]
+    # an option added since keeps the saved run's identity at its default, and changes it when set
+    probed = run_identity(OmegaConf.to_container(make_cfg(*overrides, "evaluation.dev_probe=true"), resolve=True))
+    assert same_run(saved["fingerprint"], saved["config"], probed) == ["evaluation.dev_probe"]

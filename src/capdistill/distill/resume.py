@@ -58,6 +58,10 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(distill, dict) and not (distill.get("curriculum") or {}).get("stages"):
         # no curriculum draws prompts as before curricula existed: runs saved before keep their fingerprint
         identity["distill"] = {k: v for k, v in distill.items() if k != "curriculum"}
+    evaluation = identity.get("evaluation")
+    if isinstance(evaluation, dict) and not evaluation.get("dev_probe"):
+        # no dev exact match per capability scores as before the option existed: the same run
+        identity["evaluation"] = {k: v for k, v in evaluation.items() if k != "dev_probe"}
     return identity
 
 
