@@ -1,14 +1,15 @@
 """`capdistill distill`: the recipe of one distillation run, top to bottom.
 
-`__init__` builds the parts the config alone determines (loss, allocator, settings: the edge, below
-which parts take values and built objects) and `setup` loads the models and what they score; `run_round` is one round of ReAD's loop: the allocator splits the round's
-slice of the budget from dev signals alone, the teacher writes responses to train prompts
-until each capability's share is spent, the student trains on them (Lightning, one optimizer
-for the run), the log-likelihood proxy is measured on the dev sets and the allocator learns
-from it; at evaluation checkpoints and after the last round the eval sets are scored by
-exact match (reports only). `finish` scores the final student and writes `record.json`
-atomically. Each round is saved as it completes (`distill.resume`), so a killed run restarted
-in the same output directory resumes after its last completed round, exactly.
+`__init__` builds the parts the config alone determines (loss, allocator, settings: the edge,
+below which parts take values and built objects) and `setup` loads the models and what they
+score. `run_round` is one round of ReAD's loop: the allocator splits the round's slice of the
+budget from dev signals alone, the teacher writes responses to train prompts until each
+capability's share is spent, the student trains on them (Lightning, one optimizer for the run),
+the log-likelihood proxy is measured on the dev sets and the allocator learns from it; at
+evaluation checkpoints and after the last round the eval sets are scored by exact match (reports
+only). `finish` scores the final student and writes `record.json` atomically. Each round is
+saved as it completes (`distill.resume`), so a killed run restarted in the same output directory
+resumes after its last completed round, exactly.
 """
 
 from __future__ import annotations

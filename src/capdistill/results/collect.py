@@ -45,7 +45,7 @@ def variant(name: str, allocator: dict[str, Any]) -> str:
         weights = allocator.get("weights") or {}
         return "fixed:" + ",".join(f"{c}={w:g}" for c, w in sorted(weights.items()))
     if name == "tilted":
-        shift = f"@{allocator['shift']:g}" if allocator.get("shift") is not None else ""  # set: the class's default
+        shift = f"@{allocator['shift']:g}" if allocator.get("shift") is not None else ""  # unset: the class's default
         return f"tilted:{allocator['toward']}{shift}"
     if name == "read":
         off = [label for key, value, label in ABLATIONS if allocator.get(key) == value]
