@@ -303,9 +303,8 @@ def transfer_statistics(pooled: pd.DataFrame) -> str:
     for column, label, digits, bounds in TRANSFER_STATISTICS:
         if column in pooled and pooled[column].notna().any():
             summary = summarize(pooled.assign(statistic=label), ["statistic", "budget_tokens"], column)
-            lines.append(
-                markdown(summary, "statistic", "budget_tokens", bounds is None, digits, bounds)
-            )  # rates unsigned
+            signed = bounds is None  # changes are signed, rates are not
+            lines.append(markdown(summary, "statistic", "budget_tokens", signed=signed, digits=digits, bounds=bounds))
     header, *tables = lines
     if not tables:  # a table collected before these columns existed
         return ""
