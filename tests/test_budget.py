@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capdistill.errors import CapdistillError
-from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
+from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens, with_replay
 
 NAMES = ["a", "b", "c", "d"]
 weights = st.dictionaries(st.sampled_from(NAMES), st.floats(0, 10), min_size=1).filter(lambda w: sum(w.values()) > 0)
@@ -53,8 +53,29 @@ def test_normalize_weights_fills_missing_with_zero() -> None:
 
 @pytest.mark.parametrize(
     ("w", "needle"),
-    [({"z": 1.0}, "unknown capability 'z'"), ({"a": -1.0, "b": 2.0}, "negative"), ({"a": 0.0}, "sum to 0")],
+    [
+        ({"z": 1.0}, "unknown capability 'z'"),
+        ({"a": -1.0, "b": 2.0}, "negative"),
+        ({"a": 0.0}, "sum to 0"),
+        ({"a": float("nan"), "b": 1.0}, "'a' is not a finite number"),
+        ({"a": float("inf")}, "'a' is not a finite number"),
+    ],
 )
 def test_bad_weights_are_named(w: dict[str, float], needle: str) -> None:
     with pytest.raises(CapdistillError, match=needle):
         normalize_weights(w, NAMES)
+
+
+@given(w=weights, replay=st.floats(0, 0.99))
+def test_replay_spreads_its_fraction_evenly_and_keeps_the_split_otherwise(w: dict[str, float], replay: float) -> None:
+    split = normalize_weights(w, NAMES)
+    mixed = with_replay(split, replay)
+    assert sum(mixed.values()) == pytest.approx(1.0)
+    for name in NAMES:
+        assert mixed[name] == pytest.approx((1 - replay) * split[name] + replay / len(NAMES))
+        assert mixed[name] >= replay / len(NAMES) - 1e-12  # every capability gets its replay share
+    assert with_replay(split, 0.0) == split  # no replay: the split exactly (runs from before the option)
+
+
+def test_replay_by_hand() -> None:
+    assert with_replay({"a": 1.0, "b": 0.0}, 0.2) == pytest.approx({"a": 0.9, "b": 0.1})

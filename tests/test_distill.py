@@ -81,6 +81,28 @@ def test_weighted_task_utility_is_the_requirement_weighted_probe_mean(run_micro)
     assert record["lmeval"]["probe"] == record["final"]["probe"]
 
 
+def test_a_replay_slice_spends_its_fraction_on_every_capability_and_counts_in_the_budget(run_micro) -> None:
+    """budget.replay: a quarter of each round spread evenly over all capabilities; the allocator's own split is what
+    the round records as its allocation, and collect counts only what it chose as on target."""
+    from capdistill.results.collect import record_row
+
+    record, _ = run_micro("allocator=single", "allocator.capability=math", "budget.replay=0.25", "budget.rounds=2")
+    names = record["config"]["capabilities"]["names"]
+    for entry in record["rounds"]:
+        assert entry["allocation"] == {c: float(c == "math") for c in names}
+        allotted, shares = entry["allotted_tokens"], entry["allotted_by_capability"]
+        assert sum(shares.values()) == allotted
+        for c in names:  # largest remainder: within a token of the mixed split
+            assert abs(shares[c] - allotted * (0.75 * (c == "math") + 0.25 / len(names))) < 1
+    spent = record["budget"]["spent_by_capability"]
+    assert all(spent[c] > 0 for c in names) and sum(spent.values()) == record["budget"]["spent_tokens"] <= 5000
+    row = record_row(record, "r")
+    assert row["variant"] == "single:math+replay=0.25"
+    assert row["on_target_change"] == row["delta/math"]
+    off = [row[f"delta/{c}"] for c in names if c != "math"]
+    assert row["off_target_change"] == pytest.approx(sum(off) / len(off))
+
+
 def test_dev_probe_scores_every_capability_on_dev_for_the_student_and_its_base(run_micro) -> None:
     """evaluation.dev_probe: the final student's and the base's exact match on every capability's dev set; a
     weighted task's dev utility is their requirement-weighted mean (the same items), and collect turns them into
@@ -482,3 +504,5 @@ def test_a_run_saved_before_components_were_instantiated_still_resumes(make_cfg)
     # an option added since keeps the saved run's identity at its default, and changes it when set
     probed = run_identity(OmegaConf.to_container(make_cfg(*overrides, "evaluation.dev_probe=true"), resolve=True))
     assert same_run(saved["fingerprint"], saved["config"], probed) == ["evaluation.dev_probe"]
+    replayed = run_identity(OmegaConf.to_container(make_cfg(*overrides, "budget.replay=0.1"), resolve=True))
+    assert same_run(saved["fingerprint"], saved["config"], replayed) == ["budget.replay"]

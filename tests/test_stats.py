@@ -190,7 +190,14 @@ def test_negative_transfer_counts_the_unspent_capabilities_that_fell_below_the_b
     assert row["dev_em_delta/math"] == 25.0 and row["dev_em_on_target_change"] == 25.0
     assert row["dev_em_negative_transfer_rate"] == pytest.approx(200 / 3)
     assert row["dev_em_off_target_change"] == pytest.approx((-12.5 + 0.0 - 2.5) / 3) and row["dev_probe/code"] == 0.0
+    # a replay slice (budget.replay) spends on every capability; off target are still those the allocator did not
+    # choose: the same statistics
     record["budget"]["spent_by_capability"] = dict.fromkeys(record["budget"]["spent_by_capability"], 10)
+    record["config"]["budget"] = {"replay": 0.1}
+    row = record_row(record, "r")
+    assert row["negative_transfer_rate"] == pytest.approx(100 * 2 / 3) and row["on_target_change"] == 10.0
+    assert row["variant"] == "uniform+replay=0.1"
+    record["rounds"][0]["allocation"] = dict.fromkeys(record["budget"]["spent_by_capability"], 0.25)
     assert math.isnan(record_row(record, "r")["negative_transfer_rate"])  # nothing off target
 
 

@@ -156,10 +156,15 @@ class TaskConf:
 class BudgetConf:
     total_tokens: Any = "50k"  # int or '50k' / '2M'
     rounds: int = 20  # decision rounds (the paper: T = 20)
+    # a general replay slice: this fraction of every round's tokens spread evenly over all capabilities,
+    # whatever the allocator decides (continual learning's guard against forgetting, counted by the budget)
+    replay: float = 0.0
 
     def __post_init__(self) -> None:
         parse_tokens(self.total_tokens)
         positive("budget.", rounds=self.rounds)
+        if not 0.0 <= self.replay < 1.0:  # NaN fails too
+            raise ConfigError(f"budget.replay must be in [0, 1), got {self.replay!r}")
 
 
 @dataclass

@@ -62,6 +62,10 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(evaluation, dict) and not evaluation.get("dev_probe"):
         # no dev exact match per capability scores as before the option existed: the same run
         identity["evaluation"] = {k: v for k, v in evaluation.items() if k != "dev_probe"}
+    budget = identity.get("budget")
+    if isinstance(budget, dict) and not budget.get("replay"):
+        # no replay slice spends as before the option existed
+        identity["budget"] = {k: v for k, v in budget.items() if k != "replay"}
     return identity
 
 

@@ -72,7 +72,7 @@ from capdistill.models.packing import check_packing
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
-from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens
+from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens, with_replay
 from capdistill.supervision.engines import TeacherEngine
 from capdistill.supervision.slices import PromptStream
 from capdistill.supervision.teacher_cache import cache_summary, merge_summaries
@@ -161,6 +161,7 @@ class DistillRecipe:
         self.identity = run_identity(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
         self.names = list(cfg.capabilities.names)
         self.total, self.rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
+        self.replay = cfg.budget.replay  # the general replay slice's fraction of every round
         self.task_source, self.batch = cfg.task.source, cfg.capabilities.probe_batch_size
         self.loss = build_loss(cfg)
         self.allocator = build_allocator(cfg)
@@ -284,7 +285,7 @@ class DistillRecipe:
         )
 
     def prepare_rounds(self) -> None:
-        """Prompt streams, logger, the training module (resumed if rounds were saved), the allocator's replay."""
+        """Prompt streams, logger, the training module (resumed if rounds were saved), the allocator's replay of them."""
         cfg, out = self.cfg, self.out
         self.streams = {
             c: PromptStream(self.sources.capabilities[c], str(cfg.seed), self.sources.difficulties) for c in self.names
@@ -299,7 +300,7 @@ class DistillRecipe:
         if self.history:
             log.info("resuming after round %d of %d from %s", len(self.history), self.rounds, out / ROUNDS_DIR)
             resume_state(out, self.history, self.student, self.module)
-        self.replay()
+        self.replay_history()
         # between checkpoints, only the dev sets a decision reads: the loop stays lean
         signals = self.allocator.signals(self.requirements)
         self.read = {n for n in signals if n != TASK}
@@ -327,7 +328,7 @@ class DistillRecipe:
             history=[decision_view(e) for e in history],
         )
 
-    def replay(self) -> None:
+    def replay_history(self) -> None:
         """Feed a resumed run's completed rounds to the allocator, as if it had just run them."""
         for index, entry in enumerate(self.history):
             context = self.context(index, self.history[:index])
@@ -342,9 +343,9 @@ class DistillRecipe:
         context = self.context(index, history)
         t_allocate = time.time()
         decided = self.allocator.decide(context)
-        allocation = normalize_weights(decided.split, names)
+        allocation = normalize_weights(decided.split, names)  # what the allocator learns from: its own split
         allotted = round_slice(self.total, context.spent_tokens, self.rounds - index)
-        shares = split_tokens(allotted, allocation)
+        shares = split_tokens(allotted, with_replay(allocation, self.replay))
         cursors = {
             c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in history) for c in names
         }

@@ -82,7 +82,8 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         "experiment": record.get("experiment", cfg.get("experiment_name")),
         "allocator": record.get("allocator", cfg["allocator"].get("name")),
         "variant": variant(record.get("allocator", cfg["allocator"].get("name")), cfg["allocator"])
-        + ("+curriculum" if ((cfg.get("distill") or {}).get("curriculum") or {}).get("stages") else ""),
+        + ("+curriculum" if ((cfg.get("distill") or {}).get("curriculum") or {}).get("stages") else "")
+        + (f"+replay={replay:g}" if (replay := (cfg.get("budget") or {}).get("replay")) else ""),
         "figure": (cfg.get("report") or {}).get("figure"),
         "loss": record.get("loss", cfg["loss"].get("name")),  # records before `_target_` had it in the config
         "task": record.get("task", cfg["task"]["name"]),
@@ -103,18 +104,20 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
         row["lmeval_task_utility"] = record["lmeval"]["task_utility"]
     deltas = {c: final["probe"][c] - base["probe"][c] for c in capabilities}
     row["task_gain"] = final["task_utility"] - base["task_utility"]
-    row.update(transfer_columns(deltas, spent))
+    # on-target: the capabilities the allocator spent on (a replay slice spends on all, chosen by none)
+    chosen = {c for c in capabilities if spent[c] > 0 and any(e["allocation"].get(c, 0) > 0 for e in record["rounds"])}
+    row.update(transfer_columns(deltas, chosen))
     # the same on dev, in the proxy's units (log-likelihood per token of the teacher's responses): what a
     # choice made from a transfer sweep reads (records without a dev proxy per capability: none)
     loglik, base_loglik = final.get("probe_loglik", {}), base.get("probe_loglik", {})
     dev = {c: loglik[c] - base_loglik[c] for c in capabilities if c in loglik and c in base_loglik}
     if len(dev) == len(capabilities):
-        row.update({f"dev_{k}": v for k, v in transfer_columns(dev, spent).items()})
+        row.update({f"dev_{k}": v for k, v in transfer_columns(dev, chosen).items()})
     # and in the paper's own units, exact match on dev (runs with evaluation.dev_probe)
     dev_probe, base_dev_probe = (record.get("final_dev") or {}).get("probe", {}), base.get("dev_probe", {})
     dev_em = {c: dev_probe[c] - base_dev_probe[c] for c in capabilities if c in dev_probe and c in base_dev_probe}
     if len(dev_em) == len(capabilities):
-        row.update({f"dev_em_{k}": v for k, v in transfer_columns(dev_em, spent).items()})
+        row.update({f"dev_em_{k}": v for k, v in transfer_columns(dev_em, chosen).items()})
     for c in capabilities:
         row[f"delta/{c}"] = deltas[c]
         row[f"spent/{c}"] = spent[c]
@@ -126,12 +129,12 @@ def record_row(record: dict[str, Any], run: str) -> dict[str, Any]:
     return row
 
 
-def transfer_columns(deltas: dict[str, float], spent: dict[str, int]) -> dict[str, float]:
-    """A run's transfer statistics from its capabilities' changes over the student base: the mean change of those it
-    spent on (on-target) and of those it did not (off-target), the sum of the off-target drops (negative
-    spillover), and the share (%) of the off-target capabilities that ended below the base (negative transfer)."""
-    on = [d for c, d in deltas.items() if spent[c] > 0]
-    off = [d for c, d in deltas.items() if spent[c] == 0]
+def transfer_columns(deltas: dict[str, float], on_target: set[str]) -> dict[str, float]:
+    """A run's transfer statistics from its capabilities' changes over the student base: the mean change of the
+    `on_target` ones and of the others (off-target), the sum of the off-target drops (negative spillover), and the
+    share (%) of the off-target capabilities that ended below the base (negative transfer)."""
+    on = [d for c, d in deltas.items() if c in on_target]
+    off = [d for c, d in deltas.items() if c not in on_target]
     return {
         "on_target_change": sum(on) / len(on) if on else math.nan,
         "off_target_change": sum(off) / len(off) if off else 0.0,

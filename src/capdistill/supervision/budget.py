@@ -7,6 +7,7 @@ student's tokenizer; prompts are not counted (the paper's accounting).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from capdistill.errors import CapdistillError
@@ -28,6 +29,9 @@ def normalize_weights(weights: Mapping[str, float], names: list[str]) -> dict[st
     unknown = [c for c in weights if c not in names]
     if unknown:
         raise CapdistillError(f"allocation weight for unknown capability {unknown[0]!r}; known: {', '.join(names)}")
+    infinite = [c for c, w in weights.items() if not math.isfinite(w)]
+    if infinite:
+        raise CapdistillError(f"allocation weight of {infinite[0]!r} is not a finite number ({weights[infinite[0]]})")
     negative = [c for c, w in weights.items() if w < 0]
     if negative:
         raise CapdistillError(f"allocation weight of {negative[0]!r} is negative ({weights[negative[0]]})")
@@ -53,3 +57,12 @@ def split_tokens(tokens: int, weights: Mapping[str, float]) -> dict[str, int]:
     for c in order[: tokens - sum(out.values())]:
         out[c] += 1
     return out
+
+
+def with_replay(allocation: Mapping[str, float], replay: float) -> dict[str, float]:
+    """An allocator's split (summing to 1) with a general replay slice: `replay` of the round spread evenly over
+    every capability, the rest split as the allocator decided. Replay 0 returns the split unchanged."""
+    if not replay:
+        return dict(allocation)
+    even = replay / len(allocation)
+    return {c: (1.0 - replay) * w + even for c, w in allocation.items()}
