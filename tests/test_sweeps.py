@@ -243,6 +243,12 @@ def test_transfer_reports_the_marginal_gain_per_budget_increment(tmp_path: Path)
     # the spillover grows with budget, pooled over every distilled capability (2 x 2 seeds x 2 losses)
     assert "| one capability, pooled | -1.0 ± 0.0 (n=8) | -4.0 ± 0.0 (n=8) |" in text
     assert "negative-transfer rate" in text and "| one capability, pooled | 50.0 ± 0.0 (n=8) |" in text
+    # runs with a replay slice (or a curriculum) are read as the capability they distilled
+    table = fake_table()
+    replayed = table.assign(
+        variant=table["variant"].where(table["allocator"] != "single", table["variant"] + "+replay=0.1")
+    )
+    assert plot(replayed, "transfer", tmp_path)["markdown"] == text
 
 
 def test_transfer_reports_its_statistics_beside_the_paper_s_on_eval_and_dev(tmp_path: Path) -> None:

@@ -236,6 +236,11 @@ def bars(table: pd.DataFrame, title: str, baseline: str | None = None) -> tuple[
     return fig, report(table, "variant", baseline, pairs)
 
 
+def distilled(variant: str) -> str:
+    """The capability a `single` run distilled, from its variant label (`single:math`, `single:math+replay=0.1`)."""
+    return variant.split(":", 1)[1].split("+", 1)[0]
+
+
 def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     """T_ij(B) heatmaps per budget, negative spillover vs budget, and the marginal on-target gain
     per budget increment (paper Fig 1 a-d; runs with allocator=single)."""
@@ -249,7 +254,7 @@ def transfer(table: pd.DataFrame, title: str) -> tuple[Figure, str]:
     for ax, budget in zip(axes, budgets):
         part = single[single["budget_tokens"] == budget]
         matrix = part.groupby("variant")[[f"delta/{c}" for c in caps]].mean()
-        matrix.index = [v.split(":", 1)[1] for v in matrix.index]
+        matrix.index = [distilled(v) for v in matrix.index]
         limit = max(1.0, float(matrix.abs().to_numpy().max()))
         image = ax.imshow(matrix.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit)
         ax.set_xticks(range(len(caps)), caps, rotation=60, ha="right", fontsize=7)
@@ -314,7 +319,7 @@ def transfer_statistics(pooled: pd.DataFrame) -> str:
 def marginal_gains(single: pd.DataFrame, budgets: list[int], ax: Any) -> str:
     """Per distilled capability: the gain on itself per 1k tokens between consecutive budgets
     (from 0 tokens, where the gain is 0), drawn on `ax`; returns the markdown table."""
-    target = single["variant"].str.split(":", n=1).str[1]
+    target = single["variant"].map(distilled)
     own = single.assign(target=target, gain=[row[f"delta/{t}"] for t, (_, row) in zip(target, single.iterrows())])
     means = own.groupby(["target", "budget_tokens"])["gain"].mean().unstack().reindex(columns=budgets)
     steps = [0, *budgets]
