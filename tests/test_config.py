@@ -16,7 +16,7 @@ from capdistill.config.model_specs import ArchConf, Dtype, HFModel, SyntheticMod
 from capdistill.config.schema import ConfigError
 from capdistill.errors import CapdistillError
 
-GROUPS = ["teacher", "student", "capabilities", "budget", "allocator", "loss", "trainer", "logger"]
+GROUPS = ["teacher", "student", "capabilities", "budget", "allocator", "loss", "trainer", "logger", "regime"]
 
 
 def options(group: str) -> list[str]:
@@ -58,6 +58,15 @@ def test_every_group_option_composes_and_validates(make_cfg, group: str) -> None
         else:
             with pytest.raises(CapdistillError, match=needle):
                 validate(cfg)
+
+
+def test_a_regime_sets_the_replay_slice_whatever_the_budget(make_cfg) -> None:
+    """regime=strong_interference (the default) distils with no replay slice; mild_interference with 10%, over any
+    budget option, and an explicit budget.replay still wins."""
+    assert make_cfg().budget.replay == 0.0
+    assert make_cfg("regime=mild_interference", "budget=b200k").budget.replay == 0.1
+    assert make_cfg("regime=mild_interference", "budget.replay=0.2").budget.replay == 0.2
+    assert make_cfg("experiment=transfer_mild_interference").budget.replay == 0.1
 
 
 def test_micro_experiment_shrinks_the_world(make_cfg) -> None:
