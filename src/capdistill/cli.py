@@ -43,7 +43,10 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
     if not verbose and not interactive():  # a log file or a pipe: bars are noise (tqdm reads this when imported)
         os.environ.setdefault("TQDM_DISABLE", "1")
 
+    started: list[bool] = []  # a job began: an OSError after this is the task's own, not Hydra's run directory
+
     def job(cfg: Any) -> None:
+        started.append(True)
         try:
             from capdistill.components import validate
 
@@ -60,7 +63,7 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
     parser = get_args_parser()
     args = parser.parse_args(argv)
     args.overrides.append(f"hydra.job.name={name.replace('-', '_')}")  # outputs/<name>/... and the job's log
-    with one_line_config_errors(name):
+    with one_line_config_errors(name, started):
         try:
             _run_hydra(args=args, args_parser=parser, task_function=job, config_path=str(CONF_DIR), config_name="train")
         except ValueError as err:  # Hydra's own flag check, made before anything it reports
@@ -72,9 +75,10 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
 
 
 @contextlib.contextmanager
-def one_line_config_errors(name: str) -> Iterator[None]:
-    """Hydra's composition errors (an unknown option, a typo'd key, a value of the wrong type) as one line
-    and exit status 2, like capdistill's own; HYDRA_FULL_ERROR=1 still shows Hydra's full report."""
+def one_line_config_errors(name: str, started: list[bool]) -> Iterator[None]:
+    """Hydra's composition errors (an unknown option, a typo'd key, a value of the wrong type), and a run or sweep
+    directory it cannot create before any job has `started`, as one line and exit status 2, like capdistill's
+    own; HYDRA_FULL_ERROR=1 still shows Hydra's full report."""
     from hydra._internal import utils as hydra_utils
     from hydra.errors import CompactHydraException
 
@@ -88,6 +92,15 @@ def one_line_config_errors(name: str) -> Iterator[None]:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 print(f"capdistill {name}: error: {one_line(err)}", file=sys.stderr)
+                sys.exit(2)
+            except OSError as err:
+                if started or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(
+                    f"capdistill {name}: error: cannot create or write the run directory {err.filename or ''} "
+                    f"({err.strerror or err}): set hydra.run.dir (hydra.sweep.dir with -m) to a writable directory",
+                    file=sys.stderr,
+                )
                 sys.exit(2)
 
         return report(run)
@@ -141,12 +154,28 @@ def build_world(argv: list[str]) -> int:
 
 
 def distill(argv: list[str]) -> int:
-    """`capdistill distill`: one distillation run (a sweep with -m), ending in record.json."""
+    """`capdistill distill`: one distillation run (a sweep with -m), ending in record.json. Ctrl-C ends it in one
+    line saying what it kept, with exit status 130. A sweep's job whose directory another process holds (the same
+    sweep launched again while the first launch runs it) is skipped in one line: that process completes it, and
+    the relaunch goes on with the jobs nobody runs, as it skips the finished ones."""
 
     def task(cfg: Any) -> object:
-        from capdistill.distill.run import distill
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-        return distill(cfg)
+        from capdistill.distill.run import RunInterrupted, distill
+        from capdistill.io import DirectoryHeld
+
+        try:
+            return distill(cfg)
+        except RunInterrupted as stop:
+            print(f"capdistill distill: {stop}", file=sys.stderr)
+            sys.exit(130)
+        except DirectoryHeld as held:
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            print(f"capdistill distill: skipping this job: {held}", file=sys.stderr)
+            return None
 
     return run_with_config("distill", task, argv)
 
@@ -306,8 +335,10 @@ def simulate(argv: list[str]) -> int:
 
         from capdistill.allocation.simulate import report
         from capdistill.components import shipped_allocators
+        from capdistill.config.checks import positive
         from capdistill.config.hydra_setup import CONF_DIR, setup
 
+        positive("--", rounds=args.rounds, seeds=args.seeds)  # no rounds or seeds: nothing to average
         setup()
         torch.set_num_threads(1)  # tiny ensembles: threads only add synchronisation
         print(report(shipped_allocators(CONF_DIR), args.rounds, args.seeds))

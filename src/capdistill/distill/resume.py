@@ -173,8 +173,20 @@ def completed_rounds(output_dir: Path, identity: dict[str, Any]) -> list[dict[st
     return entries
 
 
+def kept_rounds(output_dir: Path) -> int:
+    """How many completed rounds `output_dir` keeps: what a rerun of its command resumes after."""
+    return sum((path / ROUND_FILE).is_file() for path in (output_dir / ROUNDS_DIR).glob("round-*"))
+
+
 def round_dir(output_dir: Path, index: int) -> Path:
     return output_dir / ROUNDS_DIR / f"round-{index:03d}"
+
+
+def save_torch(state: Any, path: Path) -> None:
+    """`torch.save` through a Python file: a full disk raises its OSError (ENOSPC), which `io.full_disk_reported`
+    names in one line, where torch.save to a path raises a RuntimeError ("unexpected pos") that names no cause."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def save_round(
@@ -190,7 +202,7 @@ def save_round(
     with atomic_dir(round_dir(output_dir, index), replace=True) as tmp:
         student.model.save_pretrained(tmp / STUDENT_DIR, safe_serialization=True)
         student.tokenizer.save_pretrained(tmp / STUDENT_DIR)
-        torch.save(module.optimizer_state(), tmp / OPTIMIZER_FILE)
+        save_torch(module.optimizer_state(), tmp / OPTIMIZER_FILE)
         saved = {"fingerprint": run_fingerprint(identity), "config": identity, "entry": entry}
         (tmp / ROUND_FILE).write_text(json.dumps(saved, indent=2))
     (output_dir / ROUNDS_DIR / SUPERVISION_FILE.format(index)).unlink(
@@ -224,7 +236,7 @@ def save_supervision(
     """Store round `index`'s supervision atomically, under `key` (the run's fingerprint, the round's shares
     and prompt cursors: what decides it); `pattern` names the file (a pilot's: `PILOT_SUPERVISION_FILE`)."""
     with atomic_file(output_dir / ROUNDS_DIR / pattern.format(index)) as tmp:
-        torch.save({"key": key, "slices": slices_state(slices)}, tmp)
+        save_torch({"key": key, "slices": slices_state(slices)}, tmp)
 
 
 def load_supervision(

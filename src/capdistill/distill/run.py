@@ -9,14 +9,19 @@ the log-likelihood proxy is measured on the dev sets and the allocator learns fr
 evaluation checkpoints and after the last round the eval sets are scored by exact match (reports
 only). `finish` scores the final student and writes `record.json` atomically. Each round is
 saved as it completes (`distill.resume`), so a killed run restarted in the same output directory
-resumes after its last completed round, exactly.
+resumes after its last completed round, exactly. The leading process holds the output directory while it
+runs (`io.holding`), and Ctrl-C or a full disk ends a run in one line saying what it kept (`stops_reported`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,7 @@ from capdistill.distill.resume import (
     ROUNDS_DIR,
     completed_rounds,
     finished_record,
+    kept_rounds,
     load_supervision,
     resume_state,
     run_fingerprint,
@@ -66,7 +72,7 @@ from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
-from capdistill.io import atomic_write_json, interactive, remove_stale_temporaries
+from capdistill.io import atomic_write_json, full_disk, holding, interactive, remove_stale_temporaries
 from capdistill.losses import DistillLoss
 from capdistill.models.packing import check_packing
 from capdistill.models.request import LoadedModel
@@ -84,9 +90,19 @@ LMEVAL_DIR = "lmeval"
 
 
 def distill(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or resume) one distillation and write `record.json`; returns the record."""
+    """Run (or resume) one distillation and write `record.json`; returns the record. The leading process holds the
+    output directory before it reads anything there (a second run into it is refused in one line); the processes
+    that train along read what it writes, so they hold nothing."""
     out = Path(cfg.paths.output_dir)
-    recipe = DistillRecipe(cfg, out)
+    with stops_reported(out, cfg.budget.rounds):
+        recipe = DistillRecipe(cfg, out)
+        with holding(out) if recipe.writes else nullcontext():
+            return complete(recipe)
+
+
+def complete(recipe: DistillRecipe) -> dict[str, Any]:
+    """The recipe's run from where its directory stands: skipped if its record is complete, else resumed."""
+    out = recipe.out
     finished = finished_record(out, recipe.identity)
     if finished is not None:
         log.info("%s already holds this run's complete record: skipping it", out)
@@ -106,6 +122,46 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     else:
         log.info("trained along; the leading process (node 0's) writes the rounds and the record")
     return record
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the run kept: the CLI says it in one line and exits with status 130."""
+
+
+@contextmanager
+def stops_reported(out: Path, rounds: int) -> Iterator[None]:
+    """End a run stopped by Ctrl-C or a full disk in one line saying how many rounds it kept and how to resume.
+    Ctrl-C becomes `RunInterrupted`, also where Lightning turned it into `SystemExit(1)` inside a fit (why SIGINT
+    is watched here); a full device or quota a CapdistillError naming the file (`io.full_disk_reported`)."""
+    seen: list[int] = []
+
+    def watch(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set a handler
+    previous = signal.signal(signal.SIGINT, watch) if main else None
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and not seen:
+            raise
+        raise RunInterrupted(f"interrupted; {kept(out, rounds)}: run the same command again to resume") from None
+    except Exception as err:
+        reason = full_disk(err)
+        if reason is None:
+            raise
+        what = err if isinstance(err, CapdistillError) else f"{reason} writing {getattr(err, 'filename', None) or out}"
+        raise CapdistillError(
+            f"{what}; {kept(out, rounds)}: free some space and run the same command again to resume"
+        ) from err
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def kept(out: Path, rounds: int) -> str:
+    return f"{kept_rounds(out)} of {rounds} rounds kept in {out / ROUNDS_DIR}"
 
 
 def round_line(
