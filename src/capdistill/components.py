@@ -35,7 +35,7 @@ from capdistill.losses.modules import DistillLoss
 from capdistill.models.hf import check_init, checkpoint_shape, resolve_path
 from capdistill.models.request import ModelRequest
 from capdistill.results.figures import FIGURES
-from capdistill.supervision.budget import normalize_weights, split_tokens
+from capdistill.supervision.budget import normalize_weights, split_tokens, with_replay
 from capdistill.supervision.slices import MAX_BATCHES, MIN_RESPONSE_TOKENS
 from capdistill.training.cluster import check_nodes, leading_process
 from capdistill.training.optim import OptimizerSettings
@@ -79,8 +79,15 @@ def build(node: DictConfig, group: str, **runtime: Any) -> Any:
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, CapdistillError):
-            raise ConfigError(str(cause)) from None
+            raise ConfigError(named(str(cause), group, options_of(node))) from None
         raise ConfigError(f"{group}: {cause or err}".splitlines()[0]) from None
+
+
+def named(message: str, group: str, options: dict[str, Any]) -> str:
+    """A constructor's message that opens with one of its options (`temperature must be > 0`) names it as the
+    config does (`loss.temperature must be > 0`), so it is not mistaken for another group's option."""
+    first = message.split(" ", 1)[0]
+    return f"{group}.{message}" if first in options else message
 
 
 def build_allocator(cfg: DictConfig) -> Allocator:
@@ -286,6 +293,7 @@ def validate(cfg: DictConfig) -> None:
         check_options(cfg.logger, "logger")
     optimizer_settings(cfg)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
+    check_writable(cfg.paths.output_dir, "paths.output_dir")
 
 
 def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> None:
@@ -384,19 +392,21 @@ def check_curriculum(curriculum: CurriculumConf, cfg: DictConfig) -> None:
 
 
 def check_static_spend(cfg: DictConfig, allocator: Allocator) -> None:
-    """An allocator whose split never changes, splitting the whole budget (the most a round can get) so that
-    no capability's share fits a response, would spend nothing: refused before compute."""
+    """An allocator whose split never changes, giving no capability a response's worth of a round's slice of the
+    budget (replay included), leaves each round to spend only what earlier rounds left: refused before compute."""
     if not allocator.static:
         return
     names = list(cfg.capabilities.names)
-    total = parse_tokens(cfg.budget.total_tokens)
+    total, rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
     requirements = normalize_weights(dict(cfg.task.requirements), names)
-    context = RoundContext(0, cfg.budget.rounds, names, requirements, {}, None, total_tokens=total, spent_tokens=0)
-    split = split_tokens(total, normalize_weights(allocator.decide(context).split, names))
-    if max(split.values()) < MIN_RESPONSE_TOKENS:
+    context = RoundContext(0, rounds, names, requirements, {}, None, total_tokens=total, spent_tokens=0)
+    weights = with_replay(normalize_weights(allocator.decide(context).split, names), cfg.budget.replay)
+    per_round = total // rounds
+    if max(split_tokens(per_round, weights).values()) < MIN_RESPONSE_TOKENS:
         raise ConfigError(
-            f"budget.total_tokens={total} split by allocator={allocator.name} gives no capability "
-            f"{MIN_RESPONSE_TOKENS} tokens, the shortest response: the run would spend nothing; raise the budget"
+            f"budget.total_tokens={total} over {rounds} rounds gives {per_round} tokens a round; split by "
+            f"allocator={allocator.name} that gives no capability {MIN_RESPONSE_TOKENS} tokens, the shortest "
+            "response, so a round spends only what earlier ones left: raise the budget or lower budget.rounds"
         )
 
 

@@ -87,8 +87,11 @@ PROXY_UNITS = ("nats", "relative")
 
 
 def _check(name: str, value: float, low: float = 0.0, high: float = math.inf) -> float:
-    if not low <= value <= high:
-        raise CapdistillError(f"allocator.{name} must be in [{low}, {high}], got {value}")
+    """`value` as a float if it is a finite number in [low, high]: NaN and infinity fail too (an infinite
+    bonus, penalty or step count means nothing), naming the option."""
+    if not (math.isfinite(value) and low <= value <= high):
+        top = f"{high}]" if math.isfinite(high) else "inf)"
+        raise CapdistillError(f"allocator.{name} must be in [{low}, {top}, got {value}")
     return float(value)
 
 
@@ -192,7 +195,8 @@ class ReadBandit(Allocator):
                 raise CapdistillError(f"allocator.{option} must be one of {', '.join(allowed)}; got {value!r}")
         self.context, self.calibration_kind, self.identify_from = context, calibration, identify
         self.proxy_units = proxy_units
-        self.trust_radius = None if trust_radius is None else _check("trust_radius", trust_radius, 0, 1)
+        # a radius of 0 would keep every split at r: allocator=task_static, with a bandit's cost
+        self.trust_radius = None if trust_radius is None else _check("trust_radius", trust_radius, 1e-9, 1)
         self.trust_z = _check("trust_z", trust_z)
         self.pilots = int(_check("pilots", pilots, 1))
         self.pilot_fraction = _check("pilot_fraction", pilot_fraction, 1e-9, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 
@@ -104,8 +105,8 @@ class RandomSplit(Allocator):
 
     def __init__(self, capabilities: list[str], seed: int = 0, alpha: float = 1.0) -> None:
         super().__init__(capabilities, seed)
-        if alpha <= 0:
-            raise CapdistillError(f"allocator.alpha must be > 0, got {alpha}")
+        if not 0 < alpha < math.inf:  # NaN fails too
+            raise CapdistillError(f"allocator.alpha must be a finite number > 0, got {alpha}")
         self.alpha = alpha
 
     def allocate(self, context: RoundContext) -> dict[str, float]:

@@ -4,6 +4,7 @@ importing the class a `_target_` names."""
 from __future__ import annotations
 
 import importlib
+import math
 import tempfile
 from pathlib import Path
 
@@ -15,10 +16,21 @@ class ConfigError(CapdistillError):
 
 
 def positive(where: str, **values: float | None) -> None:
-    """Raise ConfigError naming the first of `values` that is not positive (`where`: its config path)."""
+    """Raise ConfigError naming the first of `values` that is not a positive finite number (`where`: its config
+    path). NaN and infinity fail too: no size, count, rate or timeout means anything at either."""
     for key, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{where}{key} must be a finite positive number, got {value!r}")
         if value is None or value <= 0:
             raise ConfigError(f"{where}{key} must be positive, got {value!r}")
+
+
+def not_empty(where: str, **values: str) -> None:
+    """Raise ConfigError naming the first of `values` that is empty (`key=` on the command line): an empty
+    path would silently mean the working directory, an empty name labels nothing."""
+    for key, value in values.items():
+        if not str(value).strip():
+            raise ConfigError(f"{where}{key} is empty: give it a value, or leave it out for its default")
 
 
 def check_writable(path: str | Path, what: str) -> None:

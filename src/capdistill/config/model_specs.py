@@ -9,6 +9,7 @@ Range checks live in `__post_init__`, next to the values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
@@ -91,6 +92,8 @@ class WorldTrainConf:
         positive("train.", bucket=self.bucket, lr=self.lr)
         if self.max_steps < 0:
             raise ConfigError(f"train.max_steps must be >= 0, got {self.max_steps}")
+        if not 0 <= self.grad_clip < math.inf:  # negative would silently not clip, NaN would poison every step
+            raise ConfigError(f"train.grad_clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip}")
         if self.curriculum_steps and not any(w > 0 for w in self.curriculum_mix.values()):
             raise ConfigError("train.curriculum_steps needs a curriculum_mix with a positive weight")
         if self.target is not None and not 0 < self.target <= 100:

@@ -10,6 +10,7 @@ student's classes are dataclasses, so they are schemas too (`capdistill.config.m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from capdistill.config.checks import ConfigError, positive
+from capdistill.config.checks import ConfigError, not_empty, positive
 from capdistill.config.model_specs import MODEL_KINDS, model_spec
 from capdistill.config.units import parse_tokens
 
@@ -52,9 +53,10 @@ class Generation:
 
     def __post_init__(self) -> None:
         positive("distill.generation.", max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
+        if not 0 <= self.temperature < math.inf or not 0 < self.top_p <= 1:  # NaN fails too
             raise ConfigError(
-                f"distill.generation: need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
+                "distill.generation: need a finite temperature >= 0 and 0 < top_p <= 1, "
+                f"got {self.temperature}, {self.top_p}"
             )
 
 
@@ -206,6 +208,15 @@ class DistillConf:
             log_every=self.log_every,
             pack_length=self.pack_length,
         )
+        if not 0 <= self.grad_clip < math.inf:  # a negative value would silently not clip, NaN would poison every step
+            raise ConfigError(f"distill.grad_clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip}")
+        most = self.generation.max_new_tokens
+        if self.packing and self.pack_length <= most:
+            raise ConfigError(
+                f"a packed row of distill.pack_length={self.pack_length} tokens cannot hold a prompt and a response "
+                f"of up to distill.generation.max_new_tokens={most} (such examples get a row of their own): "
+                f"raise distill.pack_length above {most}, or set distill.packing=false"
+            )
 
 
 @dataclass
@@ -228,6 +239,8 @@ class EvaluationConf:
 
     def __post_init__(self) -> None:
         positive("evaluation.", batch_size=self.batch_size)
+        if self.limit is not None:
+            positive("evaluation.", limit=self.limit)
         bad = [f for f in self.checkpoints if not 0 < f <= 1]
         if bad:
             raise ConfigError(f"evaluation.checkpoints are fractions of the run in (0, 1], got {bad[0]}")
@@ -249,6 +262,10 @@ class PathsConf:
     output_dir: str = MISSING
     cache_dir: str = MISSING
     assets_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        paths = {"root_dir": self.root_dir, "output_dir": self.output_dir, "cache_dir": self.cache_dir}
+        not_empty("paths.", **paths, assets_dir=self.assets_dir)
 
 
 MAX_SEED = 4_294_000  # seed * 1000 + round index stays below 2**32 for any run of < 967,000 rounds
@@ -277,6 +294,7 @@ class RootConf:
     rebuild: bool = False
 
     def __post_init__(self) -> None:
+        not_empty("", experiment_name=self.experiment_name)  # it labels the record and names its table's rows
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(
                 f"seed must be in [0, {MAX_SEED}] (each round seeds numpy with seed * 1000 + round, "

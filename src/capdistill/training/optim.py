@@ -43,8 +43,8 @@ class OptimizerSettings:
     def __post_init__(self) -> None:
         self.schedule, self.scope = Schedule(self.schedule), Scope(self.scope)
         for name, ok in (
-            ("lr", self.lr > 0),
-            ("weight_decay", self.weight_decay >= 0),
+            ("lr", 0 < self.lr < math.inf),  # NaN fails too
+            ("weight_decay", 0 <= self.weight_decay < math.inf),
             ("warmup_steps", self.warmup_steps >= 0),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1),
         ):
