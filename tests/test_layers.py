@@ -14,7 +14,8 @@ SRC = Path(capdistill.__file__).parent
 # bottom to top (the README lists them under "Development"); a package may import its own modules
 # and any package of a lower layer
 LAYERS = [
-    {"errors", "io", "introspect"},
+    {"errors"},
+    {"io", "introspect"},
     {"config"},
     {"prompting", "results"},
     {"capabilities", "losses", "models"},
