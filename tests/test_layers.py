@@ -11,7 +11,7 @@ import capdistill
 
 SRC = Path(capdistill.__file__).parent
 
-# bottom to top (the README lists them under "Development"); a package may import its own modules
+# bottom to top (the manual lists them: docs/development.md, "Layers"); a package may import its own modules
 # and any package of a lower layer
 LAYERS = [
     {"errors"},

@@ -345,8 +345,9 @@ SLURM_2_NODES = [
 
 
 def test_a_two_node_slurm_job_composes() -> None:
-    """The README's 2-node recipe, at `--cfg` level (no cluster here): submitit asks SLURM for 2 nodes of 8
-    GPUs, and each node's Trainer runs 8 spawned ranks of a 16-rank DDP group."""
+    """The 2-node recipe of docs/scaling.md ("Several nodes (SLURM)"), at `--cfg` level (no cluster here):
+    submitit asks SLURM for 2 nodes of 8 GPUs, and each node's Trainer runs 8 spawned ranks of a 16-rank DDP
+    group."""
     shown = {}
     for part in ("hydra", "job"):
         result = capdistill("distill", "experiment=budget_curves", *SLURM_2_NODES, "--cfg", part)
