@@ -50,7 +50,7 @@ def test_tilted_moves_its_shift_onto_one_capability() -> None:
         (["allocator=fixed", "allocator.weights={math:0.0}"], "sum to 0"),
         (["allocator=tilted"], "needs allocator.toward"),
         (["allocator=tilted", "allocator.toward=telepathy"], "needs allocator.toward"),
-        (["allocator=tilted", "allocator.toward=math", "+allocator.shift=0"], "allocator.shift must be in"),
+        (["allocator=tilted", "allocator.toward=math", "allocator.shift=0"], "allocator.shift must be in"),
         (["allocator=uniform", "+allocator.weights={math:1.0}"], "does not take option 'weights'"),
         (["allocator=read", "allocator.beta=-1"], "allocator.beta must be in"),
         (["allocator=read", "+allocator.betta=0.5"], "does not take option 'betta'"),
@@ -70,7 +70,11 @@ def test_every_allocator_option_builds_from_its_yaml(make_cfg) -> None:
     options = sorted(p.stem for p in (CONF_DIR / "allocator").glob("*.yaml"))
     assert {"uniform", "task_static", "fixed", "single", "random", "greedy", "read"} <= set(options)
     for option in options:
-        extra = {"fixed": ["allocator.weights={math:1}"], "tilted": ["allocator.toward=math"]}.get(option, [])
+        extra = {
+            "fixed": ["allocator.weights={math:1}"],
+            "tilted": ["allocator.toward=math"],
+            "single": ["allocator.capability=math"],
+        }.get(option, [])
         allocator = build_allocator(make_cfg(f"allocator={option}", *extra))
         assert isinstance(allocator, Allocator) and allocator.name, option
 

@@ -25,7 +25,9 @@ def options(group: str) -> list[str]:
 
 def test_default_config_composes_and_validates(make_cfg) -> None:
     cfg = make_cfg()
-    validate(cfg)
+    parts = validate(cfg)
+    assert parts.settings.distill.lr == cfg.distill.lr and parts.optim.lr == cfg.distill.lr
+    assert parts.models["teacher"].model is parts.settings.teacher  # converted once, the parts share it
     assert cfg.teacher.name == "synthetic"
     assert cfg.task.name == "word_problem_formatted"
     assert list(cfg.capabilities.names)[0] == "knowledge"
@@ -35,6 +37,7 @@ def test_default_config_composes_and_validates(make_cfg) -> None:
 NEEDS = {
     "allocator=fixed": "needs allocator.weights",
     "allocator=tilted": "needs allocator.toward",
+    "allocator=single": "needs allocator.capability",
     "teacher=hf": "teacher.path is not set",
     "student=hf": "student.path is not set",
     "capabilities=paper": "capabilities=paper needs HF models: teacher=synthetic",
@@ -213,3 +216,15 @@ def test_a_bad_model_config_fails_in_one_line_naming_the_key(node: dict, needle:
     with pytest.raises(ConfigError, match=needle) as err:
         model_spec(OmegaConf.create(node), "teacher")
     assert "\n" not in str(err.value)
+
+
+def test_every_figure_an_experiment_may_declare_is_drawn_with_its_baseline_in_the_help() -> None:
+    """`results.figures.FIGURES` is the one list: `plot` draws each, `--baseline`'s help names each comparison."""
+    from capdistill.results.figures import BASELINES, FIGURES, baseline_help
+    from capdistill.results.plot import DRAW
+
+    assert DRAW.keys() == FIGURES.keys()
+    assert BASELINES == {"budget_curves": "task_static", "schedules": "task_static", "ablation": "read"}
+    assert "(budget_curves, schedules, ablation; default: task_static for budget_curves and schedules, read for" in (
+        baseline_help()
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from capdistill.config.schema import register_configs
+from capdistill.config.store import register_components
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONF_DIR = PACKAGE_DIR / "conf"
@@ -21,12 +22,14 @@ ASSETS_DIR = PACKAGE_DIR / "assets"
 
 
 def setup() -> None:
-    """Register the `capdistill.*` resolvers and the config schemas (idempotent)."""
+    """Register the `capdistill.*` resolvers, the config schemas and the shipped components' signatures
+    (`capdistill.config.store`) before anything composes (idempotent)."""
     resolvers = {"capdistill.root": os.getcwd, "capdistill.assets": lambda: str(ASSETS_DIR)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
     register_configs()
+    register_components()
 
 
 def compose_root(overrides: list[str]) -> DictConfig:

@@ -59,9 +59,13 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
         # no curriculum draws prompts as before curricula existed: runs saved before keep their fingerprint
         identity["distill"] = {k: v for k, v in distill.items() if k != "curriculum"}
     evaluation = identity.get("evaluation")
-    if isinstance(evaluation, dict) and not evaluation.get("dev_probe"):
-        # no dev exact match per capability scores as before the option existed: the same run
-        identity["evaluation"] = {k: v for k, v in evaluation.items() if k != "dev_probe"}
+    if isinstance(evaluation, dict):
+        # a permission, not a setting: code runs isolated wherever it can, and the record says how it ran
+        evaluation = {k: v for k, v in evaluation.items() if k != "allow_unsafe_code"}
+        if not evaluation.get("dev_probe"):
+            # no dev exact match per capability scores as before the option existed: the same run
+            evaluation = {k: v for k, v in evaluation.items() if k != "dev_probe"}
+        identity["evaluation"] = evaluation
     budget = identity.get("budget")
     if isinstance(budget, dict) and not budget.get("replay"):
         # no replay slice spends as before the option existed
@@ -103,6 +107,21 @@ ADDED_FIELDS: dict[str, Any] = {
     "loss.cache_precision": "float16",
     "distill.packing": False,
     "distill.pack_length": 4096,
+    # options greedy and tilted always took from their class, shown since their YAML extends the signature:
+    # greedy's from ReadBandit (greedy extends read), tilted's shift
+    "allocator.kappa": 0.0,
+    "allocator.warmup": 0,
+    "allocator.kappa_decay": 0.7,
+    "allocator.kappa_every": 0.1,
+    "allocator.one_hots": False,
+    "allocator.trust_z": 1.0,
+    "allocator.use_requirements": True,
+    "allocator.adapt": True,
+    "allocator.identify": "card",
+    "allocator.pilots": 5,
+    "allocator.pilot_fraction": 0.02,
+    "allocator.entropy_weight": 0.01,
+    "allocator.shift": 0.5,
 }
 # how a run reaches its teacher's engine (an address, timeouts, GPUs): the same run whatever they are
 ENGINE_ACCESS = ("server", "vllm")

@@ -309,7 +309,7 @@ class MultiLevelOTLoss(DistillLoss):
     cross_tokenizer = True
 
     def __init__(
-        self, *, temperature: float = 1.0, ce_weight: float = 1.0, chunk_size: int | None = None, **ot: Any
+        self, *, temperature: float = 2.0, ce_weight: float = 1.0, chunk_size: int | None = None, **ot: Any
     ) -> None:
         """`ot`: the fields of :class:`~capdistill.losses.cross_tokenizer.OTSettings` (`OT_OPTIONS`), checked
         there."""

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from capdistill.errors import CapdistillError  # noqa: E402
 from capdistill.io import atomic_file, atomic_write_text  # noqa: E402
-from capdistill.results.figures import FIGURES  # noqa: E402
+from capdistill.results.figures import BASELINES, FIGURES  # noqa: E402
 from capdistill.results.stats import cell, over_tasks, paired, summarize  # noqa: E402
 
 
@@ -401,6 +401,7 @@ def over_tasks_first(table: pd.DataFrame, baseline: str | None, draw: Draw) -> t
     return fig, "".join(parts)
 
 
+# how each figure of `FIGURES` is drawn (a test checks that the two name the same figures)
 DRAW: dict[str, Draw] = {
     "budget_curves": lambda t, b: over_tasks_first(
         with_grid(t), b, lambda u, c: curves(u, "variant", "performance vs token budget, per allocator", c)
@@ -412,8 +413,6 @@ DRAW: dict[str, Draw] = {
     "ablation": lambda t, b: bars(t, "ReAD and its ablations", b),
     "transfer": lambda t, b: transfer(t, "cross-capability transfer"),
 }
-# the figures that compare allocators, and the variant each compares to when the table has it
-BASELINES = {"budget_curves": "task_static", "schedules": "task_static", "ablation": "read"}
 
 
 def declared_figure(table: pd.DataFrame) -> str:
