@@ -60,6 +60,8 @@ class Source(ABC):
     hash_split: bool = True
     # tokens a model may generate when probed (None: the longest reference response, plus slack)
     max_new_tokens: int | None = None
+    # its checker executes what the model wrote (in `capabilities.real.sandbox`)
+    runs_code: bool = False
 
     @property
     def train_prompts(self) -> int | None:

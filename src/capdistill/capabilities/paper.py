@@ -17,6 +17,7 @@ from typing import Any
 
 from capdistill.capabilities.base import Example
 from capdistill.capabilities.pools import PoolSource
+from capdistill.capabilities.real.humaneval_problems import TASK as HUMANEVAL_TASK
 from capdistill.errors import CapdistillError
 
 
@@ -59,6 +60,11 @@ class PaperSuite:
     @property
     def task_manager(self) -> Any:
         return task_manager(tuple(self.include_path))
+
+    @property
+    def runs_code(self) -> bool:
+        """Whether scoring executes model-written code: the sandboxed HumanEval task is among the benchmarks."""
+        return any(HUMANEVAL_TASK in names for names in self.benchmarks.values())
 
     def check(self) -> None:
         """Every benchmark is a registered lm-eval name; local data only for single tasks (fails before compute)."""

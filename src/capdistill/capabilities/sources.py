@@ -82,6 +82,12 @@ class WorldSources:
         return tuple(range(1, self.params.levels + 1)) if self.params else (1,)
 
     @property
+    def runs_code(self) -> bool:
+        """Whether scoring this world executes model-written code (see `capabilities.real.sandbox`)."""
+        code = any(s.runs_code for s in self.all_sources.values())
+        return code or (self.suite is not None and self.suite.runs_code)
+
+    @property
     def all_sources(self) -> dict[str, Source]:
         return {**self.capabilities, **self.composites}
 

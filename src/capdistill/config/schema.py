@@ -234,6 +234,9 @@ class EvaluationConf:
     # (`final_dev.probe`, `reference.student_base.dev_probe`): the paper's transfer statistics in its own
     # units on the split choices may read (the transfer sweeps)
     dev_probe: bool = False
+    # run model-written code (the real tier's `code` capability, HumanEval) unisolated where bubblewrap cannot
+    # isolate it: lm-eval's `confirm_run_unsafe_code`; where isolation works it is used whatever this says
+    allow_unsafe_code: bool = False
     # which eval items a run draws (the run's seed by default, so paired runs share them)
     seed: int = "${seed}"  # type: ignore[assignment]
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from capdistill.capabilities.real.humaneval_problems import TIMEOUT_S, load_problems
+from capdistill.capabilities.real.humaneval_problems import TASK, TIMEOUT_S, load_problems
 from capdistill.evaluation.lmeval_tasks import write_task
 
-TASK = "capdistill_humaneval"
 # lm-eval's humaneval generation settings: stop where a new top-level block would begin
 UNTIL = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 

@@ -101,10 +101,13 @@ class Record:
     lmeval: dict[str, Any] | None = None  # the final student re-scored through lm-eval
     # the teacher logit cache over the run: {"tokens", "bytes", "bytes_per_token", "examples_without"}
     teacher_cache: dict[str, Any] | None = None
+    # how the model-written code its scoring ran was executed: "isolated (bubblewrap 0.8.0)" or "unsafe"
+    # (evaluation.allow_unsafe_code on a machine without isolation); absent when no code ran
+    code_execution: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("lmeval", "teacher_cache"):
+        for key in ("lmeval", "teacher_cache", "code_execution"):
             if data[key] is None:
                 del data[key]
         check_record(data)

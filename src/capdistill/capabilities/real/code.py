@@ -51,4 +51,5 @@ def code_source(sizes: dict[str, int], seed: int = 0) -> PoolSource:
         check,
     )
     source.max_new_tokens = 256
+    source.runs_code = True
     return source

@@ -11,6 +11,7 @@ from capdistill.capabilities.real.sandbox import Outcome, run_python
 from capdistill.errors import CapdistillError
 
 TIMEOUT_S = 10.0
+TASK = "capdistill_humaneval"  # the lm-eval task built on these problems (`capdistill.evaluation.humaneval`)
 
 
 def load_problems(path: str | Path | None = None) -> list[dict[str, Any]]:
