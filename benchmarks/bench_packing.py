@@ -30,11 +30,11 @@ def main() -> dict:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     with one_round(args.override, SFTLoss(), args.tokens) as r:
-        s = replace(r.settings, batch_size=args.batch_size, pack_length=None)
+        padded = replace(r.settings.distill, batch_size=args.batch_size, packing=False)
         variants = {
-            "batch 1": replace(s, batch_size=1),
-            "padded": s,
-            "packed": replace(s, pack_length=args.pack_length),
+            "batch 1": replace(r.settings, distill=replace(padded, batch_size=1)),
+            "padded": replace(r.settings, distill=padded),
+            "packed": replace(r.settings, distill=replace(padded, packing=True, pack_length=args.pack_length)),
         }
         times = r.time_fits(variants, args.runs)
         print(

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import torch
 
-from capdistill.components import model_requests, optimizer_settings, world_sources
+from capdistill.components import build_parts, world_sources
 from capdistill.config.hydra_setup import compose_root
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.rounds import RoundSettings, generate_round, train_round
-from capdistill.distill.run import round_settings
 from capdistill.losses import DistillLoss
 from capdistill.models.request import LoadedModel
 from capdistill.supervision.budget import split_tokens
 from capdistill.supervision.engines import HFEngine
 from capdistill.supervision.slices import PromptStream, Slice
+from capdistill.training.optim import OptimizerSettings
 from capdistill.world.build import ensure_model
 
 
@@ -47,7 +47,7 @@ class Round:
     def time_fits(self, variants: dict[str, RoundSettings], runs: int) -> dict[str, tuple[float, int]]:
         """Median seconds of one fit per variant (alternating, `runs` each) and the tokens it processed."""
         base = copy.deepcopy(self.student.model.state_dict())
-        optim = optimizer_settings(self.cfg)
+        optim = OptimizerSettings.of(self.settings.distill)
         times: dict[str, list[float]] = {name: [] for name in variants}
         tokens: dict[str, int] = {}
         for _ in range(runs):
@@ -74,11 +74,13 @@ def one_round(overrides: list[str], loss: DistillLoss, tokens: int) -> Iterator[
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_root(["experiment=smoke", "logger=none", f"paths.output_dir={tmp}", *overrides])
         sources = world_sources(cfg)
-        models = model_requests(cfg)
-        teacher = ensure_model(models["teacher"], sources, Path(tmp))
-        student = ensure_model(models["student"], sources, Path(tmp))
+        parts = build_parts(cfg)
+        teacher = ensure_model(parts.models["teacher"], sources, Path(tmp))
+        student = ensure_model(parts.models["student"], sources, Path(tmp))
         device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
-        settings = round_settings(cfg, loss)
+        settings = RoundSettings(
+            parts.make_trainer, parts.settings.distill, parts.settings.seed, cache=loss.cache_spec()
+        )
         names = list(cfg.capabilities.names)
         streams = {c: PromptStream(sources.capabilities[c], "bench", sources.difficulties) for c in names}
         teacher.model.eval().requires_grad_(False).to(device)

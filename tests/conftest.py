@@ -90,7 +90,6 @@ def run_micro(make_cfg, micro_cache: Path):
 
     def run(*overrides: str) -> tuple[dict, Path]:
         cfg = make_cfg("experiment=micro", *overrides, cache_dir=micro_cache)
-        validate(cfg)
-        return distill(cfg), Path(cfg.paths.output_dir)
+        return distill(cfg, validate(cfg)), Path(cfg.paths.output_dir)
 
     return run

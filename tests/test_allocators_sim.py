@@ -190,7 +190,7 @@ def test_calibration_fits_the_mean_and_can_change_the_decision() -> None:
     for kind in ("affine", "affine_sigma", "off"):
         bandit = ReadBandit(WORLD.names, 0, calibration=kind)
         bandit.predicted, bandit.rewards = predicted, rewards
-        calibrations[kind] = bandit.calibration()
+        calibrations[kind] = bandit.calibrate()
     a, b, c = calibrations["affine"]
     mu = torch.tensor([m for m, _ in predicted], dtype=torch.float64)
     y = torch.tensor(rewards, dtype=torch.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from capdistill.config.schema import DistillConf
 from capdistill.errors import CapdistillError
 from capdistill.training.optim import OptimizerSettings, adamw_cosine
 
@@ -48,3 +49,10 @@ def test_distillation_schedule_follows_progress_after_warmup() -> None:
         OptimizerSettings(1e-3, min_lr_ratio=1.5)
     with pytest.raises(ValueError):
         OptimizerSettings(1e-3, schedule="linear")
+
+
+def test_the_optimizer_defaults_are_the_distill_group_defaults() -> None:
+    """The Python API's optimizer and a run's from the default config train alike."""
+    assert OptimizerSettings(DistillConf.lr) == OptimizerSettings.of(DistillConf())
+    settings = OptimizerSettings.of(DistillConf(lr=1e-3, weight_decay=0.0, warmup_steps=0, schedule="constant"))
+    assert (settings.lr, settings.weight_decay, settings.warmup_steps, settings.schedule) == (1e-3, 0.0, 0, "constant")

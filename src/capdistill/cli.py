@@ -30,9 +30,10 @@ Tab completion (bash): eval "$(capdistill -sc install=bash)\""""
 # --------------------------------------------------------------------------- config subcommands
 
 
-def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -> int:
-    """Compose the root config with the overrides in `argv` through Hydra and run `task` on it (once
-    per job with `-m`). A CapdistillError ends the job with a one-line error and exit status 2."""
+def run_with_config(name: str, task: Callable[[Any, Any], object], argv: list[str]) -> int:
+    """Compose the root config with the overrides in `argv` through Hydra and run `task` on it and the parts
+    `validate` built from it (once per job with `-m`). A CapdistillError ends the job with a one-line error and
+    exit status 2."""
     from hydra._internal.utils import _run_hydra, get_args_parser
 
     from capdistill.config.hydra_setup import CONF_DIR, setup
@@ -52,9 +53,9 @@ def run_with_config(name: str, task: Callable[[Any], object], argv: list[str]) -
 
             quiet_libraries()
             job_log_from_the_leader_only()
-            validate(cfg)
+            parts = validate(cfg)
             share_cores()
-            task(cfg)
+            task(cfg, parts)
         except CapdistillError as err:
             print(f"capdistill {name}: error: {err}", file=sys.stderr)
             sys.exit(2)
@@ -145,7 +146,7 @@ SKIPPED = (
 def build_world(argv: list[str]) -> int:
     """`capdistill build-world`: build (or reuse) the teacher and student base; print their table."""
 
-    def task(cfg: Any) -> object:
+    def task(cfg: Any, parts: Any) -> object:
         from capdistill.world.command import build_world
 
         return build_world(cfg)
@@ -159,7 +160,7 @@ def distill(argv: list[str]) -> int:
     sweep launched again while the first launch runs it) is skipped in one line: that process completes it, and
     the relaunch goes on with the jobs nobody runs, as it skips the finished ones."""
 
-    def task(cfg: Any) -> object:
+    def task(cfg: Any, parts: Any) -> object:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -167,7 +168,7 @@ def distill(argv: list[str]) -> int:
         from capdistill.io import DirectoryHeld
 
         try:
-            return distill(cfg)
+            return distill(cfg, parts)
         except RunInterrupted as stop:
             print(f"capdistill distill: {stop}", file=sys.stderr)
             sys.exit(130)
@@ -183,7 +184,7 @@ def distill(argv: list[str]) -> int:
 def profile(argv: list[str]) -> int:
     """`capdistill profile`: teacher and student base scored on every capability and the task."""
 
-    def task(cfg: Any) -> object:
+    def task(cfg: Any, parts: Any) -> object:
         from capdistill.distill.profile import profile
 
         return profile(cfg)
@@ -248,7 +249,7 @@ def collect_parser() -> argparse.ArgumentParser:
 
 
 def plot_parser() -> argparse.ArgumentParser:
-    from capdistill.results.figures import FIGURES
+    from capdistill.results.figures import FIGURES, baseline_help
 
     parser = argparse.ArgumentParser(prog="capdistill plot", description="table -> figure + markdown table")
     parser.add_argument("source", type=Path, help="results.csv/.parquet, or a sweep directory (collected first)")
@@ -259,8 +260,7 @@ def plot_parser() -> argparse.ArgumentParser:
         "--baseline",
         default=None,
         metavar="VARIANT",
-        help="compare allocators by paired per-seed differences to this variant (budget_curves, schedules, "
-        "ablation; default: task_static, or read for ablation, when the table has it)",
+        help=baseline_help(),
     )
     parser.add_argument("--out", type=Path, default=None, help="where to write the figure (default: beside source)")
     parser.add_argument("--wandb", action="store_true", help="also log the figure and table to an aggregate W&B run")

@@ -3,8 +3,10 @@
 `validate(cfg)` runs, in one line each and before any model is built: the schema's own checks
 (each dataclass's `__post_init__`, through `typed_settings`), the names that must exist in the
 chosen world, the task card, the models to load, and the components chosen by `_target_`
-(allocator, loss, trainer, logger), whose class signatures are their schemas. The `build_*`
-functions turn those groups into objects; the code below takes the objects, never the config.
+(allocator, loss, trainer, logger), whose class signatures are their schemas. It returns what it
+built on the way (`RunParts`: the typed settings, the loss, the allocator, the trainer factory, the
+optimizer settings and the model requests), so the recipe builds none of them again; the code below
+takes the objects, never the config.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from capdistill.capabilities.sources import WorldSources, nested_tuples
 from capdistill.config.checks import ConfigError, check_writable, locate
 from capdistill.config.hydra_setup import setup
 from capdistill.config.model_specs import Engine, HFModel, InitConf, SyntheticModel
-from capdistill.config.schema import CurriculumConf, World, typed_settings
+from capdistill.config.schema import CurriculumConf, DistillConf, RootConf, World, typed_settings
 from capdistill.config.units import parse_tokens
 from capdistill.errors import CapdistillError
 from capdistill.losses.modules import DistillLoss
@@ -111,23 +114,30 @@ def trainer_factory(cfg: DictConfig) -> functools.partial[pl.Trainer]:
     factory = build(cfg.trainer, "trainer")
     if not isinstance(factory, functools.partial):
         raise ConfigError("trainer must set `_partial_: true`: each round builds its own Trainer from it")
-    taken = [k for k in ROUND_TRAINER_KEYS if k in factory.keywords]
+    taken = [f for f in fields(RoundTrainer) if f.name in factory.keywords]
     if taken:
-        where = ROUND_TRAINER_KEYS[taken[0]]
-        raise ConfigError(f"trainer.{taken[0]} is set by each round{f' from {where}' if where else ''}: remove it")
+        key, where = taken[0].name, taken[0].metadata.get("option")
+        raise ConfigError(f"trainer.{key} is set by each round{f' from {where}' if where else ''}: remove it")
     return factory
 
 
-# Trainer arguments every round passes itself (so a value in the `trainer` group would be silently replaced)
-ROUND_TRAINER_KEYS = {
-    "max_epochs": "distill.epochs",
-    "gradient_clip_val": "distill.grad_clip",
-    "logger": "the logger group",
-    "use_distributed_sampler": "",  # ranks shard every batch themselves
-    "enable_checkpointing": "",
-    "enable_progress_bar": "",
-    "enable_model_summary": "",
-}
+@dataclass(frozen=True)
+class RoundTrainer:
+    """The Trainer arguments every round passes itself, the one list of them: the `trainer` group may not set
+    them (its value would be silently replaced), and a field's `option` names where its value comes from."""
+
+    max_epochs: int = field(metadata={"option": "distill.epochs"})
+    gradient_clip_val: float = field(metadata={"option": "distill.grad_clip"})
+    enable_progress_bar: bool  # Lightning's own bar (steps, loss) on a terminal
+    logger: bool = field(default=False, metadata={"option": "the logger group"})  # the run logs through RunLogger
+    enable_checkpointing: bool = False  # the run saves its own rounds
+    enable_model_summary: bool = False
+    use_distributed_sampler: bool = False  # every rank takes its shard of every batch (`RankView`)
+
+
+def round_trainer(make_trainer: Callable[..., pl.Trainer], distill: DistillConf, progress: bool) -> pl.Trainer:
+    """A round's Trainer: the `trainer` group completed with the arguments each round sets (`RoundTrainer`)."""
+    return make_trainer(**asdict(RoundTrainer(distill.epochs, distill.grad_clip, progress)))
 
 
 def build_logger(cfg: DictConfig) -> pl.loggers.Logger | None:
@@ -211,19 +221,23 @@ def world_sources(cfg: DictConfig) -> WorldSources:
 
 def model_requests(cfg: DictConfig) -> dict[str, ModelRequest]:
     """The teacher and student to load or build, with what a synthetic-world build depends on."""
-    typed = typed_settings(cfg)
+    return role_requests(typed_settings(cfg))
+
+
+def role_requests(settings: RootConf) -> dict[str, ModelRequest]:
+    """`model_requests` from the config already converted (`typed_settings`)."""
     return {
         role: ModelRequest(
             role=role,
-            model=getattr(typed, role),
-            world=OmegaConf.to_container(cfg.capabilities.params, resolve=True),
-            capabilities=list(cfg.capabilities.names),
-            cache_dir=Path(cfg.paths.cache_dir),
-            assets_dir=Path(cfg.paths.assets_dir),
-            rebuild=cfg.rebuild,
-            probe_batch_size=cfg.capabilities.probe_batch_size,
-            accelerator=cfg.trainer.get("accelerator", "cpu"),
-            precision=cfg.trainer.get("precision", "32-true"),
+            model=getattr(settings, role),
+            world=settings.capabilities.params,
+            capabilities=list(settings.capabilities.names),
+            cache_dir=Path(settings.paths.cache_dir),
+            assets_dir=Path(settings.paths.assets_dir),
+            rebuild=settings.rebuild,
+            probe_batch_size=settings.capabilities.probe_batch_size,
+            accelerator=settings.trainer.get("accelerator", "cpu"),
+            precision=settings.trainer.get("precision", "32-true"),
         )
         for role in ("teacher", "student")
     }
@@ -238,14 +252,35 @@ def loss_label(loss: DistillLoss) -> str:
     return loss.name or type(loss).__name__
 
 
-def optimizer_settings(cfg: DictConfig) -> OptimizerSettings:
-    """The run's optimizer, from `distill` (its ranges are checked by OptimizerSettings)."""
-    d = cfg.distill
-    return OptimizerSettings(d.lr, d.weight_decay, d.warmup_steps, d.min_lr_ratio, d.schedule, d.optimizer_scope)
+@dataclass(frozen=True)
+class RunParts:
+    """What the edge makes of a run's config, once: the config as typed settings, and the parts built from it."""
+
+    settings: RootConf  # every schema's `__post_init__` check run (`typed_settings`)
+    loss: DistillLoss
+    allocator: Allocator
+    make_trainer: functools.partial[pl.Trainer]  # the `trainer` group; each round completes it (`round_trainer`)
+    optim: OptimizerSettings
+    models: dict[str, ModelRequest]  # the teacher and the student to load or build
 
 
-def validate(cfg: DictConfig) -> None:
-    """Every check that the config alone can answer; raises ConfigError naming the key."""
+def build_parts(cfg: DictConfig) -> RunParts:
+    """The parts without `validate`'s checks across groups (each part's own checks still run): for a caller of
+    the Python API that validated nothing; `validate` returns the same parts, built as it checks them."""
+    settings = typed_settings(cfg)
+    return RunParts(
+        settings,
+        build_loss(cfg),
+        build_allocator(cfg),
+        trainer_factory(cfg),
+        OptimizerSettings.of(settings.distill),
+        role_requests(settings),
+    )
+
+
+def validate(cfg: DictConfig) -> RunParts:
+    """Every check that the config alone can answer (raises ConfigError naming the key); returns the parts it
+    built on the way, for the run to take as they are."""
     settings = typed_settings(cfg)
     models = {"teacher": settings.teacher, "student": settings.student}
     names = list(cfg.capabilities.names)
@@ -286,14 +321,16 @@ def validate(cfg: DictConfig) -> None:
     if "fsdp" in str(cfg.trainer.get("strategy")) and cfg.trainer.get("accelerator") == "cpu":
         raise ConfigError("trainer.strategy=fsdp needs GPUs: use trainer=fsdp on a GPU machine, or trainer=cpu")
     check_nodes(int(cfg.trainer.get("num_nodes", 1)))
-    check_trainer(trainer_factory(cfg))
+    make_trainer = trainer_factory(cfg)
+    check_trainer(make_trainer, settings.distill)
     if cfg.report.figure is not None and cfg.report.figure not in FIGURES:
         raise ConfigError(f"report.figure must be one of {', '.join(FIGURES)}, got {cfg.report.figure!r}")
     if cfg.get("logger") and "_target_" in cfg.logger:
         check_options(cfg.logger, "logger")
-    optimizer_settings(cfg)
+    optim = OptimizerSettings.of(settings.distill)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
     check_writable(cfg.paths.output_dir, "paths.output_dir")
+    return RunParts(settings, loss, allocator, make_trainer, optim, role_requests(settings))
 
 
 def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> None:
@@ -410,11 +447,11 @@ def check_static_spend(cfg: DictConfig, allocator: Allocator) -> None:
         )
 
 
-def check_trainer(make_trainer: functools.partial[pl.Trainer]) -> None:
+def check_trainer(make_trainer: functools.partial[pl.Trainer], distill: DistillConf) -> None:
     """Build the Trainer once as a round would, so Lightning's own checks (precision, devices, strategy)
     fail here in one line instead of after the teacher has written the first round."""
     try:
-        make_trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        round_trainer(make_trainer, distill, progress=False)
     except Exception as err:  # Lightning raises ValueError, MisconfigurationException, RuntimeError...
         raise ConfigError(f"trainer: {err}".splitlines()[0]) from None
 

@@ -117,6 +117,15 @@ def full_disk(err: BaseException | None) -> str | None:
     return None
 
 
+def full_disk_line(err: BaseException, path: str | Path) -> str | None:
+    """The one line that says `err` is a full device or quota met writing `path` (a CapdistillError's own: a
+    nested write named its file already); None if `err` is not one."""
+    reason = full_disk(err)
+    if reason is None:
+        return None
+    return str(err) if isinstance(err, CapdistillError) else f"{reason} writing {path}"
+
+
 @contextmanager
 def full_disk_reported(path: Path) -> Iterator[None]:
     """A full device or quota while the block writes `path` becomes a one-line error naming `path` (a
@@ -124,10 +133,10 @@ def full_disk_reported(path: Path) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        reason = full_disk(err)
-        if reason is None or isinstance(err, CapdistillError):
+        line = full_disk_line(err, path)
+        if line is None or isinstance(err, CapdistillError):
             raise
-        raise CapdistillError(f"{reason} writing {path}") from err
+        raise CapdistillError(line) from err
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -99,6 +99,12 @@ def total_variation(a: Split, b: Split) -> float:
     return 0.5 * sum(abs(a[c] - b[c]) for c in a)
 
 
+def played(split: Split, decision: dict[str, Any], **notes: Any) -> Allocation:
+    """`split` played, with `notes` and the choice added to the round's `decision`."""
+    decision.update(**notes, chosen=split)
+    return Allocation(dict(split), decision)
+
+
 class Ensemble:
     """J MLPs (in -> hidden -> hidden -> 1, ReLU) held as batched weights and fit together.
 
@@ -164,7 +170,7 @@ class ReadBandit(Allocator):
         one_hots: bool = False,
         context: str = "compact",
         calibration: str = "affine",
-        proxy_units: str | None = "nats",
+        proxy_units: str | None = None,
         trust_radius: float | None = None,
         trust_z: float = 1.0,
         use_requirements: bool = True,
@@ -193,7 +199,8 @@ class ReadBandit(Allocator):
         ):
             if value not in allowed:
                 raise CapdistillError(f"allocator.{option} must be one of {', '.join(allowed)}; got {value!r}")
-        self.context, self.calibration_kind, self.identify_from = context, calibration, identify
+        # `identify` names the method that takes the pilots' interventions (the Allocator interface's)
+        self.context, self.calibration, self.identify_from = context, calibration, identify
         self.proxy_units = proxy_units
         # a radius of 0 would keep every split at r: allocator=task_static, with a bandit's cost
         self.trust_radius = None if trust_radius is None else _check("trust_radius", trust_radius, 1e-9, 1)
@@ -202,9 +209,9 @@ class ReadBandit(Allocator):
         self.pilot_fraction = _check("pilot_fraction", pilot_fraction, 1e-9, 1)
         self.entropy_weight = _check("entropy_weight", entropy_weight)
         self.learned: Split | None = None
-        self.members_count, self.hidden = int(_check("ensemble", ensemble, 2)), int(_check("hidden", hidden, 1))
+        self.ensemble, self.hidden = int(_check("ensemble", ensemble, 2)), int(_check("hidden", hidden, 1))
         self.fit_lr = _check("fit_lr", fit_lr, 1e-12)
-        self.ensemble: Ensemble | None = None  # built at the first row, once r (and so C_ess) is known
+        self.regressors: Ensemble | None = None  # the `ensemble` MLPs, built at the first row, once r is known
         self.rows: list[torch.Tensor] = []  # logged (context, action) rows
         self.rewards: list[float] = []
         self.predicted: list[tuple[float, float]] = []  # (mu, sigma) of each logged row before it was learned
@@ -303,10 +310,10 @@ class ReadBandit(Allocator):
 
     def members(self, rows: torch.Tensor) -> torch.Tensor:
         """Each member's predicted reward [J, N], in reward units."""
-        if self.ensemble is None:
-            self.ensemble = Ensemble(self.members_count, rows.shape[-1], self.hidden, self.fit_lr, self.seed)
+        if self.regressors is None:
+            self.regressors = Ensemble(self.ensemble, rows.shape[-1], self.hidden, self.fit_lr, self.seed)
         with torch.no_grad():
-            predictions = self.ensemble(rows)
+            predictions = self.regressors(rows)
         scale, shift = self.target_scale()
         return predictions * scale + shift
 
@@ -317,14 +324,14 @@ class ReadBandit(Allocator):
         t = torch.tensor(self.rewards, dtype=torch.float64)
         return float(t.std(unbiased=False).clamp_min(1e-9)), float(t.mean())
 
-    def calibration(self) -> tuple[float, float, float]:
+    def calibrate(self) -> tuple[float, float, float]:
         """(a, b, c): calibrated mean a * mu + b and spread c * sigma (c = 1 but for `affine_sigma`).
 
         Fitted on each logged transition's prediction made before it was learned; the identity
         until four exist. A fit with no positive slope (no usable signal yet) leaves the mean as
         it is (a = 1, b = 0); `affine_sigma` still rescales sigma then.
         """
-        if self.calibration_kind == "off" or len(self.predicted) < 4:
+        if self.calibration == "off" or len(self.predicted) < 4:
             return 1.0, 0.0, 1.0
         mu = torch.tensor([m for m, _ in self.predicted], dtype=torch.float64)
         sigma = torch.tensor([s for _, s in self.predicted], dtype=torch.float64).clamp_min(1e-9)
@@ -332,7 +339,7 @@ class ReadBandit(Allocator):
         var = float(((mu - mu.mean()) ** 2).mean())
         a = float(((mu - mu.mean()) * (y - y.mean())).mean()) / var if var > 1e-18 else 0.0
         a, b = (a, float(y.mean() - a * mu.mean())) if a > 0 else (1.0, 0.0)
-        if self.calibration_kind == "affine":
+        if self.calibration == "affine":
             return a, b, 1.0
         c = float((((y - (a * mu + b)) / sigma) ** 2).mean().sqrt())
         return a, b, min(max(c, 0.1), 10.0)
@@ -340,49 +347,74 @@ class ReadBandit(Allocator):
     # ------------------------------------------------------------------ the interface
 
     def allocate(self, context: RoundContext) -> Allocation:
-        if self.start is None:
-            self.start = dict(context.probe_loglik)
-        if not self.adapt and self.first is not None:
+        """Steps 1 to 4 of the module docstring; `update` takes 5 and 6 once the round is measured."""
+        self.remember_start(context)
+        if self.frozen():
             return Allocation(dict(self.first), {"frozen": True, "chosen": dict(self.first)})
-        r = self.requirements(context)
-        previous = dict(context.history[-1]["allocation"]) if context.history else r
+        r = self.requirements(context)  # 1.
         rng = random.Random(f"read/{self.seed}/{context.round}")
-        options = self.candidates(r, previous, rng)
+        options = self.candidates(r, self.previous(context, r), rng)  # 2.
         decision = {"essential": self.essential(r), "candidates": len(options), "kappa": self.kappa}
         if len(self.rewards) < self.warmup:  # 3. warm-up: a random candidate
-            chosen = rng.choice(options)
-            decision.update(warmup=True, chosen=chosen)
-            return Allocation(dict(chosen), decision)
-        if not self.rewards:  # nothing logged and no warm-up (greedy's first round): the prior
-            decision.update(warmup=False, chosen=r)
-            return Allocation(dict(r), decision)
-        members = self.members(torch.stack([self.row(context, s) for s in options]))
-        a, b, c = self.calibration()
+            return played(rng.choice(options), decision, warmup=True)
+        if self.prior_only():
+            return played(r, decision, warmup=False)
+        members = self.members(torch.stack([self.row(context, s) for s in options]))  # 4.
+        slope, index = self.upper_confidence(options, members, decision)
+        if not self.trusted(members, index, slope, decision):
+            return played(r, decision, kept_prior=True)
+        return Allocation(dict(options[index]), decision)
+
+    def remember_start(self, context: RoundContext) -> None:
+        """The proxy profile before round 0: the compact context's origin and the relative units' base."""
+        if self.start is None:
+            self.start = dict(context.probe_loglik)
+
+    def frozen(self) -> bool:
+        """`adapt=false` (an ablation): the split decided right after warm-up is kept to the end of the run."""
+        return not self.adapt and self.first is not None
+
+    def prior_only(self) -> bool:
+        """Nothing logged and no warm-up (greedy's first round): r is played, there is nothing to be greedy about."""
+        return not self.rewards
+
+    def previous(self, context: RoundContext, r: Split) -> Split:
+        """The split the local moves start from: the last round's, or r before round 0."""
+        return dict(context.history[-1]["allocation"]) if context.history else r
+
+    def upper_confidence(
+        self, options: list[Split], members: torch.Tensor, decision: dict[str, Any]
+    ) -> tuple[float, int]:
+        """4. The candidate maximising the calibrated mean plus kappa times the calibrated spread of the members'
+        predictions [J, N]; returns the calibration's slope with its index, and notes the choice in `decision`."""
+        a, b, c = self.calibrate()
         mu = a * members.mean(0) + b
         sigma = c * members.std(0)
         index = int(torch.argmax(mu + self.kappa * sigma))
-        chosen = options[index]
         decision.update(
             warmup=False,
-            chosen=chosen,
+            chosen=options[index],
             mu=float(mu[index]),
             sigma=float(sigma[index]),
             calibration=[a, b, c],
         )
-        if self.trust_radius is not None and index > 0:  # beyond the paper: play it only if confidently better than r
-            advantage = a * (members[:, index] - members[:, 0])  # options[0] is r
-            margin = float(advantage.mean() - self.trust_z * advantage.std())
-            decision["advantage_margin"] = margin
-            if margin <= 0:
-                decision.update(chosen=r, kept_prior=True)
-                return Allocation(dict(r), decision)
-        return Allocation(dict(chosen), decision)
+        return a, index
+
+    def trusted(self, members: torch.Tensor, index: int, slope: float, decision: dict[str, Any]) -> bool:
+        """Beyond the paper (`trust_radius`): candidate `index` is played only if the members' paired advantage
+        over r (options[0]), at the calibration's `slope`, is confidently positive; always without a trust region,
+        or when r itself is the choice."""
+        if self.trust_radius is None or index == 0:
+            return True
+        advantage = slope * (members[:, index] - members[:, 0])
+        margin = float(advantage.mean() - self.trust_z * advantage.std())
+        decision["advantage_margin"] = margin
+        return margin > 0
 
     def update(self, context: RoundContext, allocation: Split, outcome: dict[str, Any]) -> dict[str, Any]:
         """5. The round's reward on the dev proxy, logged with its context and action; then refit;
         6. kappa decays at every `kappa_every` of the budget that left the task's dev proxy no better."""
-        if self.start is None:
-            self.start = dict(context.probe_loglik)
+        self.remember_start(context)
         if self.first is None and len(self.rewards) >= self.warmup:
             self.first = dict(allocation)
         r = self.requirements(context)
@@ -428,7 +460,7 @@ class ReadBandit(Allocator):
         scale, shift = self.target_scale()
         y = (torch.tensor(self.rewards) - shift) / scale
         generator = torch.Generator().manual_seed(self.seed * 100_003 + round_index)
-        self.ensemble.fit(torch.stack(self.rows), y, self.fit_steps, generator)
+        self.regressors.fit(torch.stack(self.rows), y, self.fit_steps, generator)
 
     def decay_kappa(self, context: RoundContext, outcome: dict[str, Any]) -> None:
         before = context.spent_tokens / max(context.total_tokens, 1)

@@ -3,7 +3,7 @@
 
 One `RunLogger` spans all rounds of a run (each round is its own `Trainer.fit`, so steps are
 offset by the steps of earlier rounds). `finish` closes the W&B run, so jobs of a multirun in
-one process never share a run.
+one process never share a run. `round_line` is the line each round prints.
 """
 
 from __future__ import annotations
@@ -98,6 +98,27 @@ class RunLogger:
 
 
 ROUND_GROUPS = ("round", "probe", "probe_loglik", "allocation", "spent_by_capability", "timing")
+
+
+def round_line(
+    index: int, rounds: int, entry: dict[str, Any], history: list[dict[str, Any]], reference: dict, total: int
+) -> str:
+    """One line per round: the split chosen, the tokens spent (and so far), and the task's dev proxy and, at
+    evaluation checkpoints, its eval utility, each with its change since the last measurement (or the base)."""
+    chosen = sorted(((w, c) for c, w in entry["allocation"].items() if w > 0), reverse=True)
+    split = " ".join(f"{c} {w:.2f}" for w, c in chosen[:4]) + (f" +{len(chosen) - 4} more" if len(chosen) > 4 else "")
+    if len(chosen) > 4 and chosen[0][0] - chosen[-1][0] < 1e-9:
+        split = f"even over {len(chosen)}"
+    spent = sum(entry["spent_by_capability"].values())
+    so_far = sum(sum(e["spent_by_capability"].values()) for e in history)
+    parts = [f"round {index + 1}/{rounds}", f"split {split or 'nothing'}", f"spent {spent} ({so_far}/{total})"]
+    base = reference["student_base"]
+    for key, label, digits in (("task_loglik", "task dev proxy", 4), ("task_utility", "task utility (eval)", 1)):
+        if key in entry:
+            earlier = [e[key] for e in history[:-1] if key in e] or [base.get(key)]
+            change = "" if earlier[-1] is None else f" ({entry[key] - earlier[-1]:+.{digits}f})"
+            parts.append(f"{label} {entry[key]:.{digits}f}{change}")
+    return " | ".join(parts)
 
 
 def is_number(value: Any) -> bool:

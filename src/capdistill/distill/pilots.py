@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +79,7 @@ def run_pilots(
         return None
     saved = saved_pilots(path, fingerprint)
     if saved is not None:
-        interventions = [Intervention(**i) for i in saved["interventions"]]
+        interventions = [Intervention.from_json(i) for i in saved["interventions"]]
         tokens = saved["tokens_per_pilot"]
     else:
         tokens = max(1, round(allocator.pilot_fraction * total))
@@ -90,7 +89,7 @@ def run_pilots(
             """One pilot from the student base; the student's weights are restored afterwards."""
             weights = copy.deepcopy(student.model.state_dict())
             seed_index = first_seed_index + index  # distinct from every real round's shuffling seed
-            mix = settings.curriculum.mix(0.0)  # a pilot trains the student base: the curriculum's first mix
+            mix = settings.distill.curriculum.mix(0.0)  # a pilot trains the student base: the curriculum's first mix
             streams = {
                 c: PromptStream(sources.capabilities[c], f"{settings.seed}/pilot{index}", sources.difficulties).mixed(
                     mix
@@ -128,7 +127,7 @@ def run_pilots(
     result = {
         "tokens_per_pilot": tokens,
         "pilot_tokens": tokens * len(splits),
-        "interventions": [asdict(i) for i in interventions],
+        "interventions": [i.to_json() for i in interventions],
         "requirements": requirements,
         "split": "dev",
     }

@@ -92,7 +92,7 @@ def reference_scores(
     base = exact_match(student.model, student.tokenizer, sources, eval_sets, task, batch)
     base.update(proxy_scores(Proxy(student.tokenizer, dev_sets, responses, batch), student.model, sources, task))
     if dev_probe:
-        base["dev_probe"] = capability_dev_probe(student, sources, dev_sets, batch)
+        base["dev_probe"] = dev_exact_match(student, sources, dev_sets, batch, every_capability=True)["probe"]
     scores = {
         "teacher": exact_match(writer, teacher.tokenizer, sources, eval_sets, task, batch),
         "student_base": base,
@@ -103,9 +103,18 @@ def reference_scores(
     return {**scores, "splits": SPLITS}
 
 
-def capability_dev_probe(
-    student: LoadedModel, sources: WorldSources, dev_sets: dict[str, list[Example]], batch: int
-) -> dict[str, float]:
-    """Exact match (0-100) of `student` on every capability's dev set."""
-    sets = {c: dev_sets[c] for c in sources.capabilities if c in dev_sets}
-    return exact_match(student.model, student.tokenizer, sources, sets, next(iter(sets)), batch)["probe"]
+def dev_exact_match(
+    student: LoadedModel,
+    sources: WorldSources,
+    dev_sets: dict[str, list[Example]],
+    batch: int,
+    task_source: str | None = None,
+    every_capability: bool = False,
+) -> dict[str, Any]:
+    """`exact_match` of `student` on the dev sets that `task_source`'s score needs (none without one) and, with
+    `every_capability`, on every capability's; only these are generated."""
+    names = task_sets(sources, task_source) if task_source is not None else set()
+    names |= set(sources.capabilities) if every_capability else set()
+    sets = {n: s for n, s in dev_sets.items() if n in names}
+    task = task_source if task_source is not None else next(iter(sets))  # no task: any set's utility, unread
+    return exact_match(student.model, student.tokenizer, sources, sets, task, batch)

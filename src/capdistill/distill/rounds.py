@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 
-from capdistill.config.schema import CurriculumConf, Generation, Overflow
+from capdistill.components import round_trainer
+from capdistill.config.schema import DistillConf
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.module import DistillationModule
 from capdistill.losses.sparse import CacheSpec
@@ -22,19 +23,19 @@ from capdistill.supervision.slices import PromptStream, Slice, collect_round
 
 @dataclass(frozen=True)
 class RoundSettings:
-    """What every round's generation and fit take from the config, built once by the recipe."""
+    """What every round's generation and fit take, built once by the recipe: the `distill` group as it is, and
+    what the run adds to it."""
 
     make_trainer: Callable[..., pl.Trainer]  # the `trainer` group, partial: each fit adds its own settings
-    generation: Generation
-    overflow: Overflow
+    distill: DistillConf  # generation, overflow, batch size, epochs, clipping, packing and curriculum
     seed: int
-    batch_size: int
-    epochs: int
-    grad_clip: float
     progress: bool = False  # progress bars for generation and training (a terminal: `capdistill.io.interactive`)
     cache: CacheSpec | None = None  # what the teacher keeps while it writes, for the loss (a teacher logit cache)
-    pack_length: int | None = None  # pack each batch into rows of up to this many tokens (None: padded batches)
-    curriculum: CurriculumConf = field(default_factory=CurriculumConf)  # the prompts' difficulty mix by progress
+
+    @property
+    def pack_length(self) -> int | None:
+        """Pack each batch into rows of up to this many tokens (None: padded batches)."""
+        return self.distill.pack_length if self.distill.packing else None
 
 
 def generate_round(
@@ -56,8 +57,8 @@ def generate_round(
         engine,
         engine.tokenizer,
         student.tokenizer,
-        settings.generation,
-        overflow=settings.overflow,
+        settings.distill.generation,
+        overflow=settings.distill.overflow,
         progress=settings.progress,
         cache=settings.cache,
     )
@@ -85,28 +86,20 @@ def train_round(
         return 0, 0, []
     seed = settings.seed
     pl.seed_everything(seed * 1000 + index, workers=True, verbose=False)
-    trainer = settings.make_trainer(
-        max_epochs=settings.epochs,
-        gradient_clip_val=settings.grad_clip,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=settings.progress,  # Lightning's own bar: steps, loss
-        enable_model_summary=False,
-        use_distributed_sampler=False,  # every rank takes its shard of every batch (`RankView`)
-    )
+    trainer = round_trainer(settings.make_trainer, settings.distill, settings.progress)
     data = DistillDataModule(
         SupervisedBatches(
             examples,
             student.tokenizer,
             teacher.tokenizer if module.loss.cross_tokenizer else None,
-            settings.batch_size,
+            settings.distill.batch_size,
             seed=seed * 1000 + index,
             cached=settings.cache is not None,
             pack_length=settings.pack_length,
             ranks=trainer.world_size,
         )
     )
-    module.begin_fit(*progress, len(data.dataset) * settings.epochs, step_offset)
+    module.begin_fit(*progress, len(data.dataset) * settings.distill.epochs, step_offset)
     logger, module.run_logger = module.run_logger, None  # a logger does not travel to spawned ranks
     with tempfile.TemporaryDirectory() as handoff:
         module.handoff = Path(handoff) / "rank0.pt" if spawns(trainer) else None

@@ -1,13 +1,14 @@
 """`capdistill distill`: the recipe of one distillation run, top to bottom.
 
-`__init__` builds the parts the config alone determines (loss, allocator, settings: the edge,
-below which parts take values and built objects) and `setup` loads the models and what they
-score. `run_round` is one round of ReAD's loop: the allocator splits the round's slice of the
-budget from dev signals alone, the teacher writes responses to train prompts until each
-capability's share is spent, the student trains on them (Lightning, one optimizer for the run),
-the log-likelihood proxy is measured on the dev sets and the allocator learns from it; at
-evaluation checkpoints and after the last round the eval sets are scored by exact match (reports
-only). `finish` scores the final student and writes `record.json` atomically. Each round is
+`__init__` takes the parts `components.validate` built from the config (loss, allocator, trainer
+factory, optimizer, typed settings: the edge, below which parts take values and built objects) and
+reads the config once; `setup` loads the models and what they score. `run_round` is one round of
+ReAD's loop, one step a method: `allocate` splits the round's slice of the budget from dev signals
+alone, `generate` has the teacher write responses to train prompts until each capability's share
+is spent, `train` fits the student on them (Lightning, one optimizer for the run), `measure` takes
+the log-likelihood proxy on the dev sets (and at evaluation checkpoints and after the last round
+`evaluate` scores the eval sets by exact match, reports only), and `record` saves the round once
+the allocator has learnt from it. `finish` scores the final student and writes `record.json` atomically. Each round is
 saved as it completes (`distill.resume`), so a killed run restarted in the same output directory
 resumes after its last completed round, exactly. The leading process holds the output directory while it
 runs (`io.holding`), and Ctrl-C or a full disk ends a run in one line saying what it kept (`stops_reported`).
@@ -15,14 +16,16 @@ runs (`io.holding`), and Ctrl-C or a full disk ends a run in one line saying wha
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +34,18 @@ from omegaconf import DictConfig, OmegaConf
 
 import capdistill
 from capdistill.allocation import RoundContext
-from capdistill.allocation.interface import decision_view
+from capdistill.allocation.interface import Allocation, decision_view
 from capdistill.capabilities import Example
 from capdistill.capabilities.base import TASK
+from capdistill.capabilities.real.sandbox import UNSAFE, UNSAFE_ENV, execution_mode
 from capdistill.capabilities.sources import WorldSources
-from capdistill.components import (
-    allocator_label,
-    build_allocator,
-    build_logger,
-    build_loss,
-    loss_label,
-    model_requests,
-    optimizer_settings,
-    trainer_factory,
-    world_sources,
-)
-from capdistill.config.schema import typed_settings
+from capdistill.components import RunParts, allocator_label, build_logger, build_parts, loss_label, world_sources
 from capdistill.config.units import parse_tokens
 from capdistill.distill.follow import wait_for
-from capdistill.distill.loggers import RunLogger
+from capdistill.distill.loggers import RunLogger, round_line
 from capdistill.distill.module import DistillationModule
 from capdistill.distill.pilots import PILOTS_FILE, run_pilots
-from capdistill.distill.reference import SPLITS, proxy_scores, reference_scores
+from capdistill.distill.reference import SPLITS, dev_exact_match, proxy_scores, reference_scores
 from capdistill.distill.resume import (
     ROUNDS_DIR,
     completed_rounds,
@@ -72,15 +65,14 @@ from capdistill.evaluation.lmeval import lmeval_scores
 from capdistill.evaluation.lmeval_tasks import hf_lm
 from capdistill.evaluation.proxy import Proxy
 from capdistill.evaluation.scores import exact_match, suite_utility, task_sets
-from capdistill.io import atomic_write_json, full_disk, holding, interactive, remove_stale_temporaries
-from capdistill.losses import DistillLoss
+from capdistill.io import atomic_write_json, full_disk_line, holding, interactive, remove_stale_temporaries
 from capdistill.models.packing import check_packing
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens, with_replay
 from capdistill.supervision.engines import TeacherEngine
-from capdistill.supervision.slices import PromptStream
+from capdistill.supervision.slices import PromptStream, Slice
 from capdistill.supervision.teacher_cache import cache_summary, merge_summaries
 from capdistill.training.cluster import leading_process
 from capdistill.training.heads import check_linear_head
@@ -89,13 +81,14 @@ log = logging.getLogger(__name__)
 LMEVAL_DIR = "lmeval"
 
 
-def distill(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or resume) one distillation and write `record.json`; returns the record. The leading process holds the
+def distill(cfg: DictConfig, parts: RunParts | None = None) -> dict[str, Any]:
+    """Run (or resume) one distillation and write `record.json`; returns the record. `parts`: what
+    `components.validate(cfg)` returned (built here, unchecked, if not given). The leading process holds the
     output directory before it reads anything there (a second run into it is refused in one line); the processes
     that train along read what it writes, so they hold nothing."""
     out = Path(cfg.paths.output_dir)
     with stops_reported(out, cfg.budget.rounds):
-        recipe = DistillRecipe(cfg, out)
+        recipe = DistillRecipe(cfg, out, parts)
         with holding(out) if recipe.writes else nullcontext():
             return complete(recipe)
 
@@ -132,7 +125,7 @@ class RunInterrupted(KeyboardInterrupt):
 def stops_reported(out: Path, rounds: int) -> Iterator[None]:
     """End a run stopped by Ctrl-C or a full disk in one line saying how many rounds it kept and how to resume.
     Ctrl-C becomes `RunInterrupted`, also where Lightning turned it into `SystemExit(1)` inside a fit (why SIGINT
-    is watched here); a full device or quota a CapdistillError naming the file (`io.full_disk_reported`)."""
+    is watched here); a full device or quota a CapdistillError naming the file (`io.full_disk_line`)."""
     seen: list[int] = []
 
     def watch(signum: int, frame: Any) -> None:
@@ -148,12 +141,11 @@ def stops_reported(out: Path, rounds: int) -> Iterator[None]:
             raise
         raise RunInterrupted(f"interrupted; {kept(out, rounds)}: run the same command again to resume") from None
     except Exception as err:
-        reason = full_disk(err)
-        if reason is None:
+        line = full_disk_line(err, getattr(err, "filename", None) or out)
+        if line is None:
             raise
-        what = err if isinstance(err, CapdistillError) else f"{reason} writing {getattr(err, 'filename', None) or out}"
         raise CapdistillError(
-            f"{what}; {kept(out, rounds)}: free some space and run the same command again to resume"
+            f"{line}; {kept(out, rounds)}: free some space and run the same command again to resume"
         ) from err
     finally:
         if main:
@@ -164,69 +156,66 @@ def kept(out: Path, rounds: int) -> str:
     return f"{kept_rounds(out)} of {rounds} rounds kept in {out / ROUNDS_DIR}"
 
 
-def round_line(
-    index: int, rounds: int, entry: dict[str, Any], history: list[dict[str, Any]], reference: dict, total: int
-) -> str:
-    """One line per round: the split chosen, the tokens spent (and so far), and the task's dev proxy and, at
-    evaluation checkpoints, its eval utility, each with its change since the last measurement (or the base)."""
-    chosen = sorted(((w, c) for c, w in entry["allocation"].items() if w > 0), reverse=True)
-    split = " ".join(f"{c} {w:.2f}" for w, c in chosen[:4]) + (f" +{len(chosen) - 4} more" if len(chosen) > 4 else "")
-    if len(chosen) > 4 and chosen[0][0] - chosen[-1][0] < 1e-9:
-        split = f"even over {len(chosen)}"
-    spent = sum(entry["spent_by_capability"].values())
-    so_far = sum(sum(e["spent_by_capability"].values()) for e in history)
-    parts = [f"round {index + 1}/{rounds}", f"split {split or 'nothing'}", f"spent {spent} ({so_far}/{total})"]
-    base = reference["student_base"]
-    for key, label, digits in (("task_loglik", "task dev proxy", 4), ("task_utility", "task utility (eval)", 1)):
-        if key in entry:
-            earlier = [e[key] for e in history[:-1] if key in e] or [base.get(key)]
-            change = "" if earlier[-1] is None else f" ({entry[key] - earlier[-1]:+.{digits}f})"
-            parts.append(f"{label} {entry[key]:.{digits}f}{change}")
-    return " | ".join(parts)
+@contextmanager
+def timed(laps: dict[str, float], key: str) -> Iterator[None]:
+    """Add the block's wall time to `laps[key]` (a round's timing: a step may run in two laps)."""
+    start = time.time()
+    yield
+    laps[key] = laps.get(key, 0.0) + time.time() - start
 
 
-def round_settings(cfg: DictConfig, loss: DistillLoss, progress: bool = False) -> RoundSettings:
-    """What every round's generation and fit take from the config; the teacher keeps what `loss` reads
-    of it while it writes (its cache spec), if anything."""
-    typed = typed_settings(cfg)
-    return RoundSettings(
-        make_trainer=trainer_factory(cfg),
-        generation=typed.distill.generation,
-        overflow=typed.distill.overflow,
-        seed=cfg.seed,
-        batch_size=cfg.distill.batch_size,
-        epochs=cfg.distill.epochs,
-        grad_clip=cfg.distill.grad_clip,
-        progress=progress,
-        cache=loss.cache_spec(),
-        pack_length=cfg.distill.pack_length if cfg.distill.packing else None,
-        curriculum=typed.distill.curriculum,
-    )
+@dataclass(frozen=True)
+class RoundPlan:
+    """What allocation settled before the teacher writes a round: the decision, the tokens and the prompts."""
+
+    decided: Allocation
+    allocation: dict[str, float]  # the allocator's own split, normalised: what it learns from
+    allotted: int  # the round's slice of the budget
+    shares: dict[str, int]  # each capability's tokens of it, replay included
+    cursors: dict[str, int]  # where each capability's prompt stream resumes
+    mix: tuple[float, ...] | None  # the prompts' difficulty mix (a curriculum), if any
 
 
 class DistillRecipe:
     """One run's state: the parts built from the config, and the rounds completed so far."""
 
-    def __init__(self, cfg: DictConfig, out: Path) -> None:
-        """The parts the config alone determines (no model yet): a bad combination fails here."""
+    def __init__(self, cfg: DictConfig, out: Path, parts: RunParts | None = None) -> None:
+        """The parts the config alone determines (no model yet), from `parts` (what `components.validate`
+        returned; built here, unchecked, if not given): the one place the recipe reads the config."""
+        parts = build_parts(cfg) if parts is None else parts
+        settings = parts.settings
         self.start = time.time()
-        self.cfg, self.out = cfg, out
+        self.out = out
         # another node's process (or a copy Lightning started per device) runs the same rounds in lockstep:
         # it reads what the leading process saved (so it resumes where that one does) and writes nothing
         self.writes = leading_process()
-        self.identity = run_identity(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-        self.names = list(cfg.capabilities.names)
-        self.total, self.rounds = parse_tokens(cfg.budget.total_tokens), cfg.budget.rounds
-        self.replay = cfg.budget.replay  # the general replay slice's fraction of every round
-        self.task_source, self.batch = cfg.task.source, cfg.capabilities.probe_batch_size
-        self.loss = build_loss(cfg)
-        self.allocator = build_allocator(cfg)
-        self.optim = optimizer_settings(cfg)
-        self.settings = round_settings(cfg, self.loss, progress=interactive())
-        self.requirements = normalize_weights(dict(cfg.task.requirements), self.names)
-        self.models = model_requests(cfg)
+        self.config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # the record's, as plain data
+        self.identity = run_identity(self.config)
+        self.names = list(settings.capabilities.names)
+        self.total, self.rounds = parse_tokens(settings.budget.total_tokens), settings.budget.rounds
+        self.replay = settings.budget.replay  # the general replay slice's fraction of every round
+        self.task_source, self.batch = settings.task.source, settings.capabilities.probe_batch_size
+        self.seed, self.experiment, self.task_name = settings.seed, settings.experiment_name, settings.task.name
+        self.card = dict(settings.task.requirements)  # the task card's requirements, as written
+        self.loss, self.allocator, self.optim, self.models = parts.loss, parts.allocator, parts.optim, parts.models
+        self.settings = RoundSettings(
+            parts.make_trainer, settings.distill, settings.seed, progress=interactive(), cache=self.loss.cache_spec()
+        )
+        self.requirements = normalize_weights(self.card, self.names)
         self.sources: WorldSources = world_sources(cfg)
-        self.checkpoints = checkpoint_rounds(self.rounds, list(cfg.evaluation.checkpoints))
+        self.evaluation = settings.evaluation
+        # how model-written code runs (the record's `code_execution`): isolated, or unisolated only with the
+        # opt-in, which the run's scorers and lm-eval's worker processes read from the environment; refused
+        # here otherwise, before any model loads
+        self.code_execution = execution_mode(self.evaluation.allow_unsafe_code) if self.sources.runs_code else None
+        if self.code_execution == UNSAFE:
+            os.environ[UNSAFE_ENV] = "1"
+        self.checkpoints = checkpoint_rounds(self.rounds, list(self.evaluation.checkpoints))
+        # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
+        self.seeds = {"dev": settings.seed, "eval": self.evaluation.seed}
+        self.cache_dir = Path(settings.paths.cache_dir)
+        self.device = torch.device("cuda" if settings.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
+        self.open_logger = functools.partial(build_logger, cfg)  # a W&B run opens when the rounds begin
         self.logger: RunLogger | None = None  # opened by prepare_rounds
         self.engine: TeacherEngine | None = None  # the teacher's writer, connected by load_models
 
@@ -247,9 +236,6 @@ class DistillRecipe:
 
     def load_models(self) -> None:
         """Draw the held-out sets and load (or build) teacher and student onto the run's device."""
-        cfg = self.cfg
-        # held-out sets, drawn per seed (common to every allocator): dev decides, eval reports
-        self.seeds = {"dev": cfg.seed, "eval": cfg.evaluation.seed}
         self.dev_sets = self.sources.held_out_sets("dev", self.task_source, self.seeds["dev"])
         self.eval_sets = self.sources.held_out_sets("eval", self.task_source, self.seeds["eval"])
         self.teacher = load_role(self.models["teacher"], self.sources, self.out)  # a served one: its tokenizer
@@ -260,7 +246,6 @@ class DistillRecipe:
             else None
         )
         self.student = load_role(self.models["student"], self.sources, self.out)
-        self.device = torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
         if self.teacher.model is not None:
             self.teacher.model.eval().requires_grad_(False)
             self.teacher.model.to(self.device)
@@ -299,13 +284,13 @@ class DistillRecipe:
             self.dev_sets,
             self.eval_sets,
             self.seeds,
-            world=OmegaConf.to_container(self.cfg.capabilities, resolve=True, enum_to_str=True),
+            world=self.config["capabilities"],
             task_source=self.task_source,
-            requirements=dict(self.cfg.task.requirements),
-            cache_dir=Path(self.cfg.paths.cache_dir),
+            requirements=self.card,
+            cache_dir=self.cache_dir,
             batch=self.batch,
             computes=self.writes,
-            dev_probe=self.cfg.evaluation.dev_probe and self.sources.suite is None,
+            dev_probe=self.evaluation.dev_probe and self.sources.suite is None,
         )
         self.responses = self.reference.pop("dev_responses")
         # every dev set: pilots and evaluation checkpoints
@@ -342,16 +327,16 @@ class DistillRecipe:
 
     def prepare_rounds(self) -> None:
         """Prompt streams, logger, the training module (resumed if rounds were saved), the allocator's replay of them."""
-        cfg, out = self.cfg, self.out
+        out = self.out
         self.streams = {
-            c: PromptStream(self.sources.capabilities[c], str(cfg.seed), self.sources.difficulties) for c in self.names
+            c: PromptStream(self.sources.capabilities[c], str(self.seed), self.sources.difficulties) for c in self.names
         }
         spent = sum(sum(e["spent_by_capability"].values()) for e in self.history)
-        self.logger = RunLogger(build_logger(cfg), spent=spent)
+        self.logger = RunLogger(self.open_logger(), spent=spent)
         self.logger.log_baseline(self.reference)  # a resumed run's new W&B run gets its references too
         teacher_model = self.teacher.model if self.loss.needs_teacher else None
         self.module = DistillationModule(
-            self.student.model, teacher_model, self.loss, self.optim, self.logger, cfg.distill.log_every
+            self.student.model, teacher_model, self.loss, self.optim, self.logger, self.settings.distill.log_every
         )
         if self.history:
             log.info("resuming after round %d of %d from %s", len(self.history), self.rounds, out / ROUNDS_DIR)
@@ -394,70 +379,113 @@ class DistillRecipe:
     # ------------------------------------------------------------------------- one round
 
     def run_round(self, index: int) -> None:
-        """Allocate, generate, train, measure, learn; then save the round."""
-        history, names, student = self.history, self.names, self.student
-        context = self.context(index, history)
-        t_allocate = time.time()
-        decided = self.allocator.decide(context)
-        allocation = normalize_weights(decided.split, names)  # what the allocator learns from: its own split
-        allotted = round_slice(self.total, context.spent_tokens, self.rounds - index)
-        shares = split_tokens(allotted, with_replay(allocation, self.replay))
-        cursors = {
-            c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in history) for c in names
-        }
-        mix = self.settings.curriculum.mix(context.spent_tokens / self.total)  # the prompts' difficulty mix, if any
+        """One round of ReAD's loop, each step timed: allocate, generate, train, measure (and evaluate at a
+        checkpoint), then record the round once the allocator has learnt from it."""
+        context = self.context(index, self.history)
+        laps: dict[str, float] = {}
+        with timed(laps, "allocator_s"):
+            plan = self.allocate(index, context)
+        with timed(laps, "generation_s"):
+            slices = self.generate(index, plan)
+        with timed(laps, "training_s"):
+            fit = self.train(index, context, slices)
+        with timed(laps, "proxy_s"):
+            signals = self.measure(index)
+        with timed(laps, "eval_s"):
+            scores = self.evaluate(index)
+        with timed(laps, "allocator_s"):  # the allocator learns from the round's entry
+            entry = self.entry(index, plan, slices, fit, signals, scores)
+            entry.update = self.allocator.update(context, plan.allocation, decision_view(entry.to_json()))
+        entry.timing = {**laps, "probing_s": laps["proxy_s"] + laps["eval_s"]}
+        self.record(index, entry)
 
-        t_generate = time.time()
-        key = {"fingerprint": run_fingerprint(self.identity), "shares": shares, "cursors": cursors}
+    def allocate(self, index: int, context: RoundContext) -> RoundPlan:
+        """The allocator's split of the round's slice of the budget (replay added), and where each capability's
+        prompts resume."""
+        decided = self.allocator.decide(context)
+        allocation = normalize_weights(decided.split, self.names)  # what the allocator learns from: its own split
+        allotted = round_slice(self.total, context.spent_tokens, self.rounds - index)
+        return RoundPlan(
+            decided=decided,
+            allocation=allocation,
+            allotted=allotted,
+            shares=split_tokens(allotted, with_replay(allocation, self.replay)),
+            cursors={
+                c: sum(e.get("prompts_by_capability", e["examples_by_capability"])[c] for e in self.history)
+                for c in self.names
+            },
+            mix=self.settings.distill.curriculum.mix(context.spent_tokens / self.total),  # the difficulty mix, if any
+        )
+
+    def generate(self, index: int, plan: RoundPlan) -> list[Slice]:
+        """The teacher's responses for each capability's share (saved before training, so a kill reuses them)."""
+        key = {"fingerprint": run_fingerprint(self.identity), "shares": plan.shares, "cursors": plan.cursors}
         slices = load_supervision(self.out, index, key)  # written before a kill during training: reused
         if slices is None and not self.writes:  # the leading process writes the round's supervision: train on it,
             # whatever this process's own probes decided (another GPU's numerics), so every rank has its batches
             read = lambda: load_supervision(self.out, index, key, match=("fingerprint",))  # noqa: E731
             slices = wait_for(read, f"round {index + 1}'s supervision")
         if slices is None:
-            streams = {c: stream.mixed(mix) for c, stream in self.streams.items()}
-            slices = generate_round(self.settings, shares, streams, cursors, self.engine, student, self.device)
+            streams = {c: stream.mixed(plan.mix) for c, stream in self.streams.items()}
+            slices = generate_round(
+                self.settings, plan.shares, streams, plan.cursors, self.engine, self.student, self.device
+            )
             save_supervision(self.out, index, slices, key)
-        t_train = time.time()
+        return slices
+
+    def train(self, index: int, context: RoundContext, slices: list[Slice]) -> tuple[int, int, list[float]]:
+        """Fit the student on the round's supervision: (optimizer steps, tokens processed, losses)."""
         spent = sum(s.spent for s in slices)
         progress = (context.spent_tokens / self.total, (context.spent_tokens + spent) / self.total)
-        offset = sum(e["train_steps"] for e in history)
-        steps, trained, losses = train_round(
-            self.settings, index, slices, self.module, self.teacher, student, progress, offset
+        offset = sum(e["train_steps"] for e in self.history)
+        return train_round(self.settings, index, slices, self.module, self.teacher, self.student, progress, offset)
+
+    def measure(self, index: int) -> dict[str, Any]:
+        """The dev proxy: every signal at an evaluation checkpoint, else those a decision reads (if any)."""
+        self.student.model.to(self.device)
+        checkpoint = index in self.checkpoints
+        if not checkpoint and not self.read:
+            return {}
+        proxy = self.proxy if checkpoint else self.decision_proxy
+        return proxy_scores(proxy, self.student.model, self.sources, self.task_source)
+
+    def evaluate(self, index: int) -> dict[str, Any]:
+        """Exact match on the eval sets at an evaluation checkpoint (reports only); nothing between them."""
+        if index not in self.checkpoints:
+            return {}
+        student = self.student
+        return exact_match(
+            student.model,
+            student.tokenizer,
+            self.sources,
+            self.eval_sets,
+            self.task_source,
+            self.batch,
+            progress=self.settings.progress,
         )
 
-        t_proxy = time.time()
-        student.model.to(self.device)
-        checkpoint = index in self.checkpoints
-        signals = {}
-        if checkpoint or self.read:
-            proxy = self.proxy if checkpoint else self.decision_proxy
-            signals = proxy_scores(proxy, student.model, self.sources, self.task_source)
-        t_eval = time.time()
-        scores = {}
-        if checkpoint:
-            scores = exact_match(
-                student.model,
-                student.tokenizer,
-                self.sources,
-                self.eval_sets,
-                self.task_source,
-                self.batch,
-                progress=self.settings.progress,
-            )
-
-        t_update = time.time()
-        by_slice = {s.capability: s for s in slices}
-        entry = RoundEntry(
+    def entry(
+        self,
+        index: int,
+        plan: RoundPlan,
+        slices: list[Slice],
+        fit: tuple[int, int, list[float]],
+        signals: dict[str, Any],
+        scores: dict[str, Any],
+    ) -> RoundEntry:
+        """The round's record entry: what was decided, spent, trained and measured."""
+        steps, trained, losses = fit
+        names, by_slice = self.names, {s.capability: s for s in slices}
+        return RoundEntry(
             round=index,
-            allocation=allocation,
-            allotted_tokens=allotted,
-            allotted_by_capability=shares,
+            allocation=plan.allocation,
+            allotted_tokens=plan.allotted,
+            allotted_by_capability=plan.shares,
             spent_by_capability={c: by_slice[c].spent if c in by_slice else 0 for c in names},
             examples_by_capability={c: len(by_slice[c].examples) if c in by_slice else 0 for c in names},
             prompts_by_capability={c: by_slice[c].prompts if c in by_slice else 0 for c in names},
             truncated_examples=sum(e.truncated for s in slices for e in s.examples),
-            shortfall_tokens=allotted - spent,
+            shortfall_tokens=plan.allotted - sum(s.spent for s in slices),
             teacher_generated_tokens=sum(s.generated_tokens for s in slices),
             student_trained_tokens=trained,
             train_steps=steps,
@@ -465,27 +493,20 @@ class DistillRecipe:
             teacher_cache=(
                 cache_summary([e.teacher for s in slices for e in s.examples]) if self.settings.cache else None
             ),
-            difficulty_mix=None if mix is None else list(mix),
+            difficulty_mix=None if plan.mix is None else list(plan.mix),
             signals=signals,
             scores=scores,
-            decision=decided.decision,
+            decision=plan.decided.decision,
         )
-        entry.update = self.allocator.update(context, allocation, decision_view(entry.to_json()))
-        done = time.time()
-        entry.timing = {
-            "allocator_s": (t_generate - t_allocate) + (done - t_update),
-            "generation_s": t_train - t_generate,
-            "training_s": t_proxy - t_train,
-            "proxy_s": t_eval - t_proxy,
-            "eval_s": t_update - t_eval,
-            "probing_s": t_update - t_proxy,
-        }
+
+    def record(self, index: int, entry: RoundEntry) -> None:
+        """Save the round (the leading process), append it to the history, log it and print its line."""
         saved = entry.to_json()
         if self.writes:
-            save_round(self.out, index, student, self.module, saved, self.identity)
-        history.append(saved)
-        self.logger.log_round(saved, offset + steps)
-        log.info(round_line(index, self.rounds, saved, history, self.reference, self.total))
+            save_round(self.out, index, self.student, self.module, saved, self.identity)
+        self.history.append(saved)
+        self.logger.log_round(saved, sum(e["train_steps"] for e in self.history))
+        log.info(round_line(index, self.rounds, saved, self.history, self.reference, self.total))
 
     # ------------------------------------------------------------------------- the record
 
@@ -497,20 +518,20 @@ class DistillRecipe:
                 "its shortest response; raise budget.total_tokens or lower budget.rounds (no record written)"
             )
         final_dev = dev_scores(
-            self.student, self.sources, self.dev_sets, self.task_source, self.batch, self.cfg.evaluation.dev_probe
+            self.student, self.sources, self.dev_sets, self.task_source, self.batch, self.evaluation.dev_probe
         )
         lmeval = None
-        if self.cfg.evaluation.lmeval and self.writes:  # it needs no other rank: the leading process alone
+        if self.evaluation.lmeval and self.writes:  # it needs no other rank: the leading process alone
             lmeval = final_lmeval(
                 self.student,
                 self.sources,
                 self.eval_sets,
                 self.task_source,
                 self.out / LMEVAL_DIR,
-                batch=self.cfg.evaluation.batch_size,
-                limit=self.cfg.evaluation.limit,
+                batch=self.evaluation.batch_size,
+                limit=self.evaluation.limit,
             )
-        history, cfg = self.history, self.cfg
+        history = self.history
         spent = {c: sum(e["spent_by_capability"][c] for e in history) for c in self.names}
         wall = time.time() - self.start
         keys = ("allocator_s", "generation_s", "training_s", "proxy_s", "eval_s", "probing_s")
@@ -521,13 +542,13 @@ class DistillRecipe:
         timing["decision_fraction"] = timing["decision_s"] / wall
         last = history[-1]
         record = Record(
-            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            seed=cfg.seed,
+            config=self.config,
+            seed=self.seed,
             version=capdistill.__version__,
-            experiment=cfg.experiment_name,
+            experiment=self.experiment,
             allocator=allocator_label(self.allocator),
             loss=loss_label(self.loss),
-            task=cfg.task.name,
+            task=self.task_name,
             budget={
                 "total_tokens": self.total,
                 "rounds": self.rounds,
@@ -549,6 +570,7 @@ class DistillRecipe:
             fingerprint=run_fingerprint(self.identity),
             lmeval=lmeval,
             teacher_cache=merge_summaries([e["teacher_cache"] for e in history]) if self.settings.cache else None,
+            code_execution=self.code_execution,
         ).to_json()
         if self.writes:
             atomic_write_json(self.out / RECORD_FILE, record)
@@ -576,9 +598,7 @@ def dev_scores(
     on its own evaluation docs, so it has none (None)."""
     if sources.suite is not None:
         return None
-    names = set(task_sets(sources, task_source)) | (set(sources.capabilities) if every_capability else set())
-    sets = {n: dev_sets[n] for n in dev_sets if n in names}
-    scores = exact_match(student.model, student.tokenizer, sources, sets, task_source, batch)
+    scores = dev_exact_match(student, sources, dev_sets, batch, task_source, every_capability)
     out = {"split": "dev", "task_utility": scores["task_utility"], "n": scores["n"]["task"]}
     if every_capability:
         out["probe"] = scores["probe"]

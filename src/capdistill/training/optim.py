@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from capdistill.config.schema import Schedule, Scope
+from capdistill.config.schema import DistillConf, Schedule, Scope
 from capdistill.errors import CapdistillError
 
 
@@ -31,14 +31,27 @@ def adamw(
 
 @dataclass
 class OptimizerSettings:
-    """The distillation's optimizer: AdamW at `lr`, `warmup_steps` of linear warmup, then `schedule`."""
+    """The distillation's optimizer: AdamW at `lr`, `warmup_steps` of linear warmup, then `schedule`. Its
+    defaults are the `distill` group's (`DistillConf`), so the Python API and the config train alike."""
 
     lr: float
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    schedule: Schedule = Schedule.constant
-    scope: Scope = Scope.run
+    weight_decay: float = DistillConf.weight_decay
+    warmup_steps: int = DistillConf.warmup_steps
+    min_lr_ratio: float = DistillConf.min_lr_ratio
+    schedule: Schedule = DistillConf.schedule
+    scope: Scope = DistillConf.optimizer_scope
+
+    @classmethod
+    def of(cls, distill: DistillConf) -> OptimizerSettings:
+        """The run's optimizer, from the `distill` group (its ranges are checked here)."""
+        return cls(
+            distill.lr,
+            distill.weight_decay,
+            distill.warmup_steps,
+            distill.min_lr_ratio,
+            distill.schedule,
+            distill.optimizer_scope,
+        )
 
     def __post_init__(self) -> None:
         self.schedule, self.scope = Schedule(self.schedule), Scope(self.scope)
