@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,51 @@ def capdistill(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+EACH = """
+import contextlib, io, json, sys, traceback
+
+def run(task):
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = task()
+        except SystemExit as stop:
+            code = stop.code
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    return code, out.getvalue(), err.getvalue()
+
+def imports():
+    import capdistill.components  # what a config subcommand imports before it validates
+
+_, head_out, head_err = run(imports)
+from capdistill.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    code, out, err = run(lambda: main(args))
+    results.append([args, code, head_out + out, head_err + err])
+with open(sys.argv[2], "w") as f:
+    json.dump(results, f)
+"""
+
+
+def capdistill_each(commands: list[list[str]], scratch: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Several `capdistill` commands run one after another in one process, each with the exit status and output
+    its own process gives: what importing the CLI's modules prints comes first in every command's output. The
+    imports (torch, Lightning: about 10 s) are paid once, for commands that stop before any compute."""
+    done = subprocess.run(
+        [sys.executable, "-c", EACH, json.dumps(commands), str(scratch / "each.json")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [subprocess.CompletedProcess(*run) for run in json.loads((scratch / "each.json").read_text())]
 
 
 def test_usage_lists_subcommands() -> None:
@@ -47,25 +93,48 @@ def test_subcommand_help_lists_groups_and_options() -> None:
     assert "synthetic-small" in result.stdout and "experiment" in result.stdout
 
 
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [
-        ("capabilities.names=[math,telepathy]", "telepathy"),
-        ("task=synthetic/tool_math", None),
-        ("capabilities.probe_size=0", "capabilities.probe_size"),
-        ("paths.cache_dir=/dev/null/cache", "paths.cache_dir"),
-    ],
-)
-def test_bad_input_fails_in_one_line_before_building(tmp_path: Path, override: str, needle: str | None) -> None:
-    if needle is None:  # a valid override combined with a bad one: the bad one is reported
-        override, needle = "+task.requirements.telepathy=1", "telepathy"
-    result = capdistill(
-        "build-world",
-        "experiment=micro",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        override,
-        f"hydra.run.dir={tmp_path}",
-    )
+BUILD_WORLD_BAD = [
+    ("capabilities.names=[math,telepathy]", "telepathy"),
+    ("task=synthetic/tool_math +task.requirements.telepathy=1", "telepathy"),  # a valid override, then a bad one
+    ("capabilities.probe_size=0", "capabilities.probe_size"),
+    ("paths.cache_dir=/dev/null/cache", "paths.cache_dir"),
+]
+EXHAUSTED = "capabilities.params.num_entities=2 teacher.train.dev_size=50"  # a knowledge base too small for dev
+DISTILL_BAD = [
+    ("allocator=uniform budget.total_tokens=0", "budget.total_tokens"),
+    ("allocator=fixed allocator.weights={telepathy:1.0}", "telepathy"),
+    ("allocator=fixed allocator.weights={math:-1.0,code:1.0}", "negative"),
+    ("allocator=fixed allocator.weights={math:0.0}", "sum to 0"),
+    ("allocator=uniform teacher=hf", "teacher.path is not set"),
+    ("allocator=uniform student=hf student.path=/no/such/model", "student.path /no/such/model does not exist"),
+    ("allocator=uniform trainer=fsdp trainer.accelerator=cpu", "fsdp needs GPUs"),
+    ("allocator=uniform trainer=ddp trainer.accelerator=cpu trainer.num_nodes=2", "num_nodes=2 but this job runs on 1"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, str], tuple[subprocess.CompletedProcess, Path]]:
+    """The commands below that stop before building, run in one process (`capdistill_each`), each into a run
+    directory and cache of its own: (subcommand, overrides) -> (result, run directory)."""
+    root = tmp_path_factory.mktemp("refused")
+    cases = [("build-world", o) for o, _ in BUILD_WORLD_BAD] + [("build-world", EXHAUSTED)]
+    cases += [("distill", o) for o, _ in DISTILL_BAD]
+    commands = []
+    for i, (command, overrides) in enumerate(cases):
+        run, cache = root / str(i), f"paths.cache_dir={root / str(i) / 'cache'}"
+        if command == "build-world":  # the bad override after the cache directory (it may replace it)
+            commands.append([command, "experiment=micro", cache, *overrides.split(" "), f"hydra.run.dir={run}"])
+        else:
+            commands.append([command, "experiment=micro", *overrides.split(" "), cache, f"hydra.run.dir={run}"])
+    results = capdistill_each(commands, root)
+    return {case: (result, root / str(i)) for i, (case, result) in enumerate(zip(cases, results))}
+
+
+@pytest.mark.parametrize(("override", "needle"), BUILD_WORLD_BAD)
+def test_bad_input_fails_in_one_line_before_building(refused, override: str, needle: str) -> None:
+    result, _ = refused["build-world", override]
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and needle in lines[0]
@@ -85,7 +154,9 @@ def test_build_world_micro_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_multirun_builds_one_world_per_seed(tmp_path: Path) -> None:
+def test_multirun_builds_one_world_per_seed(tmp_path: Path, micro_cache: Path) -> None:
+    """A cache holding micro's world (teacher seed 0) gains the teacher of seed 1, and each job writes its world."""
+    teachers = len(list(Path(shutil.copytree(micro_cache, tmp_path / "cache")).glob("teacher-synthetic-*/build.json")))
     result = capdistill(
         "build-world",
         "-m",
@@ -95,24 +166,18 @@ def test_multirun_builds_one_world_per_seed(tmp_path: Path) -> None:
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == 2
+    assert (result.stdout + result.stderr).count("teacher: building") == 1  # seed 1's; seed 0's is reused
+    assert len(list((tmp_path / "cache").glob("teacher-synthetic-*/build.json"))) == teachers + 1
     names = sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/world.json"))
     assert names == ["experiment=micro,teacher.seed=0", "experiment=micro,teacher.seed=1"]  # named by overrides
 
 
-def test_exhausted_prompt_pool_fails_before_building(tmp_path: Path) -> None:
-    result = capdistill(
-        "build-world",
-        "experiment=micro",
-        "capabilities.params.num_entities=2",  # a knowledge base too small for the teacher's dev set
-        "teacher.train.dev_size=50",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path}",
-    )
+def test_exhausted_prompt_pool_fails_before_building(refused) -> None:
+    result, run = refused["build-world", EXHAUSTED]
     assert result.returncode == 2
     assert "knowledge" in result.stderr and "dev" in result.stderr
     assert "building" not in result.stdout + result.stderr
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    assert not (run / "cache").exists() or not any((run / "cache").iterdir())
 
 
 def test_distill_micro_end_to_end(tmp_path: Path, micro_cache: Path) -> None:
@@ -185,30 +250,9 @@ def test_profile_micro_scores_teacher_and_student_on_the_eval_sets(tmp_path: Pat
     assert "| task utility |" in result.stdout and (tmp_path / "profile.md").is_file()
 
 
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [
-        ("allocator=uniform budget.total_tokens=0", "budget.total_tokens"),
-        ("allocator=fixed allocator.weights={telepathy:1.0}", "telepathy"),
-        ("allocator=fixed allocator.weights={math:-1.0,code:1.0}", "negative"),
-        ("allocator=fixed allocator.weights={math:0.0}", "sum to 0"),
-        ("allocator=uniform teacher=hf", "teacher.path is not set"),
-        ("allocator=uniform student=hf student.path=/no/such/model", "student.path /no/such/model does not exist"),
-        ("allocator=uniform trainer=fsdp trainer.accelerator=cpu", "fsdp needs GPUs"),
-        (
-            "allocator=uniform trainer=ddp trainer.accelerator=cpu trainer.num_nodes=2",
-            "num_nodes=2 but this job runs on 1",
-        ),
-    ],
-)
-def test_distill_bad_input_fails_in_one_line_before_building(tmp_path: Path, override: str, needle: str) -> None:
-    result = capdistill(
-        "distill",
-        "experiment=micro",
-        *override.split(" "),
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={tmp_path}",
-    )
+@pytest.mark.parametrize(("override", "needle"), DISTILL_BAD)
+def test_distill_bad_input_fails_in_one_line_before_building(refused, override: str, needle: str) -> None:
+    result, _ = refused["distill", override]
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and needle in lines[0], result.stderr

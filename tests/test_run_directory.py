@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from capdistill.io import (
     holding,
     writer_id,
 )
+from conftest import compose_config
 from test_cli import ENV, capdistill
 
 HOST = socket.gethostname()
@@ -48,6 +50,16 @@ def micro(run: Path, cache: Path, rounds: int) -> list[str]:
         f"paths.cache_dir={cache}",
         f"hydra.run.dir={run}",
     ]
+
+
+def resumes(run: Path, cache: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The run of `micro(run, cache, 2)` run again, here (the command's process adds only its imports): it resumes
+    from the one round kept and completes the record."""
+    with caplog.at_level(logging.INFO, logger="capdistill"):
+        record = run_module.distill(compose_config(micro(run, cache, 2)[1:-2], run, cache))
+    assert "resuming after round 1 of 2" in caplog.text
+    assert [e["round"] for e in record["rounds"]] == [0, 1]
+    assert json.loads((run / "record.json").read_text()) == record
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:
@@ -228,7 +240,7 @@ def test_a_relaunched_sweep_skips_a_job_another_process_runs(tmp_path: Path, mic
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_the_saved_rounds_says_so_in_one_line_and_the_same_command_resumes(
-    tmp_path: Path, micro_cache: Path
+    tmp_path: Path, micro_cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = tmp_path / "run"
     args = micro(run, micro_cache, rounds=2)
@@ -242,10 +254,7 @@ def test_ctrl_c_keeps_the_saved_rounds_says_so_in_one_line_and_the_same_command_
     assert err.strip().splitlines()[-1].startswith(said) and err.count("interrupted") == 1, err
     assert not (run / LOCK_FILE).exists()
 
-    again = capdistill(*args)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming after round 1 of 2" in again.stdout + again.stderr
-    assert [e["round"] for e in json.loads((run / "record.json").read_text())["rounds"]] == [0, 1]
+    resumes(run, micro_cache, caplog)
 
 
 # --------------------------------------------------------------------------- a full disk
@@ -297,7 +306,9 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_old_one_survives(
 
 
 @pytest.mark.slow
-def test_a_full_disk_stops_the_run_in_one_line_keeping_its_rounds(tmp_path: Path, micro_cache: Path) -> None:
+def test_a_full_disk_stops_the_run_in_one_line_keeping_its_rounds(
+    tmp_path: Path, micro_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A real full disk: a small tmpfs (mounted in a user namespace), filled up once the first round is saved.
     The run stops in one line; the round kept resumes once there is space (here: in a copy of the directory)."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
@@ -328,7 +339,4 @@ def test_a_full_disk_stops_the_run_in_one_line_keeping_its_rounds(tmp_path: Path
     assert sorted(p.name for p in (copy / "rounds").iterdir() if p.name.startswith(".")) == []  # no half-written file
     assert not (copy / LOCK_FILE).exists()
 
-    again = capdistill(*micro(copy, micro_cache, 2))
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming after round 1 of 2" in again.stdout + again.stderr
-    assert [e["round"] for e in json.loads((copy / "record.json").read_text())["rounds"]] == [0, 1]
+    resumes(copy, micro_cache, caplog)
