@@ -15,7 +15,7 @@ Functional API (scalar losses; sum over counted positions / their count, see
 
 Keyword-only extras: ``num_items`` (denominator), ``chunk_size`` (positions per chunk),
 ``vocab_size`` (same-vocabulary losses: slice both vocabularies to a shared size).
-``topk_kl``/``sampled_kl`` also accept a :class:`SparseTeacher`. Module wrappers, one per
+``topk_kl``/``sampled_kl`` also accept a [`SparseTeacher`][capdistill.losses.sparse.SparseTeacher]. Module wrappers, one per
 ``conf/loss`` option (its ``_target_``), are in :mod:`capdistill.losses.modules`.
 """
 

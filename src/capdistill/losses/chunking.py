@@ -8,18 +8,18 @@ batches. Inputs are indexed in place, never flattened into a copy, so a non-cont
 time, up-casts floating chunks to fp32 (fp64 stays fp64), evaluates the per-row function
 and never keeps more than one chunk of full-vocabulary fp32 intermediates alive:
 
-* :func:`chunked_sum` returns ``scale * sum(fn(rows))``. When a gradient is needed, each
+* ``chunked_sum`` returns ``scale * sum(fn(rows))``. When a gradient is needed, each
   chunk's gradient is computed *during the forward pass* (in closed form with
   ``analytic=True``, else by local autograd on the chunk) and written into one buffer per
   differentiable input (same dtype and shape as that input: the memory any backward pass
   needs anyway); backward only returns the buffer (scaled by the incoming gradient when
   that is not 1). No recomputation, and random draws made in the forward are the ones
   differentiated. The saved buffer is freed with the graph.
-* :func:`chunked_map` returns ``fn(rows)`` stacked (``[N, ...]``), for losses that need a
+* ``chunked_map`` returns ``fn(rows)`` stacked (``[N, ...]``), for losses that need a
   small per-row summary before reducing (MultiLevelOT's top-k vectors). Nothing is saved
   but the inputs; backward recomputes each chunk (``fn`` must be deterministic).
 
-Logits may also be given *unmaterialised*, as :class:`LinearLogits` (a model's final hidden states
+Logits may also be given *unmaterialised*, as ``LinearLogits`` (a model's final hidden states
 ``[B, T, H]`` and its output embedding ``[V, H]``): each chunk's logits are computed as
 ``hidden @ weight.T`` when the chunk is loaded, and its closed-form logit gradient ``g`` goes to
 the hidden states (``g @ weight``) and the weight (``g.T @ hidden``, accumulated in fp32). No

@@ -9,7 +9,7 @@ Conventions (all losses):
   gives 0 with a valid, all-zero gradient), or ``num_items`` when given (the global token
   count under gradient accumulation / data parallelism).
 
-Bad input raises :class:`capdistill.errors.CapdistillError` (a ``ValueError``) naming the
+Bad input raises ``capdistill.errors.CapdistillError`` (a ``ValueError``) naming the
 argument and the value received.
 """
 

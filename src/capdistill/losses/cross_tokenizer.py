@@ -2,7 +2,7 @@
 
 Neither loss needs a shared tokenizer: both compare *sorted* probability vectors, which
 do not depend on which token id carries which probability. Positions are paired row by
-row (:func:`~capdistill.losses.common.pair_positions`): in each sequence the i-th counted
+row ([`pair_positions`][capdistill.losses.common.pair_positions]): in each sequence the i-th counted
 student position is paired with the i-th counted teacher position, and the longer side
 is truncated. Both losses return the sum over paired positions divided by the number of
 pairs (clamped to >= 1), or by ``num_items``.
@@ -12,10 +12,10 @@ softmax distributions in decreasing order, zero-pad the shorter vocabulary (padd
 *probabilities* with zeros, never logits) and take the L1 distance (ULD's closed-form
 stand-in for a Wasserstein distance between the two distributions). The
 student's cross-entropy on its own tokens, which the ULD paper adds, is the ``ce_weight``
-term of the module wrapper (:class:`~capdistill.losses.modules.ULDLoss`).
+term of the module wrapper ([`ULDLoss`][capdistill.losses.modules.ULDLoss]).
 
 **MultiLevelOT** (Cui et al. 2024). Two published codes compute different things; neither is
-what :func:`multilevel_ot` computes (below).
+what [`multilevel_ot`][capdistill.losses.cross_tokenizer.multilevel_ot] computes (below).
 
 The authors' repository (``2018cx/Multi-Level-OT``, ``models/distillation_model.py`` at
 commit ``712cfb4``), ``L = CE + 1.5 * (L1 + 0.1 * H + 1e-4 * sum_b OT_b)``:
@@ -45,7 +45,7 @@ term ``0.1 * -sum softmax(q_T) log_softmax(q_S)``, per-sequence Sinkhorn on all 
 (padding included, sequences rotated so the response comes first), ``0.001 * sum(P * C)``
 weighted 0.1, and the scalar total multiplied by the number of non-padding positions.
 
-What :func:`multilevel_ot` implements (defects fixed, documented choices):
+What [`multilevel_ot`][capdistill.losses.cross_tokenizer.multilevel_ot] implements (defects fixed, documented choices):
 
 1. optional standardisation (``std_normalize``) over the *finite* entries of each row,
    ``(x - mean) / (std + 1e-4)`` (the mean shift does not change the softmax; ``-inf``
@@ -220,7 +220,7 @@ def sinkhorn_divergence(x: Tensor, y: Tensor, epsilon: float, iters: int, tol: f
 @dataclass(frozen=True)
 class OTSettings:
     """MultiLevelOT's options besides temperature, range-checked when built: the one list of them and their
-    defaults, which :func:`multilevel_ot` and :class:`~capdistill.losses.modules.MultiLevelOTLoss` share."""
+    defaults, which [`multilevel_ot`][capdistill.losses.cross_tokenizer.multilevel_ot] and [`MultiLevelOTLoss`][capdistill.losses.modules.MultiLevelOTLoss] share."""
 
     top_k: int = 50
     std_normalize: bool = True
@@ -263,12 +263,16 @@ def multilevel_ot(
     """Multi-level OT distillation (token level + sequence level; see the module docstring).
 
     Args:
-        student_logits, student_mask, teacher_logits, teacher_mask: as in :func:`uld`.
+        student_logits: as in [`uld`][capdistill.losses.cross_tokenizer.uld].
+        student_mask: as in [`uld`][capdistill.losses.cross_tokenizer.uld].
+        teacher_logits: as in [`uld`][capdistill.losses.cross_tokenizer.uld].
+        teacher_mask: as in [`uld`][capdistill.losses.cross_tokenizer.uld].
         top_k: >= 1, probabilities kept per position (capped at both vocabulary sizes).
         temperature: > 0 (the DSKD-based code uses 2 after standardising, the authors' repository 1).
         std_normalize: standardise logits over the vocabulary first (the reference does).
-        token_weight, kl_weight, seq_weight: >= 0 weights of the token-level L1, the
-            token-level KL and the sequence-level Sinkhorn divergence.
+        token_weight: >= 0 weight of the token-level L1.
+        kl_weight: >= 0 weight of the token-level KL.
+        seq_weight: >= 0 weight of the sequence-level Sinkhorn divergence.
         sinkhorn_epsilon: > 0 entropic regularisation (costs are L1 distances in [0, 2]).
         sinkhorn_iters: >= 1, the most log-domain Sinkhorn iterations.
         sinkhorn_tol: >= 0, stop once the plan's marginals are this close (relative; 0: run them all).

@@ -1,6 +1,6 @@
 """Same-vocabulary divergences: forward KL, reverse KL, generalised JSD, total variation.
 
-All four share one driver (:func:`same_vocab_loss`): validate, select the counted
+All four share one driver ([`same_vocab_loss`][capdistill.losses.divergences.same_vocab_loss]): validate, select the counted
 positions, slice to the shared vocabulary, and evaluate a per-row divergence chunk by
 chunk in fp32 (:mod:`capdistill.losses.chunking`). ``p_T`` and ``p_S`` are the teacher's
 and student's softmax at ``temperature``. The value is not multiplied by
@@ -194,12 +194,13 @@ def forward_kl(
     """Forward KL ``KL(p_T || p_S)`` (mode-covering), mean over counted positions.
 
     Args:
-        student_logits, teacher_logits: ``[B, T, V]`` position-aligned logits, any float dtype
-            (computed in fp32). The teacher may be a different ``V`` only with ``vocab_size``.
+        student_logits: ``[B, T, V]`` logits, any float dtype (computed in fp32).
+        teacher_logits: ``[B, T, V]``, position-aligned with the student's; a different ``V`` only with
+            ``vocab_size``.
         mask: bool ``[B, T]``, True where a position counts.
         temperature: > 0; both distributions are ``softmax(logits / temperature)``.
         extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``
-            (:class:`~capdistill.losses.common.SameVocabExtras`).
+            ([`SameVocabExtras`][capdistill.losses.common.SameVocabExtras]).
     """
     t = check_temperature(temperature)
     return same_vocab_loss(
@@ -214,7 +215,7 @@ def reverse_kl(
     temperature: float = 1.0,
     **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
-    """Reverse KL ``KL(p_S || p_T)`` (mode-seeking); arguments as :func:`forward_kl`.
+    """Reverse KL ``KL(p_S || p_T)`` (mode-seeking); arguments as [`forward_kl`][capdistill.losses.divergences.forward_kl].
 
     A student entry with mass where the teacher logit is ``-inf`` gives ``+inf`` (the true value).
     """
@@ -232,7 +233,7 @@ def generalized_jsd(
     temperature: float = 1.0,
     **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
-    """Generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2024); arguments as :func:`forward_kl`.
+    """Generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2024); arguments as [`forward_kl`][capdistill.losses.divergences.forward_kl].
 
     For ``0 < beta < 1``: ``m = beta p_T + (1 - beta) p_S`` (mixed in log space) and the loss is
     ``beta KL(p_T || m) + (1 - beta) KL(p_S || m)``. At the end points the loss is defined as
@@ -255,7 +256,7 @@ def total_variation(
     temperature: float = 1.0,
     **extras: Unpack[SameVocabExtras],
 ) -> Tensor:
-    """Total variation distance ``0.5 * sum_v |p_T(v) - p_S(v)|`` (in [0, 1]); arguments as :func:`forward_kl`."""
+    """Total variation distance ``0.5 * sum_v |p_T(v) - p_S(v)|`` (in [0, 1]); arguments as [`forward_kl`][capdistill.losses.divergences.forward_kl]."""
     t = check_temperature(temperature)
     return same_vocab_loss(
         "total_variation", partial(_tvd_rows, temperature=t), student_logits, teacher_logits, mask, **extras

@@ -7,7 +7,7 @@ Every wrapper has the same call signature, so a distillation engine can call any
 * ``student_logits`` ``[B, T, V]``: position-aligned (row ``t`` predicts token ``t + 1``).
 * ``teacher_logits``: ``[B, T, V']`` for same-tokenizer losses (``V' != V`` only with
   ``vocab_size``); ``[B, Tt, Vt]`` on the teacher's own tokenization for cross-tokenizer
-  losses (``cross_tokenizer = True``); a :class:`~capdistill.losses.sparse.SparseTeacher`
+  losses (``cross_tokenizer = True``); a [`SparseTeacher`][capdistill.losses.sparse.SparseTeacher]
   for ``topk``/``sampled`` (``sparse_teacher = True``); ignored (may be None) by ``sft``
   (``needs_teacher = False``).
 * ``mask``: bool ``[B, T]`` of the student positions that count (response tokens).
@@ -311,7 +311,7 @@ class MultiLevelOTLoss(DistillLoss):
     def __init__(
         self, *, temperature: float = 2.0, ce_weight: float = 1.0, chunk_size: int | None = None, **ot: Any
     ) -> None:
-        """`ot`: the fields of :class:`~capdistill.losses.cross_tokenizer.OTSettings` (`OT_OPTIONS`), checked
+        """`ot`: the fields of [`OTSettings`][capdistill.losses.cross_tokenizer.OTSettings] (`OT_OPTIONS`), checked
         there."""
         super().__init__(temperature=temperature, ce_weight=ce_weight, chunk_size=chunk_size)
         unknown = sorted(set(ot) - set(OT_OPTIONS))

@@ -46,7 +46,8 @@ def sft(
             (anything, e.g. -100, elsewhere).
         mask: bool ``[B, T]``.
         temperature: > 0 (1 is plain cross-entropy).
-        num_items, chunk_size: as in :func:`~capdistill.losses.forward_kl`.
+        num_items: as in [`forward_kl`][capdistill.losses.divergences.forward_kl].
+        chunk_size: as in [`forward_kl`][capdistill.losses.divergences.forward_kl].
     """
     t = check_temperature(temperature)
     check_logits("student_logits", student_logits)

@@ -6,12 +6,12 @@ per position (>= 0). Their gradient with respect to the student logits (at
 ``temperature`` 1) is ``p_S - q`` on the full vocabulary, so the target's expectation
 decides the bias:
 
-* :func:`topk_kl` — ``q`` is the teacher's top-``k`` probabilities renormalised to sum 1.
+* [`topk_kl`][capdistill.losses.sparse.topk_kl] — ``q`` is the teacher's top-``k`` probabilities renormalised to sum 1.
   ``E[q] = q != p_T``: the gradient is biased (the student is pushed to put all its mass
   on the teacher's top-k and to over-weight it). At ``student == teacher`` the value is
   ``-log(sum of the teacher's top-k probabilities)`` > 0, not 0; it equals
-  :func:`~capdistill.losses.forward_kl` when ``k = V``.
-* :func:`sampled_kl` — Sparse Logit Sampling (Anshumann et al. 2025, "RS-KD"): draw
+  [`forward_kl`][capdistill.losses.divergences.forward_kl] when ``k = V``.
+* [`sampled_kl`][capdistill.losses.sparse.sampled_kl] — Sparse Logit Sampling (Anshumann et al. 2025, "RS-KD"): draw
   ``num_samples`` ids per position from the teacher with replacement; ``q`` is the
   empirical distribution of the draws (importance weights ``p_T / proposal`` are 1 because
   the proposal is the teacher itself). ``E[q] = p_T``, so the gradient is an unbiased
@@ -19,7 +19,7 @@ decides the bias:
   estimate of ``KL(p_T || p_S)`` (it is biased upward by the sampling noise of ``q``).
 
 Either loss takes the teacher as full logits ``[B, T, V]`` or as a precomputed
-:class:`SparseTeacher` (what a teacher-output cache stores: ``K`` ids per position plus
+[`SparseTeacher`][capdistill.losses.sparse.SparseTeacher] (what a teacher-output cache stores: ``K`` ids per position plus
 log-probabilities for top-k, or sample counts for sampling).
 """
 
@@ -58,14 +58,14 @@ class SparseTeacher:
         ids: integer tensor ``[B, T, K]``, vocabulary ids (the student's vocabulary).
         logprobs: float ``[B, T, K]`` or None — the teacher's log-probabilities of ``ids``
             at temperature 1 (raw logits work too: any per-position shift gives the same
-            loss). :func:`topk_kl` divides them by its ``temperature`` and renormalises over
+            loss). [`topk_kl`][capdistill.losses.sparse.topk_kl] divides them by its ``temperature`` and renormalises over
             the ``K`` entries, so one cache serves every temperature. ``-inf`` marks padding.
         counts: float or int ``[B, T, K]`` or None — non-negative sample counts of ``ids``
             (or importance-weighted counts; they need not be integers) for
-            :func:`sampled_kl`, normalised per position. Zero marks padding; an id may repeat
+            [`sampled_kl`][capdistill.losses.sparse.sampled_kl], normalised per position. Zero marks padding; an id may repeat
             (its counts add up). The draws must have been made at the loss temperature.
 
-    Build one from full logits with :meth:`from_topk` or :meth:`from_samples`.
+    Build one from full logits with [`from_topk`][capdistill.losses.sparse.SparseTeacher.from_topk] or [`from_samples`][capdistill.losses.sparse.SparseTeacher.from_samples].
     """
 
     ids: Tensor
@@ -323,11 +323,11 @@ def topk_kl(
 
     Args:
         student_logits: ``[B, T, V]``.
-        teacher_logits: ``[B, T, V']`` logits, or a :class:`SparseTeacher` with ``logprobs``.
+        teacher_logits: ``[B, T, V']`` logits, or a [`SparseTeacher`][capdistill.losses.sparse.SparseTeacher] with ``logprobs``.
         mask: bool ``[B, T]``.
         k: 1 <= k <= V (dense teacher); for a sparse teacher 1 <= k <= K, or None for all K.
         temperature: > 0, applied to the student logits and to the teacher's (log-)probabilities.
-        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``, as in :func:`~capdistill.losses.forward_kl`.
+        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``, as in [`forward_kl`][capdistill.losses.divergences.forward_kl].
     """
     t = check_temperature(temperature)
     vocab_size, num_items, chunk_size = same_vocab_extras("topk_kl", extras)
@@ -363,16 +363,16 @@ def sampled_kl(
         student_logits: ``[B, T, V]``.
         teacher_logits: ``[B, T, V']`` logits (``num_samples`` draws per counted position from
             ``softmax(teacher_logits / temperature)``, with replacement), or a
-            :class:`SparseTeacher` with ``counts`` (then ``num_samples`` and ``generator`` are unused).
+            [`SparseTeacher`][capdistill.losses.sparse.SparseTeacher] with ``counts`` (then ``num_samples`` and ``generator`` are unused).
         mask: bool ``[B, T]``.
         num_samples: >= 1 draws per position (dense teacher).
         generator: torch.Generator on the logits' device for reproducible draws (default: global RNG).
             The uniforms are drawn once per call, so the draws do not depend on ``chunk_size``.
         temperature: > 0.
-        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``, as in :func:`~capdistill.losses.forward_kl`.
+        extras: keyword-only ``vocab_size``, ``num_items``, ``chunk_size``, as in [`forward_kl`][capdistill.losses.divergences.forward_kl].
 
     The gradient with respect to the student logits is an unbiased estimate of
-    :func:`~capdistill.losses.forward_kl`'s gradient. The teacher receives no gradient.
+    [`forward_kl`][capdistill.losses.divergences.forward_kl]'s gradient. The teacher receives no gradient.
     """
     t = check_temperature(temperature)
     vocab_size, num_items, chunk_size = same_vocab_extras("sampled_kl", extras)
