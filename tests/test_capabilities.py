@@ -18,6 +18,7 @@ from capdistill.capabilities.lexicon import (
     TOOLS,
     knowledge_base,
 )
+from capdistill.capabilities.sources import WorldSources
 from capdistill.capabilities.synthetic import (
     CAPABILITIES,
     Knowledge,
@@ -121,6 +122,22 @@ def test_held_out_roles_are_distinct_disjoint_and_seeded(name):
         assert [e.prompt for e in eval_] != [e.prompt for e in source.held_out("eval", 400, 1, LEVELS)]
     with pytest.raises(CapdistillError, match="role"):
         source.held_out("probe", 4, 0, LEVELS)
+
+
+def test_world_keeps_each_held_out_draw_per_process():
+    """A synthetic world's held-out sets are drawn once per process and equal a fresh draw; another
+    world's parameters, size or seed draws its own; each caller gets a list of its own."""
+    world = WorldSources.from_params(WorldParams(), ["knowledge", "math"])
+    other = WorldSources.from_params(WorldParams(max_value=20), ["knowledge", "math"])
+    first = world.held_out("math", "eval", 50, 0)
+    assert [e.prompt for e in first] == [e.prompt for e in SOURCES["math"].held_out("eval", 50, 0, LEVELS)]
+    again = world.held_out("math", "eval", 50, 0)
+    assert again == first and again is not first
+    again.pop()
+    assert len(world.held_out("math", "eval", 50, 0)) == 50
+    assert other.held_out("math", "eval", 50, 0) != first
+    assert world.held_out("math", "eval", 50, 1) != first
+    assert world.held_out("math", "eval", 40, 0) == first[:40]
 
 
 @FAST

@@ -18,6 +18,12 @@ from capdistill.errors import CapdistillError
 # these sizes (or all of a smaller one), fixed so that a shipped build reproduces its recorded scores.
 BUILD_PROBE_SIZE, BUILD_TASK_SIZE = 64, 128
 
+# A synthetic world's held-out sets, kept per process by what draws them (world parameters, source, role,
+# size, seed, levels): a sweep's worker runs job after job on one world and its fixed eval seed, and a
+# population smaller than the size asked for costs `EXHAUSTED_AFTER` fruitless draws (seconds) each time.
+_HELD_OUT: dict[tuple[Any, ...], tuple[Example, ...]] = {}
+_HELD_OUT_KEPT = 256
+
 
 def nested_tuples(value: object) -> object:
     """Nested lists from YAML as the nested tuples WorldParams holds."""
@@ -110,7 +116,14 @@ class WorldSources:
         return sets
 
     def held_out(self, name: str, role: str, n: int, seed: int) -> list[Example]:
-        return self.all_sources[name].held_out(role, n, seed, self.difficulties)
+        if self.params is None:  # a pool world's sets are slices of its pools already
+            return self.all_sources[name].held_out(role, n, seed, self.difficulties)
+        key = (self.params, name, role, n, seed, self.difficulties)
+        if key not in _HELD_OUT:
+            if len(_HELD_OUT) >= _HELD_OUT_KEPT:
+                _HELD_OUT.clear()
+            _HELD_OUT[key] = tuple(self.all_sources[name].held_out(role, n, seed, self.difficulties))
+        return list(_HELD_OUT[key])
 
     def check_pools(self, dev_size: int) -> None:
         """Draw the world build's fixed sets now, so an exhausted prompt pool fails before any model is built."""
