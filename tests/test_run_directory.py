@@ -239,19 +239,26 @@ def test_a_relaunched_sweep_skips_a_job_another_process_runs(tmp_path: Path, mic
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "status", "what"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "stopped by SIGTERM")],
+    ids=["ctrl-c", "sigterm"],
+)
 def test_ctrl_c_keeps_the_saved_rounds_says_so_in_one_line_and_the_same_command_resumes(
-    tmp_path: Path, micro_cache: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, micro_cache: Path, caplog: pytest.LogCaptureFixture, signum: int, status: int, what: str
 ) -> None:
+    """Ctrl-C, or SIGTERM (`kill`, a scheduler's preemption), mid-run: the finished round is kept, the run says so
+    in one line with the status a shell gives for that signal, releases its directory, and resumes."""
     run = tmp_path / "run"
     args = micro(run, micro_cache, rounds=2)
     first = start(args)
     wait_until((run / "rounds" / "round-000" / "round.json").is_file, first)
-    first.send_signal(signal.SIGINT)
+    first.send_signal(signum)
     out, err = first.communicate(timeout=300)
-    assert first.returncode == 130, err[-2000:]
+    assert first.returncode == status, err[-2000:]
     assert "Traceback" not in out + err
-    said = f"capdistill distill: interrupted; 1 of 2 rounds kept in {run / 'rounds'}: run the same command again"
-    assert err.strip().splitlines()[-1].startswith(said) and err.count("interrupted") == 1, err
+    said = f"capdistill distill: {what}; 1 of 2 rounds kept in {run / 'rounds'}: run the same command again"
+    assert err.strip().splitlines()[-1].startswith(said) and err.count(what) == 1, err
     assert not (run / LOCK_FILE).exists()
 
     resumes(run, micro_cache, caplog)

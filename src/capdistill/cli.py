@@ -155,8 +155,8 @@ def build_world(argv: list[str]) -> int:
 
 
 def distill(argv: list[str]) -> int:
-    """`capdistill distill`: one distillation run (a sweep with -m), ending in record.json. Ctrl-C ends it in one
-    line saying what it kept, with exit status 130. A sweep's job whose directory another process holds (the same
+    """`capdistill distill`: one distillation run (a sweep with -m), ending in record.json. Ctrl-C or SIGTERM ends
+    it in one line saying what it kept, with exit status 130 or 143. A sweep's job whose directory another process holds (the same
     sweep launched again while the first launch runs it) is skipped in one line: that process completes it, and
     the relaunch goes on with the jobs nobody runs, as it skips the finished ones."""
 
@@ -171,7 +171,7 @@ def distill(argv: list[str]) -> int:
             return distill(cfg, parts)
         except RunInterrupted as stop:
             print(f"capdistill distill: {stop}", file=sys.stderr)
-            sys.exit(130)
+            sys.exit(128 + stop.signum)
         except DirectoryHeld as held:
             if HydraConfig.get().mode != RunMode.MULTIRUN:
                 raise

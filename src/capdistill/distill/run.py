@@ -117,15 +117,26 @@ def complete(recipe: DistillRecipe) -> dict[str, Any]:
     return record
 
 
+# What stops a run as Ctrl-C does: SIGINT, and SIGTERM (`kill`, a scheduler's preemption or time limit).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C, with what the run kept: the CLI says it in one line and exits with status 130."""
+    """Ctrl-C or SIGTERM, with what the run kept: the CLI says it in one line and exits with status 128 + the
+    signal's number (130, 143), as a shell reports a process the signal ended."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @contextmanager
 def stops_reported(out: Path, rounds: int) -> Iterator[None]:
-    """End a run stopped by Ctrl-C or a full disk in one line saying how many rounds it kept and how to resume.
-    Ctrl-C becomes `RunInterrupted`, also where Lightning turned it into `SystemExit(1)` inside a fit (why SIGINT
-    is watched here); a full device or quota a CapdistillError naming the file (`io.full_disk_line`)."""
+    """End a run stopped by Ctrl-C, SIGTERM or a full disk in one line saying how many rounds it kept and how to
+    resume. Either signal becomes `RunInterrupted`, also where Lightning turned it into `SystemExit(1)` inside a
+    fit (why the signals are watched here): a SIGTERM no longer kills the process between two writes, so the run
+    directory is released and a served teacher stopped. A full device or quota becomes a CapdistillError naming
+    the file (`io.full_disk_line`)."""
     seen: list[int] = []
 
     def watch(signum: int, frame: Any) -> None:
@@ -133,13 +144,15 @@ def stops_reported(out: Path, rounds: int) -> Iterator[None]:
         signal.default_int_handler(signum, frame)
 
     main = threading.current_thread() is threading.main_thread()  # only the main thread may set a handler
-    previous = signal.signal(signal.SIGINT, watch) if main else None
+    previous = {signum: signal.signal(signum, watch) for signum in STOP_SIGNALS} if main else {}
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as err:
         if isinstance(err, SystemExit) and not seen:
             raise
-        raise RunInterrupted(f"interrupted; {kept(out, rounds)}: run the same command again to resume") from None
+        signum = seen[0] if seen else signal.SIGINT
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        raise RunInterrupted(f"{what}; {kept(out, rounds)}: run the same command again to resume", signum) from None
     except Exception as err:
         line = full_disk_line(err, getattr(err, "filename", None) or out)
         if line is None:
@@ -148,8 +161,8 @@ def stops_reported(out: Path, rounds: int) -> Iterator[None]:
             f"{line}; {kept(out, rounds)}: free some space and run the same command again to resume"
         ) from err
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def kept(out: Path, rounds: int) -> str:
