@@ -172,6 +172,32 @@ def test_multirun_builds_one_world_per_seed(tmp_path: Path, micro_cache: Path) -
     assert names == ["experiment=micro,teacher.seed=0", "experiment=micro,teacher.seed=1"]  # named by overrides
 
 
+def test_a_failing_sweep_job_is_said_when_it_fails_and_the_other_jobs_still_run(
+    tmp_path: Path, micro_cache: Path
+) -> None:
+    """A job's one-line error ends that job only: the sweep runs the rest, then exits with status 2 naming it."""
+    result = capdistill(
+        "distill",
+        "-m",
+        "experiment=micro",
+        "allocator=uniform",
+        "evaluation.lmeval=false",
+        "budget.total_tokens=0,5k",
+        f"paths.cache_dir={micro_cache}",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    said = "budget.total_tokens: must be a positive whole number of tokens, got 0"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("capdistill distill: error:")]
+    assert len(errors) == 2 and said in errors[0], result.stderr  # when the job failed, then at the sweep's end
+    assert errors[1].startswith("capdistill distill: error: sweep job ") and said in errors[1]
+    assert "budget.total_tokens=0" in errors[1] and "run the same command again" in errors[1]
+    assert "Traceback" not in result.stderr
+    assert [p.parent.name for p in tmp_path.glob("*/record.json")] == [
+        "allocator=uniform,budget.total_tokens=5k,evaluation.lmeval=False,experiment=micro"
+    ]
+
+
 def test_exhausted_prompt_pool_fails_before_building(refused) -> None:
     result, run = refused["build-world", EXHAUSTED]
     assert result.returncode == 2

@@ -58,6 +58,9 @@ def run_with_config(name: str, task: Callable[[Any, Any], object], argv: list[st
             task(cfg, parts)
         except CapdistillError as err:
             print(f"capdistill {name}: error: {err}", file=sys.stderr)
+            sweep_job = sweep_job_name()
+            if sweep_job is not None:  # Hydra keeps the failure and runs the sweep's other jobs
+                raise JobFailed(f"sweep job {sweep_job} failed: {err}") from None
             sys.exit(2)
 
     setup()
@@ -75,11 +78,27 @@ def run_with_config(name: str, task: Callable[[Any, Any], object], argv: list[st
     return 0
 
 
+class JobFailed(Exception):
+    """A sweep job's one-line error. The job stops where a single run would exit with status 2; the sweep runs its
+    other jobs, and Hydra raises the first failure once they are done (`one_line_config_errors` says it)."""
+
+
+def sweep_job_name() -> str | None:
+    """The running job's overrides as its directory names them (`hydra.job.override_dirname`), in a sweep
+    (`-m`); None in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get()
+    return (hydra.job.override_dirname or str(hydra.job.num)) if hydra.mode == RunMode.MULTIRUN else None
+
+
 @contextlib.contextmanager
 def one_line_config_errors(name: str, started: list[bool]) -> Iterator[None]:
-    """Hydra's composition errors (an unknown option, a typo'd key, a value of the wrong type), and a run or sweep
-    directory it cannot create before any job has `started`, as one line and exit status 2, like capdistill's
-    own; HYDRA_FULL_ERROR=1 still shows Hydra's full report."""
+    """Hydra's composition errors (an unknown option, a typo'd key, a value of the wrong type), a run or sweep
+    directory it cannot create before any job has `started`, and a sweep whose job failed (`JobFailed`, raised
+    once every job ran), as one line and exit status 2, like capdistill's own; HYDRA_FULL_ERROR=1 still shows
+    Hydra's full report."""
     from hydra._internal import utils as hydra_utils
     from hydra.errors import CompactHydraException
 
@@ -93,6 +112,13 @@ def one_line_config_errors(name: str, started: list[bool]) -> Iterator[None]:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 print(f"capdistill {name}: error: {one_line(err)}", file=sys.stderr)
+                sys.exit(2)
+            except JobFailed as err:
+                print(
+                    f"capdistill {name}: error: {err}; the sweep ran its other jobs: fix it and run the same command "
+                    "again (finished jobs are skipped)",
+                    file=sys.stderr,
+                )
                 sys.exit(2)
             except OSError as err:
                 if started or os.environ.get("HYDRA_FULL_ERROR") == "1":
