@@ -182,9 +182,9 @@ def build_world(argv: list[str]) -> int:
 
 def distill(argv: list[str]) -> int:
     """`capdistill distill`: one distillation run (a sweep with -m), ending in record.json. Ctrl-C or SIGTERM ends
-    it in one line saying what it kept, with exit status 130 or 143. A sweep's job whose directory another process holds (the same
-    sweep launched again while the first launch runs it) is skipped in one line: that process completes it, and
-    the relaunch goes on with the jobs nobody runs, as it skips the finished ones."""
+    it in one line saying what it kept, with exit status 130 or 143. A sweep's job whose directory another process
+    holds (the same sweep launched again while the first launch runs it) is skipped in one line: that process
+    completes it, and the relaunch goes on with the jobs nobody runs, as it skips the finished ones."""
 
     def task(cfg: Any, parts: Any) -> object:
         from hydra.core.hydra_config import HydraConfig
