@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from capdistill.components import validate
 from capdistill.config.checks import ConfigError
+from capdistill.config.hydra_setup import CONF_DIR
 from capdistill.config.schema import Generation
 from capdistill.distill import run as run_module
 from capdistill.distill.run import distill
@@ -37,12 +39,9 @@ from conftest import compose_config
 
 VLLM_PYTHON = os.environ.get("CAPDISTILL_VLLM_PYTHON")
 SERVED = "smollm2-135m-instruct"
-ENV = "env VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind"
-LAUNCH = (
-    f"{ENV} {VLLM_PYTHON} -m vllm.entrypoints.openai.api_server --model {{model}} --served-model-name {{name}} "
-    "--port {port} --host 127.0.0.1 --enforce-eager --generation-config vllm --max-logprobs 64 --dtype float32 "
-    "--max-model-len 4096 --distributed-executor-backend uni"  # the worker in the engine's process: 14 s less start
-)
+# `+preset=vllm_cpu_server`'s launch command (its interpreter: CAPDISTILL_VLLM_PYTHON), which these tests start
+PRESET = "+preset=vllm_cpu_server"
+LAUNCH = OmegaConf.load(CONF_DIR / "preset" / "vllm_cpu_server.yaml").teacher.server.launch
 REAL = [
     "capabilities=offline_real",
     "teacher=smollm2-135m-instruct",
@@ -335,11 +334,11 @@ def test_vllm_in_process_writes_what_its_server_writes(served, tmp_path: Path) -
 def test_a_served_distillation_survives_its_server_dying_mid_round(
     served, tmp_path: Path, real_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`capdistill distill ... teacher.engine=server teacher.server.launch=...` on the real tier, end to end (the
+    """`capdistill distill ... +preset=vllm_cpu_server` (teacher.engine=server) on the real tier, end to end (the
     last server test: it kills the session's server, which the same launch command reuses). Round 1 is saved;
     the server dies while the teacher writes round 2; the run stops in one line; the same command starts a
     new server and resumes round 2. The cache is filled from the server and no teacher is loaded."""
-    overrides = [*REAL, *TINY, "loss=topk", "teacher.engine=server", f"teacher.server.launch='{LAUNCH}'"]
+    overrides = [*REAL, *TINY, "loss=topk", PRESET]  # the same launch command as the session's server
     cfg = compose_config(overrides, tmp_path / "run", real_cache)
     validate(cfg)
     real_generate, real_load = run_module.generate_round, run_module.load_role
