@@ -175,7 +175,7 @@ def build_world(argv: list[str]) -> int:
     def task(cfg: Any, parts: Any) -> object:
         from capdistill.world.command import build_world
 
-        return build_world(cfg)
+        return build_world(cfg, parts)
 
     return run_with_config("build-world", task, argv)
 
@@ -213,7 +213,7 @@ def profile(argv: list[str]) -> int:
     def task(cfg: Any, parts: Any) -> object:
         from capdistill.distill.profile import profile
 
-        return profile(cfg)
+        return profile(cfg, parts)
 
     return run_with_config("profile", task, argv)
 

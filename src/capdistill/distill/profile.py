@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from capdistill.components import RunParts
 from capdistill.distill.run import DistillRecipe
 from capdistill.io import atomic_write_json, atomic_write_text
 
@@ -44,10 +45,11 @@ def profile_table(reference: dict[str, Any], teacher: str, student: str) -> str:
     return "\n".join(rows)
 
 
-def profile(cfg: DictConfig) -> dict[str, Any]:
-    """Score teacher and student base (cached like a run's reference scores); print and save the table."""
+def profile(cfg: DictConfig, parts: RunParts | None = None) -> dict[str, Any]:
+    """Score teacher and student base (cached like a run's reference scores); print and save the table. `parts`:
+    what `components.validate(cfg)` returned (built here, unchecked, if not given)."""
     out = Path(cfg.paths.output_dir)
-    recipe = DistillRecipe(cfg, out)  # a run's setup, up to its reference scores
+    recipe = DistillRecipe(cfg, out, parts)  # a run's setup, up to its reference scores
     recipe.load_models()
     recipe.score_references()
     reference = recipe.reference

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from capdistill.components import model_requests, world_sources
+from capdistill.components import RunParts, model_requests, world_sources
 from capdistill.config.model_specs import SyntheticModel
 from capdistill.errors import CapdistillError
 from capdistill.evaluation.proxy import Proxy
@@ -35,9 +35,10 @@ def summarize(model: LoadedModel) -> dict[str, Any]:
     return {"path": str(model.path), **{k: model.info[k] for k in keep if k in model.info}}
 
 
-def build_world(cfg: DictConfig) -> dict[str, Any]:
-    """Ensure both world models exist; write `world.json` in the run directory and print the table."""
-    models = model_requests(cfg)
+def build_world(cfg: DictConfig, parts: RunParts | None = None) -> dict[str, Any]:
+    """Ensure both world models exist; write `world.json` in the run directory and print the table. `parts`: what
+    `components.validate(cfg)` returned (the model requests are made here if not given)."""
+    models = parts.models if parts is not None else model_requests(cfg)
     for role, request in models.items():
         if not isinstance(request.model, SyntheticModel):
             raise CapdistillError(
