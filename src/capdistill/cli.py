@@ -187,9 +187,6 @@ def distill(argv: list[str]) -> int:
     completes it, and the relaunch goes on with the jobs nobody runs, as it skips the finished ones."""
 
     def task(cfg: Any, parts: Any) -> object:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         from capdistill.distill.run import RunInterrupted, distill
         from capdistill.io import DirectoryHeld
 
@@ -199,7 +196,7 @@ def distill(argv: list[str]) -> int:
             print(f"capdistill distill: {stop}", file=sys.stderr)
             sys.exit(128 + stop.signum)
         except DirectoryHeld as held:
-            if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if sweep_job_name() is None:  # a single run: the holder is named in one line
                 raise
             print(f"capdistill distill: skipping this job: {held}", file=sys.stderr)
             return None
