@@ -64,11 +64,12 @@ vllm-env: $(VLLM_STAMP)
 ## against vLLM's server (`served`) share one server, so they run in one pytest process of their own,
 ## beside the workers at a lower priority (it takes the cores the workers leave idle, then all of them:
 ## at equal priority the three oversubscribe the cores and the suite takes longer); its report follows
-## theirs, and either failing fails the suite.
+## theirs, and either failing fails the suite. It and the server it starts run one OpenMP thread: spinning
+## threads a worker has descheduled stall every parallel region.
 SERVED_DIR := outputs/test-served
 test: $(STAMP) $(VLLM_STAMP)
 	rm -rf $(SERVED_DIR) && mkdir -p $(SERVED_DIR)
-	CAPDISTILL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python nice -n 10 $(BIN)/python -m pytest -q -m "served and not real" \
+	CAPDISTILL_VLLM_PYTHON=$(CURDIR)/$(VLLM_VENV)/bin/python OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m pytest -q -m "served and not real" \
 		--basetemp=$(SERVED_DIR)/tmp --durations=8 >$(SERVED_DIR)/pytest.log 2>&1 & served=$$!; \
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not real and not served" --durations=15; main=$$?; \
 	wait $$served; rc=$$?; cat $(SERVED_DIR)/pytest.log; test $$main = 0 && test $$rc = 0

@@ -17,8 +17,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # `pytest -n N`: share the cores instead of oversubscribing them
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # `pytest -n N`: share the cores instead of oversubscribing them, in the worker and in every process a test
+    # starts (a CLI run, a DDP node). Two 2-thread smoke sweeps side by side on 2 cores took 702 s, two 1-thread
+    # ones 87 s: torch's OpenMP threads spin while they wait for a thread the OS has descheduled.
+    THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 def compose_config(overrides: list[str], output_dir: Path, cache_dir: Path) -> DictConfig:
