@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,38 @@ def test_a_launch_template_must_place_the_server_on_its_port() -> None:
         "--port",
         "8",
     ]
+
+
+HEALTH_SERVER = """
+import http.server, pathlib, sys
+sick = pathlib.Path(sys.argv[1]) / f"sick-{sys.argv[2]}"
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(503 if sick.exists() else 200)
+        self.end_headers()
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), Health).serve_forever()
+"""
+
+
+def test_a_launched_server_is_reused_while_healthy_and_replaced_once_it_is_not(tmp_path: Path) -> None:
+    """A sweep's jobs share the server a launch command started; one whose engine died answers /health with an
+    error while its process winds down, and the next job starts a fresh server instead of failing on it."""
+    script = tmp_path / "health.py"
+    script.write_text(HEALTH_SERVER)
+    template = f"{sys.executable} {script} {{model}} {{port}}"
+    start = lambda: launch(template, model=str(tmp_path), name="n", log_path=tmp_path / "log", startup_timeout_s=60)  # noqa: E731
+    first = start()
+    try:
+        assert start() is first
+        (tmp_path / f"sick-{first.port}").touch()  # its engine died; its process still runs
+        assert not first.healthy() and first.exit_code() is None
+        second = start()
+        assert second is not first and second.healthy() and first.exit_code() is not None
+        second.stop()
+    finally:
+        first.stop()
 
 
 @pytest.mark.parametrize(

@@ -266,6 +266,13 @@ class LaunchedServer:
     def exit_code(self) -> int | None:
         return self.process.poll()
 
+    def healthy(self) -> bool:
+        """Running and answering `/health` with 200: a server whose engine died may take seconds to exit."""
+        try:
+            return self.exit_code() is None and requests.get(f"{self.url}/health", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
     def wait_ready(self, timeout_s: float) -> None:
         """Until `/health` answers 200; a one-line error if the process exits first or the time runs out."""
         deadline = time.monotonic() + timeout_s
@@ -340,13 +347,13 @@ def launch_command(template: str, *, model: str, port: int, name: str) -> list[s
 
 
 def launch(template: str, *, model: str, name: str, log_path: Path, startup_timeout_s: float) -> LaunchedServer:
-    """The server `template` starts (`{model}`, `{port}`, `{name}` filled in), ready; a live one this process
-    started from the same template is reused (a sweep's jobs share it)."""
+    """The server `template` starts (`{model}`, `{port}`, `{name}` filled in), ready; a healthy one this process
+    started from the same template is reused (a sweep's jobs share it), an unhealthy one replaced."""
     key = (template, model, name)
     running = LAUNCHED.get(key)
-    if running is not None and running.exit_code() is None:
+    if running is not None and running.healthy():
         return running
-    for other in list(LAUNCHED.values()):  # a sweep job with another teacher: its GPUs are this one's
+    for other in list(LAUNCHED.values()):  # a sweep job with another teacher (its GPUs are this one's), or a dying one
         other.stop()
     port = free_port()
     command = launch_command(template, model=model, port=port, name=name)
