@@ -138,7 +138,10 @@ def test_a_launched_server_is_reused_while_healthy_and_replaced_once_it_is_not(t
     script = tmp_path / "health.py"
     script.write_text(HEALTH_SERVER)
     template = f"{sys.executable} {script} {{model}} {{port}}"
-    start = lambda: launch(template, model=str(tmp_path), name="n", log_path=tmp_path / "log", startup_timeout_s=60)  # noqa: E731
+
+    def start() -> openai_server.LaunchedServer:
+        return launch(template, model=str(tmp_path), name="n", log_path=tmp_path / "log", startup_timeout_s=60)
+
     first = start()
     try:
         assert start() is first
