@@ -282,11 +282,8 @@ class LaunchedServer:
                     f"teacher.server.launch exited with code {self.exit_code()} before serving: {self.last_line()} "
                     f"(log: {self.log_path})"
                 )
-            try:
-                if requests.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
+            if self.healthy():
+                return
             time.sleep(0.5)
         self.stop()
         raise CapdistillError(
