@@ -175,27 +175,55 @@ def test_multirun_builds_one_world_per_seed(tmp_path: Path, micro_cache: Path) -
 def test_a_failing_sweep_job_is_said_when_it_fails_and_the_other_jobs_still_run(
     tmp_path: Path, micro_cache: Path
 ) -> None:
-    """A job's one-line error ends that job only: the sweep runs the rest, then exits with status 2 naming it."""
+    """A job's one-line error ends that job only: the sweep runs the rest, then exits with status 2 naming it. The
+    failure is one only the job meets (its directory holds a damaged round), so the sweeper's checks let it start."""
+    from capdistill.distill.resume import ROUND_FILE, ROUNDS_DIR
+
+    damaged = tmp_path / "allocator=uniform,budget.total_tokens=3k,evaluation.lmeval=False,experiment=micro"
+    (damaged / ROUNDS_DIR / "round-000").mkdir(parents=True)
+    (damaged / ROUNDS_DIR / "round-000" / ROUND_FILE).write_text("{not json")
     result = capdistill(
         "distill",
         "-m",
         "experiment=micro",
         "allocator=uniform",
         "evaluation.lmeval=false",
-        "budget.total_tokens=0,5k",
+        "budget.total_tokens=3k,5k",
         f"paths.cache_dir={micro_cache}",
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    said = "budget.total_tokens: must be a positive whole number of tokens, got 0"
+    said = f"{ROUND_FILE} is damaged"
     errors = [line for line in result.stderr.splitlines() if line.startswith("capdistill distill: error:")]
     assert len(errors) == 2 and said in errors[0], result.stderr  # when the job failed, then at the sweep's end
     assert errors[1].startswith("capdistill distill: error: sweep job ") and said in errors[1]
-    assert "budget.total_tokens=0" in errors[1] and "run the same command again" in errors[1]
+    assert "budget.total_tokens=3k" in errors[1] and "run the same command again" in errors[1]
     assert "Traceback" not in result.stderr
     assert [p.parent.name for p in tmp_path.glob("*/record.json")] == [
         "allocator=uniform,budget.total_tokens=5k,evaluation.lmeval=False,experiment=micro"
     ]
+
+
+def test_a_sweep_whose_job_fails_a_check_starts_no_job(tmp_path: Path) -> None:
+    """Every job's config is checked before the first starts: a bad value in the last jobs of a sweep is one line,
+    naming the first failing job and how many fail, and no job directory is made."""
+    result = capdistill(
+        "distill",
+        "-m",
+        "experiment=micro",
+        "allocator=uniform,read",
+        "budget.total_tokens=5k,0",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("capdistill distill: error: sweep job allocator=uniform,budget.total_tokens=0,")
+    assert "must be a positive whole number of tokens, got 0" in errors[0]
+    assert "(2 of the sweep's 4 jobs fail a check); no job was started" in errors[0]
+    assert "Traceback" not in result.stderr and "GPU available" not in result.stdout + result.stderr
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["multirun.yaml"]
 
 
 def test_exhausted_prompt_pool_fails_before_building(refused) -> None:

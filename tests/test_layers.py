@@ -80,3 +80,13 @@ def test_the_layering_test_catches_an_upward_import(tmp_path: Path) -> None:
     module.write_text("def f():\n    from capdistill.distill.run import distill\n")
     assert [package_of(m) for m, _ in imports(module)] == ["distill"]
     assert LAYER["distill"] > LAYER["config"]
+
+
+def test_the_sweeper_plugin_imports_nothing_above_components() -> None:
+    """`hydra_plugins/capdistill_sweeper` lives outside the package (Hydra's plugin namespace) but checks configs
+    through `components`, so it sits just above it."""
+    plugin = SRC.parent / "hydra_plugins" / "capdistill_sweeper"
+    found = [(path, module) for path in sorted(plugin.rglob("*.py")) for module, _ in imports(path)]
+    assert found, "the plugin imports capdistill: the check would pass on an empty folder"
+    above = [(p.name, m) for p, m in found if LAYER[package_of(m)] > LAYER["components"]]
+    assert not above, above

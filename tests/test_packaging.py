@@ -63,6 +63,7 @@ def test_a_wheel_installs_and_runs_a_user_experiment_from_a_temporary_directory(
     (wheel,) = (tmp_path / "dist").glob("capdistill-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "capdistill/conf/train.yaml" in names and "capdistill/conf/experiment/micro.yaml" in names
+    assert "hydra_plugins/capdistill_sweeper/checked_sweeper.py" in names  # the sweeper every sweep runs under
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
     site = next((venv / "lib").glob("python*/site-packages"))

@@ -281,6 +281,14 @@ def build_parts(cfg: DictConfig) -> RunParts:
 def validate(cfg: DictConfig) -> RunParts:
     """Every check that the config alone can answer (raises ConfigError naming the key); returns the parts it
     built on the way, for the run to take as they are."""
+    parts = checked_parts(cfg)
+    check_writable(cfg.paths.output_dir, "paths.output_dir")
+    return parts
+
+
+def checked_parts(cfg: DictConfig) -> RunParts:
+    """`validate` but for the run's own directory, which it leaves uncreated: what a sweep checks of every job
+    before it starts the first (`capdistill.sweeping`)."""
     settings = typed_settings(cfg)
     models = {"teacher": settings.teacher, "student": settings.student}
     names = list(cfg.capabilities.names)
@@ -329,7 +337,6 @@ def validate(cfg: DictConfig) -> RunParts:
         check_options(cfg.logger, "logger")
     optim = OptimizerSettings.of(settings.distill)
     check_writable(cfg.paths.cache_dir, "paths.cache_dir")
-    check_writable(cfg.paths.output_dir, "paths.output_dir")
     return RunParts(settings, loss, allocator, make_trainer, optim, role_requests(settings))
 
 

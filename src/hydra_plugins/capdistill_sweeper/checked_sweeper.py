@@ -1,0 +1,71 @@
+"""The sweeper of every capdistill sweep: a bad value anywhere in a sweep fails before its first job.
+
+Hydra's basic sweeper composes every job's config before it launches any, but only to see that it
+composes. `CheckedSweeper` runs capdistill's own checks (`capdistill.components.checked_parts`: the schema, the
+world's names, the task, the budget against the rounds, the curriculum, the components) on each of
+those configs too, as the job itself would at its start. So `budget.total_tokens=1k` in a sweep's
+last job, or a task that names a capability the world lacks, is one line before the first of many
+hours of jobs starts, not when its own job comes. What only a running job can meet (a server that
+does not start, a full disk) still ends that job alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict, read_write
+
+from capdistill.errors import CapdistillError
+
+
+class CheckedSweeper(BasicSweeper):
+    """Hydra's basic sweeper, checking each job's config as the job would before launching any job."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose each job of `batch` (as Hydra's own check does) and run capdistill's checks on it; the first
+        failing job is named in one line, with how many of the batch fail."""
+        from capdistill.components import checked_parts
+
+        assert self.hydra_context is not None and self.config is not None
+        if not self.config.hydra.verbose:  # building each job's Trainer would print Lightning's hardware lines
+            for name in ("pytorch_lightning", "lightning.pytorch"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        loader = self.hydra_context.config_loader
+        failed: list[tuple[str, CapdistillError]] = []
+        for overrides in batch:
+            config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+            with as_job(config) as task_cfg:
+                try:
+                    checked_parts(task_cfg)
+                except CapdistillError as err:
+                    failed.append((config.hydra.job.override_dirname or ",".join(overrides), err))
+        if failed:
+            name, err = failed[0]
+            others = f" ({len(failed)} of the sweep's {len(batch)} jobs fail a check)" if len(failed) > 1 else ""
+            raise CapdistillError(f"sweep job {name}: {err}{others}; no job was started")
+
+
+@contextlib.contextmanager
+def as_job(config: DictConfig) -> Iterator[DictConfig]:
+    """The task's config as Hydra's `run_job` makes it (its output directory set, the `hydra` node removed and
+    `HydraConfig` pointing at it), without creating the directory; `HydraConfig` is restored afterwards."""
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    hydra_config.set_config(config)
+    output_dir = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    hydra_config.set_config(config)
+    task_cfg = copy.deepcopy(config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    try:
+        yield task_cfg
+    finally:
+        hydra_config.cfg = before
