@@ -163,6 +163,7 @@ def test_a_launched_server_is_reused_while_healthy_and_replaced_once_it_is_not(t
             "exclude each other",
         ),
         (["teacher.engine=server", "teacher.server.url=h:8000"], "must start with http"),
+        (["teacher.engine=server", "teacher.server.url=http://h:1", "teacher.server.restarts=-1"], "restarts must be"),
         (["teacher.engine=server", "teacher.server.url=http://h:1", "loss=fkl"], "loss=fkl reads the teacher's full"),
         (["teacher.engine=vllm", "loss=jsd"], "loss=jsd reads the teacher's full logits"),
         (["teacher.engine=server", "teacher.server.url=http://h:1", "loss=sampled"], "cannot give exactly"),
@@ -371,17 +372,21 @@ def test_a_served_distillation_survives_its_server_dying_mid_round(
     served, tmp_path: Path, real_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`capdistill distill ... +preset=vllm_cpu_server` (teacher.engine=server) on the real tier, end to end (the
-    last server test: it kills the session's server, which the same launch command reuses). Round 1 is saved;
-    the server dies while the teacher writes round 2; the run stops in one line; the same command starts a
-    new server and resumes round 2. The cache is filled from the server and no teacher is loaded."""
+    last server test: it kills the session's server, which the same launch command reuses). With no restart
+    allowed, the server dies while the teacher writes round 2: round 1 is saved and the run stops in one line.
+    The same command (restarts at their default) starts a new server, and when that one dies in round 2 too,
+    starts another, sends round 2's requests again and completes. The cache is filled from the server and no
+    teacher is loaded."""
     overrides = [*REAL, *TINY, "loss=topk", PRESET]  # the same launch command as the session's server
-    cfg = compose_config(overrides, tmp_path / "run", real_cache)
+    cfg = compose_config([*overrides, "teacher.server.restarts=0"], tmp_path / "run", real_cache)
     validate(cfg)
     real_generate, real_load = run_module.generate_round, run_module.load_role
+    killed: list[int] = []
 
     def killed_in_round_2(settings, shares, streams, cursors, *args):
         if any(cursors.values()):  # round 2: round 1 has consumed prompts
             for server in list(openai_server.LAUNCHED.values()):
+                killed.append(server.process.pid)
                 os.killpg(server.process.pid, signal.SIGKILL)
                 server.process.wait()
         return real_generate(settings, shares, streams, cursors, *args)
@@ -396,14 +401,22 @@ def test_a_served_distillation_survives_its_server_dying_mid_round(
     first = json.loads((rounds / "round-000" / "round.json").read_text())["entry"]
     assert not (rounds / "round-001").exists() and not (tmp_path / "run" / "record.json").exists()
 
-    # the same command: capdistill starts a fresh server and resumes round 2 (the end-to-end run, from the launch)
+    # the same command: a fresh server resumes round 2, dies in it, and is started again within the run
     loaded, written = [], []
-    monkeypatch.setattr(run_module, "generate_round", lambda *a: written.append(a[3]) or real_generate(*a))
+
+    def once_more(*a):
+        written.append(a[3])
+        return killed_in_round_2(*a) if len(killed) < 2 else real_generate(*a)
+
+    monkeypatch.setattr(run_module, "generate_round", once_more)
     monkeypatch.setattr(run_module, "load_role", lambda r, *a: loaded.append(real_load(r, *a)) or loaded[-1])
     record = distill(compose_config(overrides, tmp_path / "run", real_cache))
+    assert len(killed) == 2 and len(set(killed)) == 2  # the resumed run's own server died too
+    (server,) = openai_server.LAUNCHED.values()
+    assert server.process.pid not in killed and server.healthy()  # and was replaced
     accounting_holds(record)
     assert record["rounds"][0] == first and len(record["rounds"]) == 2
-    assert len(written) == 1 and any(written[0].values())  # only round 2 was written again
+    assert len(written) == 1 and any(written[0].values())  # only round 2 was written again, once
     teacher, student = loaded
     assert teacher.model is None and student.model is not None  # the teacher's weights stay in the server
     assert record["teacher_cache"]["tokens"] == record["budget"]["spent_tokens"] > 0  # every token has its rows

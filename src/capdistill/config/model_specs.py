@@ -126,12 +126,14 @@ class ServerConf:
     timeout_s: float = 600.0  # one request
     retries: int = 3  # per request, with exponential backoff, on a refused connection or a 5xx/429 answer
     startup_timeout_s: float = 900.0  # a launched server's wait for /health
+    restarts: int = 2  # a launched server that stops answering mid-run is started again this often in a run
 
     def __post_init__(self) -> None:
         positive("server.", concurrency=self.concurrency, timeout_s=self.timeout_s)
         positive("server.", startup_timeout_s=self.startup_timeout_s)
-        if self.retries < 0:
-            raise ConfigError(f"server.retries must be >= 0, got {self.retries}")
+        for key in ("retries", "restarts"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"server.{key} must be >= 0, got {getattr(self, key)}")
         if self.url is not None and not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"server.url must start with http:// or https://, got {self.url!r}")
 

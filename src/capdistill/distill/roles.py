@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -70,16 +71,18 @@ def teacher_engine(
             seed=spec.seed,
             generation_config=defaults,
         )
-    server, name, process = spec.server, spec.server.model or spec.name, None
+    server, name, process, relaunch = spec.server, spec.server.model or spec.name, None, None
     url = server.url
     if url is None:
-        process = launch(
+        relaunch = functools.partial(
+            launch,
             server.launch,
             model=str(teacher.path),
             name=name,
             log_path=output_dir / SERVER_LOG,
             startup_timeout_s=server.startup_timeout_s,
         )
+        process = relaunch()
         url = process.url
     engine = ServerEngine(
         url,
@@ -90,6 +93,8 @@ def teacher_engine(
         timeout_s=server.timeout_s,
         retries=server.retries,
         process=process,
+        relaunch=relaunch,
+        restarts=server.restarts,
         generation_config=defaults,
     )
     engine.connect(cache)

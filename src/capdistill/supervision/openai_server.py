@@ -3,8 +3,11 @@ that serves `/v1/completions` with token-id prompts and top-k log-probabilities.
 
 Requests go out `concurrency` at a time (the server batches them), each with a timeout, retried with
 exponential backoff on a refused connection or a 429/5xx answer. A server that cannot be reached, or that
-serves another model than the teacher's, is refused before anything is loaded (`connect`); one that stops
-answering mid-round is a one-line error, and the rounds already saved stay (the same command resumes).
+serves another model than the teacher's, is refused before anything is loaded (`connect`). A server capdistill
+launched that stops answering mid-round (its process died, or it no longer answers `/health`) is started again
+and checked again, and the unanswered requests are sent again, up to `restarts` times in a run; past that, or
+for a server at a given URL, it is a one-line error, and the rounds already saved stay (the same command
+resumes).
 
 capdistill can start the server itself (`teacher.server.launch`): the command runs in its own process
 group, logs to the run's directory, is waited on through `/health`, and is stopped when capdistill exits,
@@ -24,7 +27,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -87,11 +90,16 @@ class ServerEngine(RowEngine):
         timeout_s: float = 600.0,
         retries: int = 3,
         process: LaunchedServer | None = None,
+        relaunch: Callable[[], LaunchedServer] | None = None,
+        restarts: int = 0,
         generation_config: GenerationConfig | None = None,
     ) -> None:
+        """`process`: the server capdistill launched (None for one at a given URL); `relaunch` starts it again,
+        at most `restarts` times over the engine's life, when it stops answering."""
         super().__init__(tokenizer, vocab, generation_config)
         self.url, self.model, self.concurrency, self.timeout = url.rstrip("/"), model, concurrency, timeout_s
-        self.process = process
+        self.process, self.relaunch, self.restarts = process, relaunch, restarts
+        self.cache: CacheSpec | None = None
         retry = Retry(
             total=retries,
             connect=retries,
@@ -111,6 +119,7 @@ class ServerEngine(RowEngine):
     def connect(self, cache: CacheSpec | None = None) -> None:
         """Refuse a server that is not there, serves another model, tokenizes otherwise than the teacher, or
         will not return the top-k rows `cache` keeps."""
+        self.cache = cache
         try:
             listed = requests.get(f"{self.url}/v1/models", timeout=30)
             listed.raise_for_status()
@@ -177,6 +186,22 @@ class ServerEngine(RowEngine):
     # ------------------------------------------------------------------ requests
 
     def answer(self, requests_: Sequence[Request], what: str) -> list[Answer]:
+        """The requests' answers; a launched server that stopped answering is started again (`restarts` times in
+        all) and every request is sent again: each carries its own seed, so the restarted server samples as the
+        first one would have (up to the rounding of how it batches requests)."""
+        while True:
+            try:
+                return self.answer_once(requests_, what)
+            except ServerLost as err:
+                if self.relaunch is None or self.restarts < 1 or self.process is None or self.process.healthy():
+                    raise
+                self.restarts -= 1
+                log.warning("%s; starting it again (%d more restarts allowed)", err.reason, self.restarts)
+                self.process = self.relaunch()
+                self.url = self.process.url
+                self.connect(self.cache)
+
+    def answer_once(self, requests_: Sequence[Request], what: str) -> list[Answer]:
         """The requests `concurrency` at a time; the first failure cancels those not yet sent."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = [pool.submit(self.post, r, what) for r in requests_]
@@ -216,7 +241,7 @@ class ServerEngine(RowEngine):
         try:
             response = self.session.post(f"{self.url}/v1/completions", json=body, timeout=self.timeout)
         except requests.RequestException as err:
-            raise CapdistillError(self.lost(what, err)) from None
+            raise self.lost(what, err) from None
         if response.status_code != 200:
             raise CapdistillError(
                 f"the teacher server at {self.url} refused a request while {what}: HTTP {response.status_code} "
@@ -231,18 +256,26 @@ class ServerEngine(RowEngine):
                 "prompt_logprobs)"
             ) from None
 
-    def lost(self, what: str, err: Exception) -> str:
+    def lost(self, what: str, err: Exception) -> ServerLost:
         """What to say when the server stops answering."""
         died = ""
         if self.process is not None and self.process.exit_code() is not None:
             died = f"; the server process exited with code {self.process.exit_code()} (log: {self.process.log_path})"
-        return (
-            f"the teacher server at {self.url} stopped answering while {what} ({type(err).__name__}{died}): "
-            "the rounds saved so far are kept; run the same command again to resume this round"
+        return ServerLost(
+            f"the teacher server at {self.url} stopped answering while {what} ({type(err).__name__}{died})"
         )
 
     def close(self) -> None:
         self.session.close()
+
+
+class ServerLost(CapdistillError):
+    """The server stopped answering (no connection, or a request timed out): one capdistill launched can be
+    started again (`ServerEngine.answer`); the message says what the run kept."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: the rounds saved so far are kept; run the same command again to resume this round")
 
 
 class LaunchedServer:
