@@ -96,9 +96,10 @@ def sweep_job_name() -> str | None:
 @contextlib.contextmanager
 def one_line_config_errors(name: str, started: list[bool]) -> Iterator[None]:
     """Hydra's composition errors (an unknown option, a typo'd key, a value of the wrong type), a run or sweep
-    directory it cannot create before any job has `started`, a sweep refused before its first job
-    (a CapdistillError from the `checked` sweeper) and a sweep whose job failed (`JobFailed`, raised once every job ran), as one line and exit status 2, like capdistill's own; HYDRA_FULL_ERROR=1 still shows
-    Hydra's full report."""
+    directory it cannot create before any job has `started`, a sweep refused before its first job (a
+    CapdistillError from the `checked` sweeper) and a sweep whose job failed (`JobFailed`, raised once every job
+    ran), as one line and exit status 2, like capdistill's own; HYDRA_FULL_ERROR=1 still shows Hydra's full
+    report."""
     from hydra._internal import utils as hydra_utils
     from hydra.errors import CompactHydraException
 

@@ -288,7 +288,7 @@ def validate(cfg: DictConfig) -> RunParts:
 
 def checked_parts(cfg: DictConfig) -> RunParts:
     """`validate` but for the run's own directory, which it leaves uncreated: what a sweep checks of every job
-    before it starts the first (`capdistill.sweeping`)."""
+    before it starts the first (`hydra_plugins.capdistill_sweeper`)."""
     settings = typed_settings(cfg)
     models = {"teacher": settings.teacher, "student": settings.student}
     names = list(cfg.capabilities.names)

@@ -6,7 +6,8 @@ world's names, the task, the budget against the rounds, the curriculum, the comp
 those configs too, as the job itself would at its start. So `budget.total_tokens=1k` in a sweep's
 last job, or a task that names a capability the world lacks, is one line before the first of many
 hours of jobs starts, not when its own job comes. What only a running job can meet (a server that
-does not start, a full disk) still ends that job alone.
+does not start, a full disk) still ends that job alone. With `max_batch_size` set (null by default:
+one batch), Hydra checks and launches batch by batch, and so does this.
 """
 
 from __future__ import annotations
