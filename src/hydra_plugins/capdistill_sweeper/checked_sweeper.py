@@ -28,6 +28,8 @@ from capdistill.errors import CapdistillError
 class CheckedSweeper(BasicSweeper):
     """Hydra's basic sweeper, checking each job's config as the job would before launching any job."""
 
+    checked = 0  # jobs checked so far: the next job's number (`hydra.job.num`), as the launcher numbers it
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Compose each job of `batch` (as Hydra's own check does) and run capdistill's checks on it; the first
         failing job is named in one line, with how many of the batch fail."""
@@ -41,6 +43,9 @@ class CheckedSweeper(BasicSweeper):
         failed: list[tuple[str, CapdistillError]] = []
         for overrides in batch:
             config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+            with open_dict(config):  # what the launcher sets before it runs the job (a subdir may name it)
+                config.hydra.job.id = config.hydra.job.num = self.checked
+            self.checked += 1
             with as_job(config) as task_cfg:
                 try:
                     checked_parts(task_cfg)
