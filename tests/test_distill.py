@@ -233,8 +233,8 @@ PINNED_LOSSES = {
     "mlot": (5.217763423919678, 0.37673887610435486),
 }
 PIN_RTOL = 1e-5
-# Measured: tvd's last loss is 0.0136583 on the AVX2 machines above and 0.0140083 (+2.6%) on an AVX-512 one
-# (AMD EPYC), deterministic on each; its first loss, and every other loss, agree within PIN_RTOL. The likely
+# Measured: tvd's last loss is 0.0136583 on the machines above and 0.0140083 (+2.6%) on an AMD EPYC with
+# AVX-512, deterministic on each; its first loss, and every other loss, agree within PIN_RTOL. The likely
 # reason: tvd's gradient is the sign of p - q, which a rounding difference between CPU kernels flips where p
 # and q nearly agree, and 6 epochs carry the flips on.
 LAST_RTOL = {"tvd": 5e-2}
