@@ -67,6 +67,7 @@ def test_multirun_collect_plot_and_relaunch_skips_finished_jobs(tmp_path: Path, 
     again = sweep(tmp_path, micro_cache)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "skipping" in again.stdout + again.stderr
+    assert "checked the configs of 4 jobs; 4 already hold a record.json" in again.stdout + again.stderr
     assert [p.stat().st_mtime_ns for p in records] == stamps  # no finished job was redone
 
 

@@ -17,12 +17,15 @@ import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
 from capdistill.errors import CapdistillError
+
+log = logging.getLogger(__name__)
 
 
 class CheckedSweeper(BasicSweeper):
@@ -34,6 +37,7 @@ class CheckedSweeper(BasicSweeper):
         """Compose each job of `batch` (as Hydra's own check does) and run capdistill's checks on it; the first
         failing job is named in one line, with how many of the batch fail."""
         from capdistill.components import checked_parts
+        from capdistill.results.record import RECORD_FILE
 
         assert self.hydra_context is not None and self.config is not None
         if not self.config.hydra.verbose:  # building each job's Trainer would print Lightning's hardware lines
@@ -41,6 +45,7 @@ class CheckedSweeper(BasicSweeper):
                 logging.getLogger(name).setLevel(logging.WARNING)
         loader = self.hydra_context.config_loader
         failed: list[tuple[str, CapdistillError]] = []
+        recorded = 0
         for overrides in batch:
             config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             with open_dict(config):  # what the launcher sets before it runs the job (a subdir may name it)
@@ -51,10 +56,17 @@ class CheckedSweeper(BasicSweeper):
                     checked_parts(task_cfg)
                 except CapdistillError as err:
                     failed.append((config.hydra.job.override_dirname or ",".join(overrides), err))
+                recorded += (Path(task_cfg.paths.output_dir) / RECORD_FILE).is_file()
         if failed:
             name, err = failed[0]
             others = f" ({len(failed)} of the sweep's {len(batch)} jobs fail a check)" if len(failed) > 1 else ""
             raise CapdistillError(f"sweep job {name}: {err}{others}; no job was started")
+        log.info(
+            "checked the configs of %d jobs; %d already hold a %s (a complete one is skipped)",
+            len(batch),
+            recorded,
+            RECORD_FILE,
+        )
 
 
 @contextlib.contextmanager
