@@ -334,6 +334,18 @@ def test_every_experiment_sweep_composes_and_validates(make_cfg, experiment: str
         validate(make_cfg(f"experiment={experiment}", *job))
 
 
+@pytest.mark.parametrize(
+    ("launcher", "here"), [("basic", True), ("joblib", True), ("submitit_local", True), ("submitit_slurm", False)]
+)
+def test_the_sweeper_checks_jobs_only_under_a_launcher_that_runs_them_here(launcher: str, here: bool) -> None:
+    """The checks see this machine's GPUs, nodes and files: a cluster's jobs check themselves where they run."""
+    from hydra_plugins.capdistill_sweeper.checked_sweeper import LOCAL_LAUNCHERS
+
+    shown = capdistill("distill", "experiment=micro", f"hydra/launcher={launcher}", "--cfg", "hydra")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert (OmegaConf.create(shown.stdout).hydra.launcher._target_ in LOCAL_LAUNCHERS) is here
+
+
 SLURM_2_NODES = [
     "hydra/launcher=submitit_slurm",
     "hydra.launcher.nodes=2",

@@ -241,7 +241,9 @@ class ServerEngine(RowEngine):
         try:
             response = self.session.post(f"{self.url}/v1/completions", json=body, timeout=self.timeout)
         except requests.RequestException as err:
-            raise self.lost(what, err) from None
+            raise self.lost(what, type(err).__name__) from None
+        if response.status_code >= 500 and self.process is not None and not self.process.healthy():
+            raise self.lost(what, f"HTTP {response.status_code}")  # its engine died under a live API front
         if response.status_code != 200:
             raise CapdistillError(
                 f"the teacher server at {self.url} refused a request while {what}: HTTP {response.status_code} "
@@ -256,14 +258,12 @@ class ServerEngine(RowEngine):
                 "prompt_logprobs)"
             ) from None
 
-    def lost(self, what: str, err: Exception) -> ServerLost:
-        """What to say when the server stops answering."""
+    def lost(self, what: str, cause: str) -> ServerLost:
+        """What to say when the server stops answering (`cause`: the failed request's exception or status)."""
         died = ""
         if self.process is not None and self.process.exit_code() is not None:
             died = f"; the server process exited with code {self.process.exit_code()} (log: {self.process.log_path})"
-        return ServerLost(
-            f"the teacher server at {self.url} stopped answering while {what} ({type(err).__name__}{died})"
-        )
+        return ServerLost(f"the teacher server at {self.url} stopped answering while {what} ({cause}{died})")
 
     def close(self) -> None:
         self.session.close()

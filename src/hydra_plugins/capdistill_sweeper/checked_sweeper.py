@@ -8,6 +8,10 @@ last job, or a task that names a capability the world lacks, is one line before 
 hours of jobs starts, not when its own job comes. What only a running job can meet (a server that
 does not start, a full disk) still ends that job alone. With `max_batch_size` set (null by default:
 one batch), Hydra checks and launches batch by batch, and so does this.
+
+The checks look at this machine too (GPUs, nodes, files, writable directories), so they run only under a
+launcher that runs the jobs here: Hydra's basic launcher and joblib's. Under any other (submitit on a
+cluster) the jobs' machines differ from the submitting one, and each job checks itself at its start.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from omegaconf import DictConfig, open_dict, read_write
 from capdistill.errors import CapdistillError
 
 log = logging.getLogger(__name__)
+# the launchers that run a sweep's jobs on this machine, where the checks' view of GPUs and files holds
+LOCAL_LAUNCHERS = (
+    "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+)
 
 
 class CheckedSweeper(BasicSweeper):
@@ -40,6 +50,9 @@ class CheckedSweeper(BasicSweeper):
         from capdistill.results.record import RECORD_FILE
 
         assert self.hydra_context is not None and self.config is not None
+        if str(self.config.hydra.launcher.get("_target_")) not in LOCAL_LAUNCHERS:
+            super().validate_batch_is_legal(batch)  # each job checks itself where it runs
+            return
         if not self.config.hydra.verbose:  # building each job's Trainer would print Lightning's hardware lines
             for name in ("pytorch_lightning", "lightning.pytorch"):
                 logging.getLogger(name).setLevel(logging.WARNING)
@@ -59,8 +72,13 @@ class CheckedSweeper(BasicSweeper):
                 recorded += (Path(task_cfg.paths.output_dir) / RECORD_FILE).is_file()
         if failed:
             name, err = failed[0]
-            others = f" ({len(failed)} of the sweep's {len(batch)} jobs fail a check)" if len(failed) > 1 else ""
-            raise CapdistillError(f"sweep job {name}: {err}{others}; no job was started")
+            ran = self.checked - len(batch)  # jobs of earlier batches (max_batch_size), launched already
+            jobs = f"the sweep's {len(batch)} jobs" if not ran else f"this batch's {len(batch)} jobs"
+            others = f" ({len(failed)} of {jobs} fail a check)" if len(failed) > 1 else ""
+            started = (
+                "no job was started" if not ran else f"no job of this batch was started ({ran} jobs ran before it)"
+            )
+            raise CapdistillError(f"sweep job {name}: {err}{others}; {started}")
         log.info(
             "checked the configs of %d jobs; %d already hold a %s (a complete one is skipped)",
             len(batch),
@@ -75,15 +93,15 @@ def as_job(config: DictConfig) -> Iterator[DictConfig]:
     `HydraConfig` pointing at it), without creating the directory; `HydraConfig` is restored afterwards."""
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
-    hydra_config.set_config(config)
-    output_dir = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
-    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-    hydra_config.set_config(config)
-    task_cfg = copy.deepcopy(config)
-    with read_write(task_cfg), open_dict(task_cfg):
-        del task_cfg["hydra"]
     try:
+        hydra_config.set_config(config)
+        output_dir = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        hydra_config.set_config(config)
+        task_cfg = copy.deepcopy(config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
         yield task_cfg
     finally:
         hydra_config.cfg = before
