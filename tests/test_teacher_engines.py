@@ -164,6 +164,7 @@ def test_a_launched_server_is_reused_while_healthy_and_replaced_once_it_is_not(t
         ),
         (["teacher.engine=server", "teacher.server.url=h:8000"], "must start with http"),
         (["teacher.engine=server", "teacher.server.url=http://h:1", "teacher.server.restarts=-1"], "restarts must be"),
+        (["teacher.engine=server", "teacher.server.launch='env A=1 /no/python -m vllm --port {port}'"], "'/no/python'"),
         (["teacher.engine=server", "teacher.server.url=http://h:1", "loss=fkl"], "loss=fkl reads the teacher's full"),
         (["teacher.engine=vllm", "loss=jsd"], "loss=jsd reads the teacher's full logits"),
         (["teacher.engine=server", "teacher.server.url=http://h:1", "loss=sampled"], "cannot give exactly"),

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,6 +42,7 @@ from capdistill.models.hf import check_init, checkpoint_shape, resolve_path
 from capdistill.models.request import ModelRequest
 from capdistill.results.figures import FIGURES
 from capdistill.supervision.budget import normalize_weights, split_tokens, with_replay
+from capdistill.supervision.openai_server import launch_command
 from capdistill.supervision.slices import MAX_BATCHES, MIN_RESPONSE_TOKENS
 from capdistill.training.cluster import check_nodes, leading_process
 from capdistill.training.optim import OptimizerSettings
@@ -349,6 +353,8 @@ def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> Non
     if not isinstance(teacher, HFModel) or teacher.engine is Engine.hf:
         return
     engine = f"teacher.engine={teacher.engine.value}"
+    if teacher.engine is Engine.server and teacher.server.launch:
+        check_launch(teacher.server.launch)
     if teacher.init != InitConf():
         raise ConfigError(f"{engine} serves the teacher's checkpoint as saved: leave teacher.init unset")
     if world == World.paper:
@@ -380,6 +386,22 @@ def check_engine(models: dict[str, Any], loss: DistillLoss, world: World) -> Non
         raise ConfigError(
             f"{engine} keeps rows conditioned on the teacher's prompt format: teacher.chat_template="
             f"{teacher.chat_template} and student.chat_template={student.chat_template} must agree for loss={name}"
+        )
+
+
+def check_launch(template: str) -> None:
+    """`teacher.server.launch` must fill in its port and run a program this machine has (after `env`'s settings):
+    a missing interpreter fails here, not when a sweep's first job starts the server."""
+    argv = launch_command(template, model="model", port=0, name="name")
+    if argv and Path(argv[0]).name == "env":  # env's options and NAME=value settings come before the program
+        argv = argv[1:]
+        while argv and (argv[0].startswith("-") or re.match(r"[A-Za-z_][A-Za-z0-9_]*=", argv[0])):
+            argv = argv[1:]
+    program = argv[0] if argv else ""
+    if not shutil.which(program):
+        raise ConfigError(
+            f"teacher.server.launch runs {program!r}, which is not here (from {os.getcwd()}): install it or fix the "
+            "command (the vllm_cpu_server preset's interpreter comes from `make vllm-env`, or CAPDISTILL_VLLM_PYTHON)"
         )
 
 
