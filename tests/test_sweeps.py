@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -69,6 +70,37 @@ def test_multirun_collect_plot_and_relaunch_skips_finished_jobs(tmp_path: Path, 
     assert "skipping" in again.stdout + again.stderr
     assert "checked the configs of 4 jobs; 4 already hold a record.json" in again.stdout + again.stderr
     assert [p.stat().st_mtime_ns for p in records] == stamps  # no finished job was redone
+
+
+RECORDS_SH = Path(__file__).resolve().parents[1] / "experiments" / "records.sh"
+
+
+def test_kept_records_fill_a_sweep_directory_without_replacing_its_own_and_are_kept_back(tmp_path: Path) -> None:
+    """`experiments/run`'s record keeping (experiments/records.sh), on job directories named as sweeps name them:
+    the kept records go where the sweep has none, never over one it wrote; afterwards every record is kept."""
+    kept, out = tmp_path / "kept", tmp_path / "out"
+    jobs = ["+preset=vllm_cpu_server,allocator=read,budget.total_tokens=8k,seed=0", "allocator=uniform,seed=1"]
+    for job, text in zip(jobs, ["kept read", "kept uniform"]):
+        (kept / job).mkdir(parents=True)
+        (kept / job / "record.json").write_text(text)
+    (out / jobs[1]).mkdir(parents=True)
+    (out / jobs[1] / "record.json").write_text("rerun uniform")  # written by a sweep here
+    (out / "allocator=new").mkdir()
+    (out / "allocator=new" / "record.json").write_text("new")
+
+    def copy(*args: Path | str) -> None:
+        script = f'set -euo pipefail; source "{RECORDS_SH}"; copy_records "$@"'
+        subprocess.run(["bash", "-c", script, "copy", *map(str, args)], check=True)
+
+    copy(kept, out, "new")  # before the sweeps
+    assert (out / jobs[0] / "record.json").read_text() == "kept read"
+    assert (out / jobs[1] / "record.json").read_text() == "rerun uniform"
+    copy(out, kept)  # when experiments/run ends
+    assert {p.parent.name: p.read_text() for p in kept.rglob("record.json")} == {
+        jobs[0]: "kept read",
+        jobs[1]: "rerun uniform",
+        "allocator=new": "new",
+    }
 
 
 def fake_table() -> pd.DataFrame:
