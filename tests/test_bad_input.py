@@ -16,11 +16,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from capdistill.components import validate
-from capdistill.distill.resume import ROUND_FILE, completed_rounds, finished_record, round_dir
+from capdistill.distill.resume import ROUND_FILE, completed_rounds, round_dir
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.io import atomic_dir, atomic_write_text, remove_stale_temporaries, temporary_prefix
 from capdistill.results.collect import collect
+from capdistill.results.identity import finished_record
 from capdistill.results.plot import plot
 from capdistill.world.build import BUILD_FILE, load_entry
 from capdistill.world.command import build_world

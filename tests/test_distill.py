@@ -18,10 +18,10 @@ from capdistill.distill import run as run_module
 from capdistill.distill.batches import DistillDataModule, SupervisedBatches
 from capdistill.distill.loggers import RunLogger
 from capdistill.distill.module import DistillationModule
-from capdistill.distill.resume import run_identity, same_run
 from capdistill.distill.run import distill
 from capdistill.errors import CapdistillError
 from capdistill.losses import ForwardKLLoss, SFTLoss
+from capdistill.results.identity import run_identity, same_run
 from capdistill.results.record import RECORD_FILE, check_record
 from capdistill.supervision.slices import Generation, PromptStream, collect_round
 from capdistill.training.optim import OptimizerSettings

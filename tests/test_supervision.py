@@ -186,7 +186,7 @@ def test_the_released_curriculum_follows_budget_progress(make_cfg) -> None:
 def test_a_curriculum_run_records_each_round_s_mix_and_keeps_its_fingerprint_apart(run_micro, make_cfg) -> None:
     """End to end on the micro world (one level): each round records the mix its prompts were drawn from, by the
     budget spent before it; a run without a curriculum keeps the fingerprint it had before curricula existed."""
-    from capdistill.distill.resume import run_identity
+    from capdistill.results.identity import run_identity
 
     stages = "distill.curriculum.stages=[{until:0.5,mix:[1.0]},{until:1.0,mix:[2.0]}]"
     record, _ = run_micro("budget.rounds=3", stages)

@@ -65,11 +65,16 @@ def test_multirun_collect_plot_and_relaunch_skips_finished_jobs(tmp_path: Path, 
     for ext in ("png", "pdf", "md"):
         assert (tmp_path / "sweep" / f"budget_curves.{ext}").stat().st_size > 0
 
-    again = sweep(tmp_path, micro_cache)
+    # relaunched where a new job would fail its checks (no cache can be made here): the finished jobs need none
+    (tmp_path / "a-file").write_text("")
+    again = sweep(tmp_path, tmp_path / "a-file" / "cache")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "skipping" in again.stdout + again.stderr
-    assert "checked the configs of 4 jobs; 4 already hold a record.json" in again.stdout + again.stderr
+    said = again.stdout + again.stderr
+    assert said.count("already holds this run's complete record: skipping it") == 4
+    assert "checked the configs of 0 jobs; 4 more already hold their run's complete record and are skipped" in said
     assert [p.stat().st_mtime_ns for p in records] == stamps  # no finished job was redone
+    new_job = sweep(tmp_path, tmp_path / "a-file" / "cache", "seed=1")
+    assert new_job.returncode != 0 and "paths.cache_dir" in new_job.stderr  # the unfinished ones are still checked
 
 
 RECORDS_SH = Path(__file__).resolve().parents[1] / "experiments" / "records.sh"

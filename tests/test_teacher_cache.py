@@ -12,11 +12,11 @@ import torch
 from capdistill.components import validate
 from capdistill.distill import run as run_module
 from capdistill.distill.batches import SupervisedBatches, cached_rows
-from capdistill.distill.resume import config_changes
 from capdistill.distill.run import distill
 from capdistill.losses import SparseTeacher, TopKLoss
 from capdistill.losses.sparse import CacheSpec
 from capdistill.prompting import IGNORE_INDEX, generate
+from capdistill.results.identity import config_changes
 from capdistill.supervision.slices import Generation, PromptStream, Supervised, collect_round
 from capdistill.supervision.teacher_cache import (
     STEPS_PER_NAT,

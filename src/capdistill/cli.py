@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -30,10 +31,13 @@ Tab completion (bash): eval "$(capdistill -sc install=bash)\""""
 # --------------------------------------------------------------------------- config subcommands
 
 
-def run_with_config(name: str, task: Callable[[Any, Any], object], argv: list[str]) -> int:
+def run_with_config(
+    name: str, task: Callable[[Any, Any], object], argv: list[str], finished: Callable[[Any], bool] | None = None
+) -> int:
     """Compose the root config with the overrides in `argv` through Hydra and run `task` on it and the parts
-    `validate` built from it (once per job with `-m`). A CapdistillError ends the job with a one-line error and
-    exit status 2."""
+    `validate` built from it (once per job with `-m`). A job `finished` says is done already is skipped before
+    any check: what it would need of this machine it no longer needs. A CapdistillError ends the job with a
+    one-line error and exit status 2."""
     from hydra._internal.utils import _run_hydra, get_args_parser
 
     from capdistill.config.hydra_setup import CONF_DIR, setup
@@ -53,6 +57,11 @@ def run_with_config(name: str, task: Callable[[Any, Any], object], argv: list[st
 
             quiet_libraries()
             job_log_from_the_leader_only()
+            if finished is not None and finished(cfg):
+                logging.getLogger(__name__).info(
+                    "%s already holds this run's complete record: skipping it", cfg.paths.output_dir
+                )
+                return
             parts = validate(cfg)
             share_cores()
             task(cfg, parts)
@@ -207,7 +216,12 @@ def distill(argv: list[str]) -> int:
             print(f"capdistill distill: skipping this job: {held}", file=sys.stderr)
             return None
 
-    return run_with_config("distill", task, argv)
+    def finished(cfg: Any) -> bool:
+        from capdistill.results.identity import finished_run
+
+        return finished_run(cfg) is not None
+
+    return run_with_config("distill", task, argv, finished)
 
 
 def profile(argv: list[str]) -> int:

@@ -49,12 +49,9 @@ from capdistill.distill.reference import SPLITS, dev_exact_match, proxy_scores, 
 from capdistill.distill.resume import (
     ROUNDS_DIR,
     completed_rounds,
-    finished_record,
     kept_rounds,
     load_supervision,
     resume_state,
-    run_fingerprint,
-    run_identity,
     save_round,
     save_supervision,
 )
@@ -69,6 +66,7 @@ from capdistill.io import atomic_write_json, full_disk_line, holding, interactiv
 from capdistill.models.packing import check_packing
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
+from capdistill.results.identity import finished_record, run_fingerprint, run_identity
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens, with_replay
 from capdistill.supervision.engines import TeacherEngine

@@ -6,7 +6,9 @@ world's names, the task, the budget against the rounds, the curriculum, the comp
 those configs too, as the job itself would at its start. So `budget.total_tokens=1k` in a sweep's
 last job, or a task that names a capability the world lacks, is one line before the first of many
 hours of jobs starts, not when its own job comes. What only a running job can meet (a server that
-does not start, a full disk) still ends that job alone. With `max_batch_size` set (null by default:
+does not start, a full disk) still ends that job alone. A job whose directory already holds its run's complete
+record is not checked: it will skip itself, and a finished sweep relaunched to be collected on a machine without
+its teacher server, GPUs or caches goes through. With `max_batch_size` set (null by default:
 one batch), Hydra checks and launches batch by batch, and so does this.
 
 The checks look at this machine too (GPUs, nodes, files, writable directories), so they run only under a
@@ -21,7 +23,6 @@ import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
@@ -47,7 +48,7 @@ class CheckedSweeper(BasicSweeper):
         """Compose each job of `batch` (as Hydra's own check does) and run capdistill's checks on it; the first
         failing job is named in one line, with how many of the batch fail."""
         from capdistill.components import checked_parts
-        from capdistill.results.record import RECORD_FILE
+        from capdistill.results.identity import finished_run
 
         assert self.hydra_context is not None and self.config is not None
         if str(self.config.hydra.launcher.get("_target_")) not in LOCAL_LAUNCHERS:
@@ -58,18 +59,20 @@ class CheckedSweeper(BasicSweeper):
                 logging.getLogger(name).setLevel(logging.WARNING)
         loader = self.hydra_context.config_loader
         failed: list[tuple[str, CapdistillError]] = []
-        recorded = 0
+        finished = 0
         for overrides in batch:
             config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             with open_dict(config):  # what the launcher sets before it runs the job (a subdir may name it)
                 config.hydra.job.id = config.hydra.job.num = self.checked
             self.checked += 1
             with as_job(config) as task_cfg:
+                if finished_run(task_cfg) is not None:  # the job skips itself before its own checks, as here
+                    finished += 1
+                    continue
                 try:
                     checked_parts(task_cfg)
                 except CapdistillError as err:
                     failed.append((config.hydra.job.override_dirname or ",".join(overrides), err))
-                recorded += (Path(task_cfg.paths.output_dir) / RECORD_FILE).is_file()
         if failed:
             name, err = failed[0]
             ran = self.checked - len(batch)  # jobs of earlier batches (max_batch_size), launched already
@@ -80,10 +83,9 @@ class CheckedSweeper(BasicSweeper):
             )
             raise CapdistillError(f"sweep job {name}: {err}{others}; {started}")
         log.info(
-            "checked the configs of %d jobs; %d already hold a %s (a complete one is skipped)",
-            len(batch),
-            recorded,
-            RECORD_FILE,
+            "checked the configs of %d jobs; %d more already hold their run's complete record and are skipped",
+            len(batch) - finished,
+            finished,
         )
 
 
