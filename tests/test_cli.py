@@ -269,20 +269,35 @@ def test_tilted_runs_its_split_around_the_requirement_vector(tmp_path: Path, mic
         assert split == pytest.approx(expected), entry["allocation"]
 
 
+def experiments_run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`experiments/run` as the README gives it, in a copy of the repository's layout at `repo` (its scripts, `conf`
+    and this interpreter's environment as `.venv`), so its outputs and kept records land there."""
+    root = Path(__file__).resolve().parents[1]
+    (repo / "experiments").mkdir(parents=True, exist_ok=True)
+    for link, target in (
+        ("experiments/run", root / "experiments" / "run"),
+        ("experiments/records.sh", root / "experiments" / "records.sh"),
+        ("conf", root / "conf"),
+        (".venv", Path(sys.prefix)),
+    ):
+        if not (repo / link).exists():
+            (repo / link).symlink_to(target)
+    return subprocess.run(
+        ["bash", str(repo / "experiments" / "run"), *args], capture_output=True, text=True, env=ENV, timeout=900
+    )  # 45 s alone; a parallel suite on 2 cores stretches it
+
+
 @pytest.mark.slow
-def test_smoke_shows_learning_and_an_allocator_difference(tmp_path: Path) -> None:
-    """`-m experiment=smoke`: a teacher well above 0, the student learning the task, task_static ahead of
-    uniform (measured: base 23.4, task_static 40.6, uniform 28.1 on 128 items), lm-eval equal to the probes."""
-    result = capdistill(
-        "distill",
-        "-m",
-        "experiment=smoke",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"hydra.sweep.dir={tmp_path}",
-        timeout=900,  # 45 s alone; a parallel suite on 2 cores stretches it
-    )
+def test_smoke_shows_learning_and_an_allocator_difference_and_its_records_are_kept(tmp_path: Path) -> None:
+    """`experiments/run smoke`: a teacher well above 0, the student learning the task, task_static ahead of
+    uniform (measured: base 23.4, task_static 40.6, uniform 28.1 on 128 items), lm-eval equal to the probes. Its
+    records are kept in experiments/records/smoke/, and on a machine without its outputs (nor a usable cache) the
+    same command skips both jobs and draws the same table from them."""
+    repo = tmp_path / "repo"
+    result = experiments_run(repo, "smoke", f"paths.cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    records = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/record.json")}
+    sweep = repo / "outputs" / "sweeps" / "smoke"
+    records = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/record.json")}
     assert set(records) == {"allocator=task_static", "allocator=uniform"}  # job directories named by override
     static, uniform = records["allocator=task_static"], records["allocator=uniform"]
     assert min(static["reference"]["teacher"]["probe"].values()) >= 50  # micro's teacher scores 0
@@ -293,6 +308,16 @@ def test_smoke_shows_learning_and_an_allocator_difference(tmp_path: Path) -> Non
         assert record["lmeval"]["probe"] == record["final"]["probe"]
     rounds = [line for line in result.stdout.splitlines() if "| split " in line]
     assert len(rounds) == 4 and "task utility (eval)" in rounds[0]  # one line per round, eval at the checkpoint
+    kept = repo / "experiments" / "records" / "smoke"
+    assert {p.parent.name for p in kept.glob("*/record.json")} == set(records)
+    table = (sweep / "budget_curves.md").read_text()
+
+    shutil.rmtree(repo / "outputs")  # another machine: the repository's records only, and no cache to be made
+    (tmp_path / "a-file").write_text("")
+    again = experiments_run(repo, "smoke", f"paths.cache_dir={tmp_path / 'a-file' / 'cache'}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (again.stdout + again.stderr).count("already holds this run's complete record: skipping it") == 2
+    assert (sweep / "budget_curves.md").read_text() == table
 
 
 def test_profile_micro_scores_teacher_and_student_on_the_eval_sets(tmp_path: Path, micro_cache: Path) -> None:
