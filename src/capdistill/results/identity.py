@@ -156,6 +156,8 @@ def finished_record(output_dir: Path, identity: dict[str, Any]) -> dict[str, Any
 def finished_run(cfg: DictConfig) -> dict[str, Any] | None:
     """The complete record of the run `cfg` describes, if its output directory holds one (else None, also when
     the config does not resolve: the run's own checks then say why)."""
+    if not (Path(cfg.paths.output_dir) / RECORD_FILE).is_file():  # the common case, and no component is located
+        return None
     try:
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     except OmegaConfBaseException:
