@@ -58,9 +58,9 @@ def run_with_config(
             quiet_libraries()
             job_log_from_the_leader_only()
             if finished is not None and finished(cfg):
-                logging.getLogger(__name__).info(
-                    "%s already holds this run's complete record: skipping it", cfg.paths.output_dir
-                )
+                from capdistill.results.identity import SKIPPING
+
+                logging.getLogger(__name__).info(SKIPPING, cfg.paths.output_dir)
                 return
             parts = validate(cfg)
             share_cores()

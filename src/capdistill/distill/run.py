@@ -66,7 +66,7 @@ from capdistill.io import atomic_write_json, full_disk_line, holding, interactiv
 from capdistill.models.packing import check_packing
 from capdistill.models.request import LoadedModel
 from capdistill.prompting import uses_chat_template
-from capdistill.results.identity import finished_record, run_fingerprint, run_identity
+from capdistill.results.identity import SKIPPING, finished_record, run_fingerprint, run_identity
 from capdistill.results.record import RECORD_FILE, Record, RoundEntry
 from capdistill.supervision.budget import normalize_weights, round_slice, split_tokens, with_replay
 from capdistill.supervision.engines import TeacherEngine
@@ -96,7 +96,7 @@ def complete(recipe: DistillRecipe) -> dict[str, Any]:
     out = recipe.out
     finished = finished_record(out, recipe.identity)
     if finished is not None:
-        log.info("%s already holds this run's complete record: skipping it", out)
+        log.info(SKIPPING, out)
         return finished
     try:
         recipe.setup()

@@ -23,6 +23,7 @@ from capdistill.config.model_specs import MODEL_KINDS
 from capdistill.results.record import RECORD_FILE
 
 log = logging.getLogger(__name__)
+SKIPPING = "%s already holds this run's complete record: skipping it"  # the log line of a skipped run (its dir)
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
